@@ -1,0 +1,131 @@
+"""`opensem` command line. Thin: parse, then call one function of the package.
+
+Only typer and rich are imported at the top, so `opensem --help` is instant; torch,
+transformers and mlflow are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from opensem.errors import OpenSEMError
+from opensem.stages import STAGES
+
+app = typer.Typer(
+    name="opensem",
+    help="OpenSEM: turn a folder of domain documents into a small expert model that beats its base.\n\n"
+    "Typical flow for a SEM (a named expert, e.g. legal): forge -> baseline -> train -> evaluate -> promote, "
+    "or all of it with `opensem pipeline --sem legal`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+SemOpt = Annotated[str, typer.Option("--sem", "-s", help="SEM name, e.g. legal (see configs/sems/).")]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a config key, e.g. --set training.learning_rate=1e-4 (repeatable)."),
+]
+OverridesOpt = Annotated[
+    str,
+    typer.Option("--overrides", hidden=True, help='Space-separated overrides, as MLproject passes them: "a.b=1 c.d=x".'),
+]
+
+
+def user_errors(fn):
+    """Turn an OpenSEMError into one red line and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OpenSEMError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _overrides(sets: list[str] | None, overrides: str) -> list[str]:
+    from opensem.config import split_overrides
+
+    return split_overrides(overrides) + list(sets or [])
+
+
+def _stage_command(stage: str):
+    @user_errors
+    def command(sem: SemOpt, set_: SetOpt = None, overrides: OverridesOpt = "") -> None:
+        from opensem.stages import run_stage
+
+        run_stage(stage, sem, _overrides(set_, overrides))
+
+    command.__name__ = stage
+    command.__doc__ = STAGES[stage][1][0].upper() + STAGES[stage][1][1:] + "."
+    return command
+
+
+for _stage in STAGES:
+    # `set_` is exposed as --set; typer takes the option name from the Annotated declaration.
+    app.command(_stage)(_stage_command(_stage))
+
+
+@app.command("new-sem")
+@user_errors
+def new_sem(name: Annotated[str, typer.Argument(help="Short name: lowercase letters, digits, - and _.")]) -> None:
+    """Scaffold a new SEM: data/NAME/raw/, evals/NAME/golden_set.json, configs/sems/NAME.yaml."""
+    from opensem.workspace import new_sem as scaffold
+
+    sem = scaffold(name)
+    out.print(f"[green]Created SEM '{sem.name}'[/green]")
+    for path in (sem.raw_dir, sem.golden_set, sem.config_file):
+        out.print(f"  {path.relative_to(sem.root)}")
+    out.print(f"Next: put documents in {sem.raw_dir.relative_to(sem.root)}/, write the golden set, then `opensem forge --sem {name}`.")
+
+
+@app.command("config")
+@user_errors
+def show_config(sem: SemOpt, set_: SetOpt = None, overrides: OverridesOpt = "") -> None:
+    """Print the resolved config of a SEM (defaults -> SEM file -> overrides) and its digest."""
+    from opensem.config import load_config
+    from opensem.workspace import open_sem
+
+    s = open_sem(sem)
+    cfg = load_config(s.root, s.name, _overrides(set_, overrides))
+    out.print(cfg.to_yaml(), end="", highlight=False, markup=False)
+    err.print(f"[dim]config digest {cfg.digest()}[/dim]")
+
+
+@app.command("doctor")
+@user_errors
+def doctor(sem: Annotated[Optional[str], typer.Option("--sem", "-s", help="Use this SEM's config.")] = None) -> None:
+    """Describe this machine: CPU/GPU, the training backend and precision that would be used,
+    the tracking store, W&B mode, and which credentials are set (names only)."""
+    from rich.table import Table
+
+    from opensem.config import load_config
+    from opensem.doctor import collect
+    from opensem.workspace import open_sem, project_root
+
+    root = open_sem(sem).root if sem else project_root()
+    cfg = load_config(root, sem)
+    table = Table(title="opensem doctor", show_lines=False)
+    for column in ("section", "item", "value"):
+        table.add_column(column)
+    for row in collect(cfg, root):
+        table.add_row(*row)
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="opensem")
+
+
+if __name__ == "__main__":
+    main()

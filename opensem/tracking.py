@@ -1,0 +1,202 @@
+"""The one place that opens MLflow runs (and mirrors them to Weights & Biases when enabled).
+
+Every run gets: experiment <prefix><sem>, tags opensem.sem / opensem.stage /
+opensem.config_digest / opensem.base_model, the resolved config as params and as an artifact.
+MLflow itself records the git commit. Stages log through the `StageRun` handed to them, so
+metrics reach W&B too without each stage knowing about it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from opensem.config import Config
+from opensem.workspace import Sem
+
+TAG_SEM = "opensem.sem"
+TAG_STAGE = "opensem.stage"
+TAG_CONFIG_DIGEST = "opensem.config_digest"
+TAG_BASE_MODEL = "opensem.base_model"
+TAG_WANDB_RUN = "wandb.run_id"
+
+
+def configure(cfg: Config, root: Path) -> str:
+    """Point MLflow at the configured store and return its URI.
+
+    Priority: tracking.tracking_uri > $MLFLOW_TRACKING_URI > sqlite mlflow.db in the project
+    root (MLflow's own default, but anchored to the project rather than the current folder).
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def experiment_name(cfg: Config, sem: Sem) -> str:
+    return f"{cfg.tracking.experiment_prefix}{sem.name}"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are leaves."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@dataclass
+class StageRun:
+    """Handle a stage logs through; mirrors metrics to W&B when that is on."""
+
+    run_id: str
+    experiment_id: str
+    wandb_run: Any = None
+    _step: dict[str, int] = field(default_factory=dict)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, run_id=self.run_id)
+        if self.wandb_run is not None:
+            self.wandb_run.log(dict(metrics), step=step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: _param_value(v) for k, v in params.items()}, run_id=self.run_id)
+        if self.wandb_run is not None:
+            self.wandb_run.config.update(params, allow_val_change=True)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        import mlflow
+
+        for key, value in tags.items():
+            mlflow.set_tag(key, str(value))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_text(text, artifact_file, run_id=self.run_id)
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+@contextlib.contextmanager
+def stage_run(
+    sem: Sem,
+    stage: str,
+    cfg: Config,
+    *,
+    run_name: str | None = None,
+    run_id: str | None = None,
+    nested: bool = False,
+    tags: dict[str, str] | None = None,
+) -> Iterator[StageRun]:
+    """Open (or resume, with `run_id`) a tracked run for one stage of one SEM.
+
+    Launched by `mlflow run`, the run MLflow made for the entry point ($MLFLOW_RUN_ID) is used,
+    so `mlflow run` shows one run, tagged like any other.
+    """
+    import mlflow
+
+    configure(cfg, sem.root)
+    adopted = os.environ.get("MLFLOW_RUN_ID") if (run_id is None and mlflow.active_run() is None) else None
+    if adopted or run_id:
+        run = mlflow.start_run(run_id=adopted or run_id, nested=nested)
+    else:
+        parent = mlflow.active_run() if nested else None  # children live beside their parent
+        experiment_id = parent.info.experiment_id if parent else mlflow.set_experiment(experiment_name(cfg, sem)).experiment_id
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested)
+    handle = StageRun(run.info.run_id, run.info.experiment_id)
+    try:
+        mlflow.set_tags(
+            {
+                TAG_SEM: sem.name,
+                TAG_STAGE: stage,
+                TAG_CONFIG_DIGEST: cfg.digest(),
+                TAG_BASE_MODEL: cfg.model.base,
+                **(tags or {}),
+            }
+        )
+        resolved = cfg.model_dump(mode="json")
+        if not (adopted or run_id) or "model.base" not in mlflow.get_run(handle.run_id).data.params:
+            handle.log_params(flatten(resolved))  # a resumed run keeps the params it has
+        handle.log_text(cfg.to_yaml(), "config/resolved_config.yaml")
+        if cfg.tracking.wandb.enabled:
+            handle.wandb_run = _start_wandb(cfg, sem, stage, run.info.run_name or handle.run_id, resolved)
+            mlflow.set_tag(TAG_WANDB_RUN, handle.wandb_run.id)
+        yield handle
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        _finish_wandb(handle, exit_code=1)
+        mlflow.end_run(status=status)
+        raise
+    else:
+        _finish_wandb(handle, exit_code=0)
+        mlflow.end_run()
+
+
+def wandb_mode(cfg: Config) -> str:
+    mode = cfg.tracking.wandb.mode
+    if mode == "auto":
+        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return mode
+
+
+def _start_wandb(cfg: Config, sem: Sem, stage: str, name: str, resolved: dict) -> Any:
+    # Keep W&B's files in the project rather than the home folder (its default caches).
+    for var, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", ".cache/wandb"), ("WANDB_DATA_DIR", ".cache/wandb-data")):
+        path = sem.root / sub
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault(var, str(path))
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    return wandb.init(
+        project=cfg.tracking.wandb.project,
+        entity=cfg.tracking.wandb.entity,
+        name=name,
+        group=sem.name,
+        job_type=stage,
+        tags=[sem.name, stage],
+        config=resolved,
+        mode=wandb_mode(cfg),
+        dir=str(sem.root),
+        reinit="create_new",
+    )
+
+
+def _finish_wandb(handle: StageRun, exit_code: int) -> None:
+    if handle.wandb_run is not None:
+        handle.wandb_run.finish(exit_code=exit_code)
+        handle.wandb_run = None
+
+
+def log_jsonl_dataset(path: Path, name: str, context: str, run_id: str | None = None) -> str:
+    """Log a JSONL file as an MLflow dataset input (name, digest, schema, profile); returns the digest."""
+    import mlflow
+    import pandas as pd
+
+    frame = pd.read_json(path, lines=True)
+    frame = frame.map(lambda v: v if isinstance(v, (str, int, float, bool)) or v is None else _json(v))
+    dataset = mlflow.data.from_pandas(frame, source=str(path), name=name)
+    mlflow.log_input(dataset, context=context)
+    return dataset.digest
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)

@@ -1,0 +1,103 @@
+"""Config layering, overrides and every error path, through the API and the CLI."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from opensem.cli import app
+from opensem.config import Config, load_config, parse_override, split_overrides
+from opensem.errors import ConfigError
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_layers_apply_in_order(project):
+    write(project / "configs/defaults.yaml", "training:\n  epochs: 2\n  batch_size: 4\n")
+    write(project / "configs/sems/legal.yaml", "training:\n  epochs: 5\n")
+    cfg = load_config(project, "legal", ["training.batch_size=16"])
+    assert cfg.training.epochs == 5  # SEM file beats defaults.yaml
+    assert cfg.training.batch_size == 16  # --set beats both
+    assert cfg.training.learning_rate == Config().training.learning_rate  # untouched keys keep the schema default
+
+
+def test_override_values_are_typed_yaml():
+    assert parse_override("training.learning_rate=1e-4") == ("training.learning_rate", 1e-4)
+    assert parse_override("lora.target_modules=[q_proj, v_proj]") == ("lora.target_modules", ["q_proj", "v_proj"])
+    assert parse_override("training.packing=true") == ("training.packing", True)
+    assert parse_override("training.run_name=") == ("training.run_name", None)
+    assert split_overrides('training.epochs=1 model.system_prompt="Be brief."') == [
+        "training.epochs=1",
+        "model.system_prompt=Be brief.",
+    ]
+
+
+def test_digest_tracks_content(project):
+    a = load_config(project, "legal")
+    assert a.digest() == load_config(project, "legal").digest()
+    assert a.digest() != load_config(project, "legal", ["lora.r=8"]).digest()
+
+
+@pytest.mark.parametrize(
+    "where, text, expected",
+    [
+        ("configs/defaults.yaml", "training:\n  learnin_rate: 0.1\n", "configs/defaults.yaml: unknown key 'training.learnin_rate'; did you mean 'learning_rate'?"),
+        ("configs/sems/legal.yaml", "lora:\n  r: 0\n", "configs/sems/legal.yaml: lora.r = 0: input should be greater than 0"),
+        ("configs/sems/legal.yaml", "trainig:\n  epochs: 1\n", "configs/sems/legal.yaml: unknown key 'trainig'; did you mean 'training'?"),
+        ("configs/sems/legal.yaml", "training:\n  backend: gpu\n", "configs/sems/legal.yaml: training.backend = \"gpu\": input should be 'auto', 'unsloth' or 'hf'"),
+        ("configs/sems/legal.yaml", "training: [1, 2\n", "configs/sems/legal.yaml: line 2"),
+        ("configs/sems/legal.yaml", "- just a list\n", "configs/sems/legal.yaml: expected a mapping"),
+    ],
+)
+def test_file_errors_name_file_key_and_value(project, where, text, expected):
+    write(project / where, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(project, "legal")
+    message = str(exc.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("training.learning_rate=-0.1", "--set training.learning_rate: training.learning_rate = -0.1: input should be greater than 0"),
+        ("training.lr=1", "--set training.lr: unknown key 'training.lr'"),
+        ("training.epochs=many", "--set training.epochs: training.epochs = \"many\": input should be a valid number"),
+        ("nonsense", "--set 'nonsense': expected section.key=value"),
+    ],
+)
+def test_override_errors(project, override, expected):
+    with pytest.raises(ConfigError) as exc:
+        load_config(project, "legal", [override])
+    assert str(exc.value).startswith(expected), str(exc.value)
+
+
+def test_cli_config_error_is_one_line_exit_2(project):
+    result = CliRunner().invoke(app, ["config", "--sem", "legal", "--set", "lora.r=0"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "lora.r = 0" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_cli_config_shows_resolved_values(project):
+    result = CliRunner().invoke(app, ["config", "--sem", "legal", "--set", "training.epochs=7", "--overrides", "lora.r=4"])
+    assert result.exit_code == 0, result.output
+    assert "epochs: 7" in result.output and "r: 4" in result.output
+
+
+def test_every_field_is_documented():
+    def walk(model, prefix=""):
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+                yield from walk(annotation, f"{prefix}{name}.")
+            elif prefix:  # top-level fields are the sections themselves
+                yield f"{prefix}{name}", field.description
+
+    undocumented = [key for key, doc in walk(Config) if not doc]
+    assert undocumented == []

@@ -1,0 +1,60 @@
+"""Backend, precision, 4-bit and VRAM-cap rules, from detection results supplied to plan()."""
+
+from __future__ import annotations
+
+import pytest
+
+from opensem.config import TrainingConfig
+from opensem.errors import OpenSEMError
+from opensem.hardware import Gpu, Hardware, detect, plan
+
+CPU = Hardware(cpu_cores=2)
+RTX4090 = Hardware(cpu_cores=16, gpus=(Gpu("NVIDIA GeForce RTX 4090", 24.0, (8, 9)),), unsloth_installed=True)
+T4 = Hardware(cpu_cores=4, gpus=(Gpu("Tesla T4", 15.0, (7, 5)),), unsloth_installed=False)
+H100 = Hardware(cpu_cores=32, gpus=(Gpu("NVIDIA H100 80GB HBM3", 80.0, (9, 0)),), unsloth_installed=True)
+
+
+def test_this_machine_is_cpu_only():
+    hw = detect()
+    assert hw.gpus == () and hw.cpu_cores >= 1
+    assert plan(hw, TrainingConfig()).backend == "hf"
+
+
+def test_cpu_plan():
+    p = plan(CPU, TrainingConfig())
+    assert (p.backend, p.device, p.precision, p.load_in_4bit, p.gradient_checkpointing, p.vram_cap_gb) == (
+        "hf", "cpu", "fp32", False, False, None,
+    )
+    assert plan(Hardware(cpu_cores=2, cpu_bf16=True), TrainingConfig()).precision == "bf16"
+
+
+def test_consumer_card_gets_cap_and_qlora():
+    p = plan(RTX4090, TrainingConfig())
+    assert (p.backend, p.precision, p.load_in_4bit, p.vram_cap_gb) == ("unsloth", "bf16", True, 22.0)
+    assert plan(RTX4090, TrainingConfig(vram_cap_gb=20)).vram_cap_gb == 20
+    assert plan(RTX4090, TrainingConfig(vram_cap_gb=40)).vram_cap_gb == 24.0  # never above the card
+    assert plan(RTX4090, TrainingConfig(load_in_4bit=False)).load_in_4bit is False
+
+
+def test_older_card_without_unsloth_uses_hf_fp16():
+    p = plan(T4, TrainingConfig())
+    assert (p.backend, p.precision, p.vram_cap_gb) == ("hf", "fp16", 13.0)
+
+
+def test_datacenter_card_gets_full_use():
+    p = plan(H100, TrainingConfig())
+    assert (p.backend, p.precision, p.load_in_4bit, p.vram_cap_gb) == ("unsloth", "bf16", False, None)
+
+
+@pytest.mark.parametrize(
+    "hw, training, message",
+    [
+        (CPU, TrainingConfig(backend="unsloth"), "needs a CUDA GPU"),
+        (CPU, TrainingConfig(load_in_4bit=True), "needs a CUDA GPU"),
+        (CPU, TrainingConfig(precision="fp16"), "not supported on CPU"),
+        (T4, TrainingConfig(backend="unsloth"), "Unsloth is not installed"),
+    ],
+)
+def test_impossible_requests_are_refused(hw, training, message):
+    with pytest.raises(OpenSEMError, match=message):
+        plan(hw, training)

@@ -1,0 +1,48 @@
+"""The bundled base model is really converted from its GGUF and really generates."""
+
+from __future__ import annotations
+
+import pytest
+
+from opensem.errors import OpenSEMError
+from opensem.models import load_model_and_tokenizer, resolve_base_model
+
+pytestmark = pytest.mark.slow
+
+
+def test_bundled_model_is_converted_once(bundled_model_dir, tmp_path):
+    assert (bundled_model_dir / "config.json").is_file()
+    assert (bundled_model_dir / "model.safetensors").is_file()
+    assert "{% generation %}" in (bundled_model_dir / "chat_template.jinja").read_text().replace("{%- generation -%}", "{% generation %}")
+    # a second resolution reuses the folder instead of rebuilding it
+    stamp = (bundled_model_dir / "config.json").stat().st_mtime_ns
+    again = resolve_base_model("HuggingFaceTB/SmolLM2-135M-Instruct", bundled_model_dir.parent)
+    assert again == bundled_model_dir and (again / "config.json").stat().st_mtime_ns == stamp
+
+
+def test_bundled_model_generates_and_masks_assistant_tokens(bundled_model_dir):
+    import torch
+
+    model, tok = load_model_and_tokenizer(bundled_model_dir)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    answer = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in answer, answer
+
+    convo = messages + [{"role": "assistant", "content": "Paris."}]
+    enc = tok.apply_chat_template(convo, return_dict=True, return_assistant_tokens_mask=True)
+    masked = [t for t, m in zip(enc["input_ids"], enc["assistant_masks"]) if m]
+    assert tok.decode(masked) == "Paris.<|im_end|>"
+
+
+def test_unknown_model_without_hub_says_how_to_provide_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OpenSEMError, match="not on this machine.*local-dir"):
+        resolve_base_model("meta-llama/Llama-3.2-3B-Instruct", tmp_path)
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(OpenSEMError, match="without config.json"):
+        resolve_base_model(str(tmp_path), tmp_path)

@@ -1,0 +1,34 @@
+"""MLproject, conda.yaml, entry points and .gitignore agree with the package."""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+
+import pytest
+import yaml
+
+from conftest import REPO
+from opensem.stages import STAGES
+
+
+def test_mlproject_has_an_entry_point_per_stage():
+    project = yaml.safe_load((REPO / "MLproject").read_text())
+    assert set(project["entry_points"]) == set(STAGES)
+    for name, entry in project["entry_points"].items():
+        assert set(entry["parameters"]) == {"sem", "overrides"}
+        assert f"entrypoints/{name}.py" in entry["command"]
+        assert (REPO / "entrypoints" / f"{name}.py").is_file()
+
+
+def test_conda_env_matches_pyproject():
+    core = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    conda = yaml.safe_load((REPO / "conda.yaml").read_text())
+    pip = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+    assert sorted(p for p in pip if not p.startswith("-e")) == sorted(core)
+
+
+@pytest.mark.parametrize("path", ["mlflow.db", "mlruns/x", "wandb/x", "models/legal/adapters/x", "data/legal/processed/train.jsonl", ".venv/x", "reports/legal/x"])
+def test_run_outputs_are_ignored(path):
+    result = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
+    assert result.returncode == 0, path
