@@ -156,7 +156,7 @@ class TeacherConfig(Section):
     """Question/answer pairs asked for per chunk."""
 
     temperature: float = Field(0.7, ge=0.0, le=2.0)
-    """Teacher sampling temperature."""
+    """Teacher sampling temperature (openai and local; Anthropic's current Messages API has none)."""
 
     max_tokens: int = Field(1024, gt=0)
     """Most tokens a teacher reply may use."""
@@ -198,11 +198,17 @@ class ForgeConfig(Section):
     seed: int = 42
     """Seed of the train/test split."""
 
-    min_answer_chars: int = Field(8, ge=0)
+    min_answer_chars: int = Field(3, ge=0)
     """Shorter answers are rejected as too_short."""
 
     max_answer_chars: int = Field(1200, gt=0)
     """Longer answers are rejected as too_long."""
+
+    min_grounding: float = Field(0.6, ge=0.0, le=1.0)
+    """Share of an answer's content words that must appear in its chunk (else not_grounded)."""
+
+    language: Literal["en"] | None = "en"
+    """Reject pairs not in this language; null turns the check off (for non-English SEMs)."""
 
     dedup_threshold: float = Field(0.85, gt=0.0, le=1.0)
     """MinHash Jaccard similarity above which two questions count as near-duplicates."""

@@ -31,7 +31,14 @@ def configure(cfg: Config, root: Path) -> str:
     root (MLflow's own default, but anchored to the project rather than the current folder).
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import logging
+    import warnings
+
     import mlflow
+
+    # MLflow's INFO lines ("Creating initial MLflow database tables...") drown our output.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
 
     uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -86,6 +93,11 @@ class StageRun:
         import mlflow
 
         mlflow.log_text(text, artifact_file, run_id=self.run_id)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path, run_id=self.run_id)
 
 
 def _param_value(value: Any) -> str:

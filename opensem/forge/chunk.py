@@ -1,0 +1,110 @@
+"""Split documents into chunks measured in the base model's tokens.
+
+Headings (markdown `#` lines, or a short stand-alone line without final punctuation in plain
+text) start a new chunk and travel with it as context: "Document title > Section". Inside a
+section, paragraphs are packed up to `chunk_tokens`; a chunk that closes because it is full
+hands its last sentences (up to `overlap` tokens) to the next one, so no fact is cut in half.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from opensem.forge.ingest import Document
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'*])")
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*$")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str  # "<document>#<n>"
+    source: str
+    heading: str  # "Title > Section" (may be empty)
+    text: str
+    n_tokens: int
+
+
+def _heading(block: str) -> tuple[int, str] | None:
+    if "\n" in block:
+        return None
+    m = _MD_HEADING.match(block)
+    if m:
+        return len(m.group(1)), m.group(2).strip()
+    words = block.split()
+    if 0 < len(words) <= 10 and block[-1] not in ".:;,?!)" and block[0].isupper() and not block.startswith(("-", "*")):
+        return (1 if block.isupper() else 2), block.strip()
+    return None
+
+
+def _sections(text: str) -> Iterator[tuple[str, list[str]]]:
+    """Yield (heading path, paragraphs) per section."""
+    path: dict[int, str] = {}
+    paragraphs: list[str] = []
+    for block in (b.strip() for b in text.split("\n\n")):
+        if not block:
+            continue
+        found = _heading(block)
+        if found:
+            if paragraphs:
+                yield " > ".join(path[k] for k in sorted(path)), paragraphs
+                paragraphs = []
+            level, title = found
+            path = {k: v for k, v in path.items() if k < level}
+            path[level] = title.title() if title.isupper() else title
+        else:
+            paragraphs.append(block)
+    if paragraphs:
+        yield " > ".join(path[k] for k in sorted(path)), paragraphs
+
+
+def chunk_document(doc: Document, count_tokens: Callable[[str], int], chunk_tokens: int, overlap: int) -> list[Chunk]:
+    chunks: list[Chunk] = []
+
+    def emit(heading: str, units: list[str]) -> None:
+        text = "\n".join(units).strip()
+        if text:
+            chunks.append(Chunk(f"{doc.name}#{len(chunks)}", doc.name, heading, text, count_tokens(text)))
+
+    for heading, paragraphs in _sections(doc.text):
+        units: list[tuple[str, int]] = []  # (text, tokens) of the chunk being filled
+        for paragraph in paragraphs:
+            pieces = [paragraph] if count_tokens(paragraph) <= chunk_tokens else _SENTENCE.split(paragraph)
+            for piece in pieces:
+                for part in _hard_split(piece, count_tokens, chunk_tokens):
+                    size = count_tokens(part)
+                    if units and sum(n for _, n in units) + size > chunk_tokens:
+                        emit(heading, [t for t, _ in units])
+                        units = _tail(units, overlap)
+                    units.append((part, size))
+        emit(heading, [t for t, _ in units])
+    return chunks
+
+
+def _tail(units: list[tuple[str, int]], overlap: int) -> list[tuple[str, int]]:
+    """The last sentences of a full chunk, up to `overlap` tokens, to open the next one."""
+    sentences = [s for text, _ in units for s in _SENTENCE.split(text)]
+    kept: list[str] = []
+    total = 0
+    for sentence in reversed(sentences):
+        size = max(1, len(sentence) // 4)  # rough: exact counts are not needed for overlap
+        if total + size > overlap:
+            break
+        kept.insert(0, sentence)
+        total += size
+    return [(" ".join(kept), total)] if kept else []
+
+
+def _hard_split(text: str, count_tokens: Callable[[str], int], limit: int) -> list[str]:
+    """Last resort for a single sentence longer than a chunk: cut it by words."""
+    if count_tokens(text) <= limit:
+        return [text]
+    words, parts, current = text.split(), [], []
+    for word in words:
+        if current and count_tokens(" ".join(current + [word])) > limit:
+            parts.append(" ".join(current))
+            current = []
+        current.append(word)
+    return parts + ([" ".join(current)] if current else [])

@@ -1,0 +1,118 @@
+"""Read a SEM's raw documents into normalised text.
+
+.txt and .md are read as UTF-8; .pdf (pypdf), .html (BeautifulSoup) and .docx (python-docx)
+through their libraries. A file that cannot be used is skipped with its reason - never a crash -
+and the reasons end up in the forge manifest.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from opensem.errors import OpenSEMError
+
+SUPPORTED = {".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx"}
+
+
+@dataclass(frozen=True)
+class Document:
+    name: str  # path relative to the raw folder
+    text: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    name: str
+    reason: str  # empty | binary | not_utf8 | unreadable | unsupported
+
+
+def ingest(raw_dir: Path) -> tuple[list[Document], list[Skipped]]:
+    if not raw_dir.is_dir():
+        raise OpenSEMError(f"raw folder {raw_dir} does not exist: create it and put .txt/.md documents in it")
+    files = sorted(p for p in raw_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise OpenSEMError(f"raw folder {raw_dir} is empty: put .txt/.md/.pdf/.html/.docx documents in it")
+    docs: list[Document] = []
+    skipped: list[Skipped] = []
+    for path in files:
+        name = str(path.relative_to(raw_dir))
+        suffix = path.suffix.lower()
+        if suffix not in SUPPORTED:
+            skipped.append(Skipped(name, "unsupported"))
+            continue
+        try:
+            text = _read(path, suffix)
+        except _Skip as why:
+            skipped.append(Skipped(name, str(why)))
+            continue
+        except Exception:  # a corrupt PDF/DOCX must not stop the other documents
+            skipped.append(Skipped(name, "unreadable"))
+            continue
+        text = normalise(text, markdown=suffix in (".md", ".markdown"))
+        if not text.strip():
+            skipped.append(Skipped(name, "empty"))
+            continue
+        docs.append(Document(name, text))
+    if not docs:
+        reasons = ", ".join(f"{s.name}: {s.reason}" for s in skipped[:5])
+        raise OpenSEMError(f"no usable documents in {raw_dir} ({reasons})")
+    return docs, skipped
+
+
+class _Skip(Exception):
+    pass
+
+
+def _read(path: Path, suffix: str) -> str:
+    if suffix in (".txt", ".md", ".markdown", ".html", ".htm"):
+        data = path.read_bytes()
+        if b"\x00" in data[:8192]:
+            raise _Skip("binary")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise _Skip("not_utf8") from None
+        if suffix in (".html", ".htm"):
+            from bs4 import BeautifulSoup
+
+            soup = BeautifulSoup(text, "html.parser")
+            for tag in soup(["script", "style", "nav", "footer"]):
+                tag.decompose()
+            for level in range(1, 7):  # keep headings recognisable for the chunker
+                for h in soup.find_all(f"h{level}"):
+                    h.replace_with(f"\n\n{'#' * level} {h.get_text(' ', strip=True)}\n\n")
+            text = soup.get_text("\n")
+        return text
+    if suffix == ".pdf":
+        from pypdf import PdfReader
+
+        return "\n\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
+    if suffix == ".docx":
+        import docx
+
+        paragraphs = []
+        for p in docx.Document(str(path)).paragraphs:
+            style = (p.style.name or "").lower() if p.style is not None else ""
+            if style.startswith("heading") and p.text.strip():
+                level = int(style.split()[-1]) if style.split()[-1].isdigit() else 1
+                paragraphs.append(f"{'#' * level} {p.text.strip()}")
+            else:
+                paragraphs.append(p.text)
+        return "\n\n".join(paragraphs)
+    raise _Skip("unsupported")
+
+
+_FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n---\s*\n", re.S)
+
+
+def normalise(text: str, markdown: bool = False) -> str:
+    """NFC, Unix newlines, no front matter, no trailing spaces, at most one blank line in a row."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    if markdown:
+        text = _FRONT_MATTER.sub("", text, count=1)
+    text = text.replace("\u00a0", " ").replace("\t", " ")
+    lines = [re.sub(r" {2,}", " ", line).rstrip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

@@ -1,0 +1,127 @@
+"""Keep a pair only if it is worth training on; otherwise say why.
+
+Reasons (counted in the manifest, rows in processed/rejected.jsonl):
+    too_short, too_long   question or answer length out of bounds
+    refusal               the teacher declined ("I cannot ...")
+    language              not in the SEM's language (forge.language)
+    not_grounded          the answer's content words are mostly absent from its chunk
+    echo                  the answer only restates the question
+    duplicate             a near-duplicate of a pair already kept (MinHash over word shingles)
+    contaminated          a near-copy of a golden question, or of a golden question/answer pair
+Decontamination targets the test items, not the knowledge: the documents the golden set was
+written from are supposed to be in the training data, only the exam questions are not.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# A compact English stop list: these words carry no fact, so overlap is measured without them.
+STOPWORDS = frozenset(
+    """a about above after again against all also am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had has
+    have having he her here hers him his how i if in into is it its itself just may me might more most
+    must my no nor not now of off on once only or other our ours out over own same shall she should so
+    some such than that the their theirs them then there these they this those through to too under
+    until up very was we were what when where which while who whom why will with would you your yours
+    it's i'm don't""".split()
+)
+_WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
+_REFUSAL = re.compile(r"\b(as an ai|i cannot|i can't|i'm sorry|i am sorry|i am unable|i'm unable|cannot help with)\b", re.I)
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(unicodedata.normalize("NFKC", text))]
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased words minus stop words, with a light plural strip (terms -> term)."""
+    out = set()
+    for w in words(text):
+        if w in STOPWORDS or (len(w) < 2 and not w.isdigit()):
+            continue
+        out.add(w[:-1] if len(w) > 4 and w.endswith("s") and not w.endswith("ss") else w)
+    return out
+
+
+def normalise_question(text: str) -> str:
+    return " ".join(words(text))
+
+
+def is_english(text: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return False
+    latin = sum(1 for c in letters if ord(c) < 0x250) / len(letters)
+    ws = words(text)
+    return latin >= 0.9 and (len(ws) < 8 or any(w in STOPWORDS for w in ws))
+
+
+def check_pair(question: str, answer: str, chunk_text: str, fcfg, chunk_words: set[str] | None = None) -> str | None:
+    """The reason to reject a pair, or None to keep it."""
+    if len(question) < 10 or len(answer) < fcfg.min_answer_chars:
+        return "too_short"
+    if len(question) > 500 or len(answer) > fcfg.max_answer_chars:
+        return "too_long"
+    if _REFUSAL.search(answer) or _REFUSAL.search(question):
+        return "refusal"
+    if fcfg.language == "en" and not (is_english(question) and is_english(answer)):
+        return "language"
+    answer_words = content_words(answer)
+    source = chunk_words if chunk_words is not None else content_words(chunk_text)
+    if answer_words and len(answer_words & source) / len(answer_words) < fcfg.min_grounding:
+        return "not_grounded"
+    question_words = content_words(question)
+    if answer_words and len(answer_words - question_words) == 0:
+        return "echo"
+    return None
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+class Decontaminator:
+    """Flags pairs that copy a golden item. Golden items only ever enter this check."""
+
+    def __init__(self, golden: list[dict], threshold: float):
+        self.threshold = threshold
+        self.items = [
+            (normalise_question(g["question"]), content_words(g["question"]), normalise_question(g["answer"]), content_words(g["answer"]))
+            for g in golden
+        ]
+
+    def is_contaminated(self, question: str, answer: str) -> bool:
+        q_norm, q_words = normalise_question(question), content_words(question)
+        a_norm, a_words = normalise_question(answer), content_words(answer)
+        for g_q, g_qw, g_a, g_aw in self.items:
+            if q_norm == g_q or _jaccard(q_words, g_qw) >= self.threshold:
+                return True  # the exam question itself, or a light paraphrase of it
+            if (a_norm == g_a or _jaccard(a_words, g_aw) >= 0.8) and _jaccard(q_words, g_qw) >= self.threshold / 2:
+                return True  # a copied question/answer pair, lightly reworded
+        return False
+
+
+class NearDuplicates:
+    """MinHash-LSH over word uni- and bi-grams of question + answer."""
+
+    def __init__(self, threshold: float, num_perm: int = 128):
+        from datasketch import MinHash, MinHashLSH
+
+        self._MinHash = MinHash
+        self.num_perm = num_perm
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.count = 0
+
+    def seen(self, question: str, answer: str) -> bool:
+        """True if a near-duplicate was added before; otherwise remember this one."""
+        tokens = words(question) + words(answer)
+        shingles = set(tokens) | {f"{a} {b}" for a, b in zip(tokens, tokens[1:])}
+        m = self._MinHash(num_perm=self.num_perm)
+        m.update_batch([s.encode() for s in shingles])
+        if self.lsh.query(m):
+            return True
+        self.lsh.insert(str(self.count), m)
+        self.count += 1
+        return False

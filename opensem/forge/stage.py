@@ -1,0 +1,270 @@
+"""`opensem forge`: data/<sem>/raw -> data/<sem>/processed/{train,test}.jsonl.
+
+    ingest -> chunk -> teacher (cached, budgeted, concurrent) -> quality filters, dedup,
+    decontamination -> split 90/10 by chunk -> atomic writes + manifest -> MLflow run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from opensem.config import Config
+from opensem.forge.chunk import Chunk, chunk_document
+from opensem.forge.ingest import ingest
+from opensem.forge.quality import Decontaminator, NearDuplicates, check_pair, content_words
+from opensem.forge.teachers import Budget, Reply, make_teacher
+from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file
+from opensem.workspace import Sem
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Pair:
+    question: str
+    answer: str
+    chunk: Chunk
+
+    def messages(self, system_prompt: str) -> dict:
+        return {
+            "messages": [
+                {"role": "system", "content": system_prompt},
+                {"role": "user", "content": self.question},
+                {"role": "assistant", "content": self.answer},
+            ]
+        }
+
+
+def run(sem: Sem, cfg: Config) -> dict:
+    from opensem import tracking
+
+    started = time.time()
+    fc = cfg.forge
+    docs, skipped = ingest(sem.raw_dir)
+    golden = _golden_for_decontamination(sem)
+    base_dir = _base_model_dir(sem, cfg)
+    budget = Budget(fc.max_cost_usd)
+    teacher = make_teacher(cfg, sem.cache_dir / "teacher", budget, base_dir)  # checks keys before any work
+    count_tokens = _token_counter(base_dir)
+    chunks = [c for doc in docs for c in chunk_document(doc, count_tokens, fc.chunk_tokens, fc.chunk_overlap)]
+
+    with tracking.stage_run(sem, "forge", cfg) as tracked:
+        tracked.log_params({"forge.teacher.name": teacher.name, "forge.chunks": len(chunks)})
+        try:
+            replies = asyncio.run(_ask_all(teacher, chunks, fc.teacher.pairs_per_chunk, fc.teacher.max_concurrency))
+        finally:
+            teacher.close()
+
+        kept, rejected = _filter(replies, cfg, golden)
+        train, test = split_by_chunk(kept, fc.test_fraction, fc.seed)
+        out = sem.processed_dir
+        system = cfg.model.system_prompt
+        atomic_write_jsonl(out / "train.jsonl", (p.messages(system) for p in train))
+        atomic_write_jsonl(out / "test.jsonl", (p.messages(system) for p in test))
+        atomic_write_jsonl(out / "rejected.jsonl", rejected)
+
+        reasons = Counter(r["reason"] for r in rejected)
+        usage = _usage(replies)
+        manifest = {
+            "sem": sem.name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "teacher": teacher.name,
+            "documents": len(docs),
+            "skipped_documents": [{"name": s.name, "reason": s.reason} for s in skipped],
+            "chunks": len(chunks),
+            "pairs_generated": sum(len(r.pairs) for _, r in replies),
+            "pairs_kept": len(kept),
+            "train": len(train),
+            "test": len(test),
+            "rejected": dict(sorted(reasons.items())),
+            "budget_exhausted": budget.exhausted,
+            **usage,
+            "config_digest": cfg.digest(),
+            "digests": {
+                "train": sha256_file(out / "train.jsonl"),
+                "test": sha256_file(out / "test.jsonl"),
+                "raw": _raw_digest(sem, docs),
+            },
+            "seconds": round(time.time() - started, 2),
+        }
+        atomic_write_json(out / "manifest.json", manifest)
+
+        tracked.log_metrics(
+            {
+                "documents": len(docs),
+                "documents_skipped": len(skipped),
+                "chunks": len(chunks),
+                "pairs_generated": manifest["pairs_generated"],
+                "pairs_kept": len(kept),
+                "pairs_train": len(train),
+                "pairs_test": len(test),
+                **{f"rejected_{k}": v for k, v in reasons.items()},
+                "tokens_input": usage["tokens_input"],
+                "tokens_output": usage["tokens_output"],
+                "cost_usd": usage["cost_usd"],
+                "teacher_requests": usage["requests"],
+                "cache_hits": usage["cache_hits"],
+                "seconds": manifest["seconds"],
+            }
+        )
+        if train:
+            tracking.log_jsonl_dataset(out / "train.jsonl", f"{sem.name}-train", "training")
+        if test:
+            tracking.log_jsonl_dataset(out / "test.jsonl", f"{sem.name}-test", "testing")
+        tracked.log_artifact(out / "manifest.json", "forge")
+        tracked.log_artifact(out / "rejected.jsonl", "forge")
+        tracked.log_text("".join(_jsonl(p.messages(system)) for p in train[:20]), "forge/sample_pairs.jsonl")
+
+    _print_summary(sem, manifest)
+    if not train:
+        from opensem.errors import OpenSEMError
+
+        raise OpenSEMError(
+            f"forge kept no training pairs (rejected: {dict(reasons) or 'none'}); see {out / 'rejected.jsonl'}"
+        )
+    return manifest
+
+
+async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int, concurrency: int) -> list[tuple[Chunk, Reply]]:
+    gate = asyncio.Semaphore(concurrency)
+    progress = Progress(
+        TextColumn("[bold]forge[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[pairs]} pairs  ${task.fields[cost]:.4f}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    totals = {"pairs": 0, "cost": 0.0}
+
+    async def one(chunk: Chunk) -> tuple[Chunk, Reply]:
+        async with gate:
+            reply = await teacher.ask(chunk, n_pairs)
+        totals["pairs"] += len(reply.pairs)
+        totals["cost"] += reply.cost_usd
+        progress.update(task, advance=1, **totals)
+        return chunk, reply
+
+    with progress:
+        task = progress.add_task(f"{teacher.name}", total=len(chunks), **totals)
+        return list(await asyncio.gather(*(one(c) for c in chunks)))
+
+
+def _filter(replies: list[tuple[Chunk, Reply]], cfg: Config, golden: list[dict]) -> tuple[list[Pair], list[dict]]:
+    fc = cfg.forge
+    decon = Decontaminator(golden, fc.decontam_threshold)
+    dedup = NearDuplicates(fc.dedup_threshold)
+    kept: list[Pair] = []
+    rejected: list[dict] = []
+    for chunk, reply in replies:
+        if reply.error and not reply.pairs:
+            rejected.append({"reason": reply.error, "chunk": chunk.id, "question": None, "answer": None, "detail": reply.detail})
+            continue
+        chunk_words = content_words(chunk.heading + " " + chunk.text)
+        for question, answer in reply.pairs:
+            reason = check_pair(question, answer, chunk.text, fc, chunk_words)
+            if reason is None and decon.is_contaminated(question, answer):
+                reason = "contaminated"
+            if reason is None and dedup.seen(question, answer):
+                reason = "duplicate"
+            if reason:
+                rejected.append({"reason": reason, "chunk": chunk.id, "question": question, "answer": answer})
+            else:
+                kept.append(Pair(question, answer, chunk))
+    return kept, rejected
+
+
+def split_by_chunk(pairs: list[Pair], test_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Seeded split that keeps all pairs of one chunk on the same side."""
+    sizes = Counter(p.chunk.id for p in pairs)
+    ids = sorted(sizes)
+    random.Random(seed).shuffle(ids)
+    target = round(len(pairs) * test_fraction)
+    if len(ids) >= 2:
+        target = max(target, 1)
+    test_ids: set[str] = set()
+    held = 0
+    for cid in ids:
+        if held >= target or len(test_ids) == len(ids) - 1:
+            break
+        test_ids.add(cid)
+        held += sizes[cid]
+    return [p for p in pairs if p.chunk.id not in test_ids], [p for p in pairs if p.chunk.id in test_ids]
+
+
+def _usage(replies: list[tuple[Chunk, Reply]]) -> dict:
+    fresh = [r for _, r in replies if not r.cached]
+    cached = [r for _, r in replies if r.cached]
+    return {
+        "tokens_input": sum(r.input_tokens for _, r in replies),
+        "tokens_output": sum(r.output_tokens for _, r in replies),
+        "cost_usd": round(sum(r.cost_usd for r in fresh), 6),
+        "requests": sum(r.requests for r in fresh),
+        "cache_hits": len(cached),
+    }
+
+
+def _golden_for_decontamination(sem: Sem) -> list[dict]:
+    from opensem.golden import load_golden
+
+    if not sem.golden_set.is_file():
+        console.print(f"[yellow]no golden set at {sem.golden_set}: decontamination skipped[/yellow]")
+        return []
+    return [item.model_dump() for item in load_golden(sem.golden_set)]
+
+
+def _base_model_dir(sem: Sem, cfg: Config):
+    from opensem.models import resolve_base_model
+
+    return resolve_base_model(cfg.model.base, sem.base_models_dir)
+
+
+def _token_counter(model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _raw_digest(sem: Sem, docs) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for doc in sorted(docs, key=lambda d: d.name):
+        h.update(doc.name.encode() + b"\0" + doc.text.encode() + b"\0")
+    return h.hexdigest()
+
+
+def _jsonl(row: dict) -> str:
+    import json
+
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
+def _print_summary(sem: Sem, m: dict) -> None:
+    table = Table(title=f"forge: {sem.name}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("documents", f"{m['documents']} used, {len(m['skipped_documents'])} skipped")
+    for s in m["skipped_documents"]:
+        table.add_row("  skipped", f"{s['name']}: {s['reason']}")
+    table.add_row("chunks", str(m["chunks"]))
+    table.add_row("teacher", m["teacher"])
+    table.add_row("pairs", f"{m['pairs_generated']} generated, {m['pairs_kept']} kept -> {m['train']} train / {m['test']} test")
+    for reason, n in m["rejected"].items():
+        table.add_row(f"  rejected: {reason}", str(n))
+    table.add_row("requests", f"{m['requests']} sent, {m['cache_hits']} from cache")
+    table.add_row("tokens", f"{m['tokens_input']} in / {m['tokens_output']} out")
+    table.add_row("cost", f"${m['cost_usd']:.4f}" + ("  (budget reached: stopped early)" if m["budget_exhausted"] else ""))
+    table.add_row("written", str(sem.processed_dir))
+    Console().print(table)

@@ -1,0 +1,304 @@
+"""Data Forge: ingest, teachers through the real SDKs against a local server, caching and
+resume, budget, quality filters, decontamination, output format, MLflow run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from llm_server import FakeLLMServer
+from opensem.cli import app
+from opensem.config import load_config
+from opensem.errors import OpenSEMError
+from opensem.forge import run as forge
+from opensem.forge.chunk import Chunk
+from opensem.forge.extractive import extract_pairs
+from opensem.forge.ingest import ingest
+from opensem.forge.quality import Decontaminator, check_pair, content_words
+from opensem.golden import load_golden
+from opensem.io import read_jsonl
+from opensem.workspace import new_sem, open_sem
+
+pytestmark = pytest.mark.usefixtures("bundled_model_dir")
+
+DOC = """# Widgets
+
+## Sizes
+
+A **widget** is a small gadget used in kitchens. Widgets come in three sizes. The largest widget weighs 400 grams.
+
+## History
+
+The first widget was sold in 1921 in Leeds. Widget makers formed a guild in 1950.
+"""
+
+
+@pytest.fixture
+def mini(project):
+    """A small SEM with 3 documents (6 chunks) and a 2-item golden set."""
+    sem = new_sem("mini")
+    (sem.raw_dir / ".gitkeep").unlink()
+    for i in range(3):
+        (sem.raw_dir / f"doc{i}.md").write_text(DOC.replace("Widget", f"Widget{i}").replace("widget", f"widget{i}"))
+    golden = {"items": [
+        {"id": "g1", "question": "How much does the largest widget0 weigh?", "answer": "400 grams.", "key_facts": ["400"]},
+        {"id": "g2", "question": "Where was the first widget1 sold?", "answer": "In Leeds, in 1921.", "key_facts": ["Leeds"]},
+    ]}
+    sem.golden_set.write_text(json.dumps(golden))
+    return sem
+
+
+def api(server: FakeLLMServer, provider: str = "openai", *extra: str) -> list[str]:
+    return [
+        f"forge.teacher.provider={provider}",
+        "forge.teacher.model=gpt-4o-mini",
+        f"forge.teacher.base_url={server.url}" + ("/v1" if provider == "openai" else ""),
+        "forge.teacher.max_retries=3",
+        "forge.teacher.timeout_s=2",
+        *extra,
+    ]
+
+
+# -- ingest -------------------------------------------------------------------------------------
+def test_ingest_skips_bad_files_with_reasons(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "good.md").write_text("---\ntitle: x\n---\n# Title\n\nSome   text.\r\n")
+    (raw / "empty.txt").write_text("  \n")
+    (raw / "binary.txt").write_bytes(b"\x00\x01\x02binary")
+    (raw / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (raw / "image.png").write_bytes(b"\x89PNG")
+    (raw / "page.html").write_text("<html><body><h2>Rules</h2><p>Offers <b>end</b>.</p><script>x()</script></body></html>")
+    docs, skipped = ingest(raw)
+    assert {d.name for d in docs} == {"good.md", "page.html"}
+    assert dict((s.name, s.reason) for s in skipped) == {
+        "empty.txt": "empty", "binary.txt": "binary", "latin1.txt": "not_utf8", "image.png": "unsupported",
+    }
+    good = next(d for d in docs if d.name == "good.md").text
+    assert good == "# Title\n\nSome text.\n"  # front matter gone, whitespace normalised
+    html = next(d for d in docs if d.name == "page.html").text
+    assert "## Rules" in html and "x()" not in html
+
+
+def test_empty_or_missing_raw_folder_is_one_line_error(project):
+    sem = new_sem("empty")
+    result = CliRunner().invoke(app, ["forge", "--sem", "empty"])
+    assert result.exit_code == 2 and "is empty" in result.output and "Traceback" not in result.output
+    sem.raw_dir.joinpath(".gitkeep").unlink()
+    sem.raw_dir.rmdir()
+    result = CliRunner().invoke(app, ["forge", "--sem", "empty"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+# -- the extractive teacher ---------------------------------------------------------------------
+def test_extractive_pairs_are_grounded_and_do_not_give_the_answer_away():
+    raw = Path(__file__).resolve().parents[1] / "data" / "legal" / "raw"
+    cfg = load_config(Path(__file__).resolve().parents[1], "legal", ["forge.min_grounding=0.95"])
+    docs, _ = ingest(raw)
+    from opensem.forge.chunk import chunk_document
+
+    total = 0
+    for doc in docs:
+        for chunk in chunk_document(doc, lambda t: len(t.split()), 300, 30):
+            for q, a in extract_pairs(chunk):
+                total += 1
+                assert check_pair(q, a, chunk.text, cfg.forge) is None, (q, a)
+                # the question carries at most a part of the answer's content words...
+                a_words, q_words = content_words(a), content_words(q)
+                assert len(a_words & q_words) <= 0.7 * len(a_words), (q, a)
+                # ...and never the fact a cloze answer opens with
+                fact = a.split(". ")[0]
+                if a.count(". ") and re.search(r"\d|\bv\b|Act", fact):
+                    assert fact.lower() not in q.lower(), (q, a)
+    assert total >= 50
+
+
+def test_extractive_question_shapes():
+    chunk = Chunk("d#0", "d", "Remedies > Limits", "Under the Limitation Act 1980, a claim must be brought within 6 years of the breach.\n"
+                  "A **warranty** is a less important term.\nA promise supported by payment is an **option contract**.", 30)
+    pairs = dict(extract_pairs(chunk))
+    assert pairs["What is a warranty?"] == "A warranty is a less important term."
+    assert pairs["What is a promise supported by payment called?"] == "An option contract."
+    cloze = next(q for q in pairs if "how many years" in q)
+    assert "6 years" not in cloze and pairs[cloze] == "6 years."
+
+
+# -- end to end, offline --------------------------------------------------------------------------
+def test_forge_sample_sem_offline(project):
+    result = CliRunner().invoke(app, ["forge", "--sem", "legal"])
+    assert result.exit_code == 0, result.output
+    sem = open_sem("legal")
+    train, test = read_jsonl(sem.processed_dir / "train.jsonl"), read_jsonl(sem.processed_dir / "test.jsonl")
+    assert len(train) > 30 and len(test) >= 1
+    assert 0.05 <= len(test) / (len(train) + len(test)) <= 0.2
+    for row in train + test:
+        assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+    golden = {q.question.lower() for q in load_golden(sem.golden_set)}
+    assert not golden & {r["messages"][1]["content"].lower() for r in train + test}
+    manifest = json.loads((sem.processed_dir / "manifest.json").read_text())
+    assert manifest["train"] == len(train) and manifest["test"] == len(test)
+    assert manifest["pairs_kept"] == manifest["pairs_generated"] - sum(manifest["rejected"].values())
+    assert manifest["teacher"] == "extractive" and manifest["cost_usd"] == 0
+
+    run = mlflow.search_runs(experiment_names=["opensem-legal"], output_format="list")[0]
+    assert run.data.tags["opensem.stage"] == "forge"
+    assert run.data.metrics["pairs_train"] == len(train)
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert {"legal-train", "legal-test"} <= set(inputs)
+    assert inputs["legal-train"].dataset.digest
+    assert "forge/manifest.json" in {a.path for a in mlflow.artifacts.list_artifacts(run_id=run.info.run_id, artifact_path="forge")}
+
+
+def test_output_trains_with_trl_format(project, bundled_model_dir):
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+    from trl.data_utils import is_conversational
+
+    assert CliRunner().invoke(app, ["forge", "--sem", "legal"]).exit_code == 0
+    ds = load_dataset("json", data_files=str(open_sem("legal").processed_dir / "train.jsonl"), split="train")
+    assert is_conversational(ds[0])
+    tok = AutoTokenizer.from_pretrained(bundled_model_dir)
+    enc = tok.apply_chat_template(ds[0]["messages"], return_dict=True, return_assistant_tokens_mask=True)
+    assert 0 < sum(enc["assistant_masks"]) < len(enc["input_ids"])
+
+
+# -- real SDKs against the local server -------------------------------------------------------------
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_api_teacher_retries_429_500_malformed_and_slow(mini, monkeypatch, provider):
+    key_env = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
+    monkeypatch.setenv(key_env, "sk-test-SECRET-KEY-42")
+    with FakeLLMServer() as server:
+        server.push("429:1", "500", "malformed", "slow:5")
+        cfg = load_config(mini.root, "mini", api(server, provider, "forge.teacher.max_concurrency=1"))
+        manifest = forge(mini, cfg)
+    assert manifest["chunks"] == 6 and manifest["pairs_generated"] == 6
+    statuses = [e["status"] for e in server.log]
+    assert statuses[:2] == [429, 500]
+    first, second = server.log[0], server.log[1]
+    assert second["time"] - first["time"] >= 0.9  # Retry-After: 1 was honoured
+    assert manifest["requests"] == len(server.log) and len(server.log) >= 6 + 4
+    assert manifest["tokens_input"] > 0 and manifest["cost_usd"] > 0
+    assert server.log[0]["api_key"].endswith("sk-test-SECRET-KEY-42")
+    # the key never reaches MLflow or the outputs
+    run = mlflow.search_runs(experiment_names=["opensem-mini"], output_format="list")[0]
+    blob = json.dumps(run.data.params) + json.dumps(run.data.tags)
+    for path in mini.processed_dir.iterdir():
+        blob += path.read_text()
+    assert "SECRET-KEY" not in blob
+
+
+def test_cache_means_a_rerun_sends_nothing(mini, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeLLMServer() as server:
+        cfg = load_config(mini.root, "mini", api(server))
+        first = forge(mini, cfg)
+        sent = len(server.log)
+        second = forge(mini, cfg)
+    assert first["requests"] == sent == 6
+    assert len(server.log) == sent  # nothing new
+    assert second["requests"] == 0 and second["cache_hits"] == 6 and second["cost_usd"] == 0
+    assert second["digests"]["train"] == first["digests"]["train"]
+
+
+def test_kill_9_part_way_then_resume_repeats_no_request(mini):
+    env = dict(os.environ, OPENAI_API_KEY="sk-test", OPENSEM_HOME=str(mini.root))
+    with FakeLLMServer() as server:
+        server.push("ok", "ok", "ok", "hold")  # the 4th request is in flight when the process dies
+        sets = sum((["--set", s] for s in api(server, "openai", "forge.teacher.max_concurrency=1")), [])
+        cmd = [sys.executable, "-m", "opensem", "forge", "--sem", "mini", *sets]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while len(server.log) < 4 and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # no chance to clean up
+        proc.wait()
+        server.release.set()
+        assert len(server.successes()) == 3
+        assert not (mini.processed_dir / "train.jsonl").exists()  # nothing half-written
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    prompts = server.successes()
+    assert len(server.log) == 4 + 3  # the restart asked only for the 3 chunks never answered
+    assert len(prompts) == 6 and len(set(prompts)) == 6  # every chunk answered exactly once overall
+
+
+def test_budget_cap_stops_spending_and_keeps_what_was_made(mini, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeLLMServer() as server:
+        cfg = load_config(mini.root, "mini", api(
+            server, "openai", "forge.teacher.model=pricey", "forge.teacher.max_tokens=100", "forge.teacher.max_concurrency=1",
+            "forge.prices.pricey.input_per_mtok=1000", "forge.prices.pricey.output_per_mtok=1000", "forge.max_cost_usd=1.0",
+        ))
+        manifest = forge(mini, cfg)
+    assert manifest["budget_exhausted"] is True
+    assert 0 < manifest["requests"] < 6 and manifest["requests"] == len(server.log)
+    assert manifest["cost_usd"] <= 1.0
+    assert manifest["rejected"]["budget"] == 6 - manifest["requests"]
+    assert manifest["train"] + manifest["test"] == manifest["pairs_kept"] > 0
+
+
+def test_malformed_every_time_is_rejected_not_fatal(mini, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeLLMServer() as server:
+        server.push(*["malformed"] * 4)  # first chunk: 1 try + 3 retries, all malformed
+        cfg = load_config(mini.root, "mini", api(server, "openai", "forge.teacher.max_concurrency=1"))
+        manifest = forge(mini, cfg)
+    assert manifest["rejected"]["malformed"] == 1 and manifest["pairs_generated"] == 5
+
+
+# -- decontamination ----------------------------------------------------------------------------------
+def test_decontamination_removes_planted_copy_and_paraphrase(mini, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    planted = [
+        ["How much does the largest widget0 weigh?", "The largest widget0 weighs 400 grams."],  # exact copy
+        ["How much does the largest widget0 weigh, roughly?", "400 grams, as the largest widget0 weighs."],  # light paraphrase
+        ["What is a widget0?", "A widget0 is a small gadget used in kitchens."],  # same facts, not an exam question
+    ]
+    with FakeLLMServer() as server:
+        server.push("pairs:" + json.dumps(planted))
+        cfg = load_config(mini.root, "mini", api(server, "openai", "forge.teacher.max_concurrency=1"))
+        manifest = forge(mini, cfg)
+    rejected = read_jsonl(mini.processed_dir / "rejected.jsonl")
+    contaminated = {r["question"] for r in rejected if r["reason"] == "contaminated"}
+    assert contaminated == {planted[0][0], planted[1][0]}
+    kept = {r["messages"][1]["content"] for f in ("train.jsonl", "test.jsonl") for r in read_jsonl(mini.processed_dir / f)}
+    assert planted[2][0] in kept
+    assert manifest["rejected"]["contaminated"] == 2
+
+
+def test_decontaminator_unit():
+    d = Decontaminator([{"question": "How long do I have to sue for breach of an ordinary contract in England?", "answer": "Six years."}], 0.6)
+    assert d.is_contaminated("How long do I have to sue for breach of an ordinary contract in England?", "x")
+    assert d.is_contaminated("How long do I have to sue for a breach of an ordinary contract in England and Wales?", "x")
+    assert not d.is_contaminated("What is the limitation period for a deed?", "Twelve years.")
+
+
+# -- bad input ----------------------------------------------------------------------------------------
+def test_missing_api_key_names_the_variable(mini, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = CliRunner().invoke(app, ["forge", "--sem", "mini", "--set", "forge.teacher.provider=openai", "--set", "forge.teacher.model=gpt-4o-mini"])
+    assert result.exit_code == 2
+    assert "OPENAI_API_KEY" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_unknown_provider_is_a_config_error(mini):
+    result = CliRunner().invoke(app, ["forge", "--sem", "mini", "--set", "forge.teacher.provider=gemini"])
+    assert result.exit_code == 2 and "forge.teacher.provider" in result.output
+
+
+def test_bad_api_key_stops_with_one_line(mini, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    with FakeLLMServer() as server:
+        server.default = "401"
+        result = CliRunner().invoke(app, ["forge", "--sem", "mini", *sum((["--set", s] for s in api(server)), [])])
+    assert result.exit_code == 2 and "rejected the API key" in result.output
