@@ -12,17 +12,21 @@ scripted per request with `push(...)`:
     "hold"          never reply until `release` is set (a request in flight when a client dies)
     "pairs:JSON"    reply with exactly these pairs (a JSON list of [question, answer])
 When the script is empty every request gets `default` ("ok"), after `latency` seconds.
+It runs on aiohttp in a background thread: one event loop serves many requests in flight
+cheaply, so the server is not what limits a throughput benchmark.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from aiohttp import web
 
 
 class FakeLLMServer:
@@ -33,24 +37,25 @@ class FakeLLMServer:
         self.lock = threading.Lock()
         self.release = threading.Event()
         self.log: list[dict] = []  # one entry per request: path, behaviour, status, prompt hash, time
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     # -- control ------------------------------------------------------------------------------
     def __enter__(self) -> "FakeLLMServer":
-        self.thread.start()
+        self._thread.start()
+        self._ready.wait(30)
         return self
 
     def __exit__(self, *exc) -> None:
         self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def push(self, *behaviours: str) -> None:
         with self.lock:
@@ -59,6 +64,19 @@ class FakeLLMServer:
     def successes(self) -> list[str]:
         """Prompt hashes of the requests that got a valid reply."""
         return [e["prompt"] for e in self.log if e["status"] == 200 and e["behaviour"] != "malformed"]
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=512)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
 
     # -- replies ------------------------------------------------------------------------------
     def _next(self) -> str:
@@ -73,78 +91,64 @@ class FakeLLMServer:
         topic = heading.group(1).strip() if heading else "this passage"
         return [[f"What is the first point made in the section on {topic}?", first]]
 
-    def _handler(self):
-        server = self
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        anthropic = request.path.endswith("/messages")
+        if anthropic:
+            prompt = " ".join(m["content"] for m in body.get("messages", []) if isinstance(m.get("content"), str))
+        else:
+            prompt = body["messages"][-1]["content"]
+        behaviour = self._next()
+        entry = {
+            "path": request.path, "behaviour": behaviour, "status": 200, "time": time.time(),
+            "prompt": hashlib.sha256(prompt.encode()).hexdigest(),
+            "api_key": request.headers.get("x-api-key") or request.headers.get("authorization"),
+        }
+        with self.lock:
+            self.log.append(entry)  # logged on arrival, so a reply the client gave up on still counts
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        kind, _, arg = behaviour.partition(":")
+        if kind == "hold":
+            entry["status"] = 0  # never answered
+            while not self.release.is_set():
+                await asyncio.sleep(0.05)
+            raise web.HTTPServiceUnavailable()
+        if kind == "slow":
+            await asyncio.sleep(float(arg))
+            kind = "ok"
+        if kind in ("429", "500", "401"):
+            entry["status"] = int(kind)
+            headers = {"Retry-After": arg or "0"} if kind == "429" else {}
+            error = {"type": "error", "error": {"type": "rate_limit_error" if kind == "429" else "api_error", "message": f"scripted {kind}"}}
+            return web.json_response(error, status=int(kind), headers=headers)
+        if kind == "malformed":
+            pairs, pairs_json = None, "this is not JSON {"
+        else:
+            pairs = json.loads(arg) if kind == "pairs" else self._pairs_for(prompt)
+            pairs_json = json.dumps({"pairs": [{"question": q, "answer": a} for q, a in pairs]})
+        tin, tout = max(1, len(prompt) // 4), max(1, len(pairs_json) // 4)
+        if anthropic:
+            content = (
+                [{"type": "text", "text": pairs_json}]
+                if pairs is None
+                else [{"type": "tool_use", "id": "toolu_1", "name": "record_pairs", "input": json.loads(pairs_json)}]
+            )
+            return web.json_response({
+                "id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"),
+                "content": content, "stop_reason": "tool_use", "stop_sequence": None,
+                "usage": {"input_tokens": tin, "output_tokens": tout},
+            })
+        return web.json_response({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": pairs_json}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout},
+        })
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
 
-            def _send(self, status: int, body: dict | str, headers: dict | None = None) -> None:
-                data = (body if isinstance(body, str) else json.dumps(body)).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for k, v in (headers or {}).items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                    pass
+if __name__ == "__main__":  # a stand-alone server in its own process, for bench/
+    import sys
 
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length", 0))
-                request = json.loads(self.rfile.read(length) or b"{}")
-                anthropic = self.path.endswith("/messages")
-                if anthropic:
-                    prompt = " ".join(m["content"] for m in request.get("messages", []) if isinstance(m.get("content"), str))
-                else:
-                    prompt = request["messages"][-1]["content"]
-                behaviour = server._next()
-                entry = {
-                    "path": self.path, "behaviour": behaviour, "status": 200, "time": time.time(),
-                    "prompt": hashlib.sha256(prompt.encode()).hexdigest(), "api_key": self.headers.get("x-api-key") or self.headers.get("authorization"),
-                }
-                with server.lock:
-                    server.log.append(entry)  # logged on arrival, so a reply the client gave up on still counts
-                if server.latency:
-                    time.sleep(server.latency)
-                kind, _, arg = behaviour.partition(":")
-                if kind == "hold":
-                    entry["status"] = 0  # never answered
-                    server.release.wait(120)
-                    return
-                if kind == "slow":
-                    time.sleep(float(arg))
-                    kind = "ok"
-                if kind in ("429", "500", "401"):
-                    entry["status"] = int(kind)
-                    headers = {"Retry-After": arg or "0"} if kind == "429" else {}
-                    error = {"type": "error", "error": {"type": "rate_limit_error" if kind == "429" else "api_error", "message": f"scripted {kind}"}}
-                    return self._send(int(kind), error, headers)
-                if kind == "malformed":
-                    pairs_json = "this is not JSON {"
-                    pairs = None
-                else:
-                    pairs = json.loads(arg) if kind == "pairs" else server._pairs_for(prompt)
-                    pairs_json = json.dumps({"pairs": [{"question": q, "answer": a} for q, a in pairs]})
-                tin, tout = max(1, len(prompt) // 4), max(1, len(pairs_json) // 4)
-                if anthropic:
-                    content = (
-                        [{"type": "text", "text": pairs_json}]
-                        if pairs is None
-                        else [{"type": "tool_use", "id": "toolu_1", "name": "record_pairs", "input": json.loads(pairs_json)}]
-                    )
-                    return self._send(200, {
-                        "id": "msg_1", "type": "message", "role": "assistant", "model": request.get("model"),
-                        "content": content, "stop_reason": "tool_use", "stop_sequence": None,
-                        "usage": {"input_tokens": tin, "output_tokens": tout},
-                    })
-                return self._send(200, {
-                    "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": request.get("model"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": pairs_json}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout},
-                })
-
-        return Handler
+    with FakeLLMServer(latency=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0) as srv:
+        print(srv.url, flush=True)
+        threading.Event().wait()

@@ -302,3 +302,16 @@ def test_bad_api_key_stops_with_one_line(mini, monkeypatch):
         server.default = "401"
         result = CliRunner().invoke(app, ["forge", "--sem", "mini", *sum((["--set", s] for s in api(server)), [])])
     assert result.exit_code == 2 and "rejected the API key" in result.output
+
+
+def test_local_teacher_runs_the_bundled_model(mini):
+    """The `local` teacher really generates with the bundled model; a 135M model rarely writes
+    valid JSON, and whatever it writes is either parsed or rejected as malformed, never a crash."""
+    cfg = load_config(mini.root, "mini", ["forge.teacher.provider=local", "forge.teacher.max_tokens=24", "forge.chunk_tokens=400"])
+    try:
+        manifest = forge(mini, cfg)
+        assert manifest["pairs_generated"] > 0
+    except OpenSEMError as exc:
+        assert "malformed" in str(exc)
+    rejected = read_jsonl(mini.processed_dir / "rejected.jsonl")
+    assert all(r["reason"] in ("malformed", "too_short", "not_grounded", "echo", "language", "duplicate") for r in rejected)

@@ -182,5 +182,8 @@ class ExtractiveTeacher:
     async def ask(self, chunk: Chunk, n_pairs: int) -> Reply:
         return Reply(pairs=extract_pairs(chunk)[:n_pairs])
 
+    async def aclose(self) -> None:
+        pass
+
     def close(self) -> None:
         pass

@@ -73,7 +73,7 @@ def run(sem: Sem, cfg: Config) -> dict:
         atomic_write_jsonl(out / "rejected.jsonl", rejected)
 
         reasons = Counter(r["reason"] for r in rejected)
-        usage = _usage(replies)
+        usage = _usage(replies, getattr(teacher, "http_requests", None))
         manifest = {
             "sem": sem.name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -157,7 +157,10 @@ async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int, concurrency: int)
 
     with progress:
         task = progress.add_task(f"{teacher.name}", total=len(chunks), **totals)
-        return list(await asyncio.gather(*(one(c) for c in chunks)))
+        try:
+            return list(await asyncio.gather(*(one(c) for c in chunks)))
+        finally:
+            await teacher.aclose()
 
 
 def _filter(replies: list[tuple[Chunk, Reply]], cfg: Config, golden: list[dict]) -> tuple[list[Pair], list[dict]]:
@@ -202,14 +205,15 @@ def split_by_chunk(pairs: list[Pair], test_fraction: float, seed: int) -> tuple[
     return [p for p in pairs if p.chunk.id not in test_ids], [p for p in pairs if p.chunk.id in test_ids]
 
 
-def _usage(replies: list[tuple[Chunk, Reply]]) -> dict:
+def _usage(replies: list[tuple[Chunk, Reply]], http_requests: int | None) -> dict:
+    """Tokens of every reply used; cost and requests of this run only (cache hits are free)."""
     fresh = [r for _, r in replies if not r.cached]
     cached = [r for _, r in replies if r.cached]
     return {
         "tokens_input": sum(r.input_tokens for _, r in replies),
         "tokens_output": sum(r.output_tokens for _, r in replies),
         "cost_usd": round(sum(r.cost_usd for r in fresh), 6),
-        "requests": sum(r.requests for r in fresh),
+        "requests": http_requests if http_requests is not None else sum(r.requests for r in fresh),
         "cache_hits": len(cached),
     }
 
