@@ -67,6 +67,7 @@ class StageRun:
     run_id: str
     experiment_id: str
     wandb_run: Any = None
+    end_status: str = "FINISHED"  # a stage may end its run as KILLED (e.g. preempted, resumable)
     _step: dict[str, int] = field(default_factory=dict)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -157,7 +158,7 @@ def stage_run(
         raise
     else:
         _finish_wandb(handle, exit_code=0)
-        mlflow.end_run()
+        mlflow.end_run(status=handle.end_status)
 
 
 def wandb_mode(cfg: Config) -> str:

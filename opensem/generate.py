@@ -1,0 +1,32 @@
+"""Answering questions with a model: one prompt format and one decoding setup for everything
+that compares models (baseline, evaluate, the served model), so their answers are comparable."""
+
+from __future__ import annotations
+
+
+def build_messages(question: str, system_prompt: str | None) -> list[dict]:
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return messages + [{"role": "user", "content": question}]
+
+
+def answer_questions(model, tokenizer, questions: list[str], system_prompt: str | None, max_new_tokens: int = 96, batch_size: int = 8) -> list[str]:
+    """Greedy answers, batched with left padding (a batch of one gives the same tokens)."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    answers: list[str] = []
+    model.eval()
+    for start in range(0, len(questions), batch_size):
+        batch = questions[start : start + batch_size]
+        prompts = [tokenizer.apply_chat_template(build_messages(q, system_prompt), add_generation_prompt=True, tokenize=False) for q in batch]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            out = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        for row in out[:, enc["input_ids"].shape[1]:]:
+            answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return answers

@@ -1,0 +1,73 @@
+"""Trainer callbacks: metrics into the stage's MLflow run (and W&B), and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from transformers import TrainerCallback
+
+
+class TrackingCallback(TrainerCallback):
+    """Forward loss, eval loss, learning rate and grad norm, plus real (non-padding) tokens/s and
+    peak memory, to the StageRun at each logging step."""
+
+    def __init__(self, tracked, device: str):
+        self.tracked = tracked
+        self.device = device
+        self.last_time = time.perf_counter()
+        self.last_tokens = 0
+        self.history: list[dict] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_time = time.perf_counter()
+        self.last_tokens = state.num_input_tokens_seen or 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        metrics = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and k not in ("epoch", "total_flos")}
+        now = time.perf_counter()
+        tokens = state.num_input_tokens_seen or 0
+        if "loss" in metrics and tokens > self.last_tokens and now > self.last_time:
+            metrics["tokens_per_second"] = (tokens - self.last_tokens) / (now - self.last_time)
+            self.last_time, self.last_tokens = now, tokens
+        metrics["peak_memory_gb"] = peak_memory_gb(self.device)
+        metrics["epoch"] = float(state.epoch or 0)
+        self.history.append({"step": state.global_step, **metrics})
+        self.tracked.log_metrics(metrics, step=state.global_step)
+
+
+def peak_memory_gb(device: str) -> float:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 1024**3
+    import resource
+
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    import sys
+
+    scale = 1024**3 if sys.platform == "darwin" else 1024**2
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+class PreemptionCallback(TrainerCallback):
+    """On SIGTERM (a spot preemption notice, or `kill`), finish the current step, save a
+    checkpoint and stop, so a re-run resumes from it."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)

@@ -1,0 +1,39 @@
+"""Read and check the forge output that training consumes.
+
+Every problem is one line that names the file, the line and how to fix it, raised before any
+model is loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from opensem.errors import OpenSEMError
+
+
+def load_conversations(path: Path, sem_name: str, required: bool = True) -> list[dict]:
+    """Rows of {"messages": [...]} with at least one user and one assistant turn."""
+    if not path.is_file():
+        if not required:
+            return []
+        raise OpenSEMError(f"no training data at {path}: run `opensem forge --sem {sem_name}` first")
+    rows: list[dict] = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise OpenSEMError(f"{path} line {number}: not valid JSON ({exc.msg}); re-run forge or fix the line") from None
+            messages = row.get("messages") if isinstance(row, dict) else None
+            roles = [m.get("role") for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+            if "user" not in roles or "assistant" not in roles or not all(isinstance(m.get("content"), str) for m in messages):
+                raise OpenSEMError(
+                    f'{path} line {number}: expected {{"messages": [{{"role": "user", "content": ...}}, '
+                    f'{{"role": "assistant", "content": ...}}]}}'
+                )
+            rows.append({"messages": messages})
+    if required and not rows:
+        raise OpenSEMError(f"{path} is empty: forge kept no pairs; check data/{sem_name}/processed/rejected.jsonl")
+    return rows

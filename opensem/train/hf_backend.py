@@ -1,0 +1,151 @@
+"""Training with transformers + PEFT + TRL's SFTTrainer: CPUs, Apple MPS, and GPUs without Unsloth.
+
+The Unsloth backend (unsloth_backend.py) only swaps how the model is loaded and wrapped; the
+trainer built here is shared by both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from opensem.config import Config
+from opensem.errors import OpenSEMError
+from opensem.hardware import TrainingPlan
+
+
+def load_model(model_dir: Path | str, plan: TrainingPlan):
+    """The base model in the plan's precision (4-bit through bitsandbytes for QLoRA)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {}
+    if plan.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if plan.precision == "bf16" else torch.float16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+        )
+        kwargs["device_map"] = {"": 0}
+    elif plan.device == "cuda":
+        kwargs["dtype"] = torch.bfloat16 if plan.precision == "bf16" else torch.float16
+    else:
+        # CPU/MPS keep fp32 weights; bf16 (when chosen) is applied as autocast by the trainer.
+        kwargs["dtype"] = torch.float32
+    # sdpa handles the position_ids of padding-free batches on CPU and GPU alike
+    return AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa", **kwargs)
+
+
+def check_target_modules(model, target_modules) -> None:
+    """Refuse a target module name the model does not have, listing the ones it does."""
+    if target_modules == "all-linear":
+        return
+    import torch
+
+    linear = {name.split(".")[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    linear.discard("lm_head")
+    missing = [t for t in target_modules if t not in linear]
+    if missing:
+        raise OpenSEMError(
+            f"lora.target_modules {missing} not found in {model.config.model_type}; available: {', '.join(sorted(linear))} (or all-linear)"
+        )
+
+
+def lora_config(cfg: Config):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool):
+    """Every training setting comes from the config; the plan decides precision and memory."""
+    from trl import SFTConfig
+
+    t = cfg.training
+    padding_free = t.padding_free and not t.packing
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        seed=t.seed,
+        bf16=plan.precision == "bf16",  # TRL would otherwise default to bf16, emulated (slow) on most CPUs
+        fp16=plan.precision == "fp16",
+        use_cpu=plan.device == "cpu",
+        activation_checkpointing=plan.gradient_checkpointing,
+        gradient_checkpointing=plan.gradient_checkpointing,  # TRL's own default is True
+        # Padding-free batches carry no padding, so there is nothing to truncate against: long
+        # examples are dropped beforehand (see stage.py) instead.
+        max_length=None if padding_free else t.max_length,
+        packing=t.packing,
+        padding_free=padding_free,
+        train_sampling_strategy="group_by_length" if t.group_by_length and not padding_free else "random",
+        assistant_only_loss=True,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.checkpoint_steps,
+        save_total_limit=2,
+        eval_strategy="epoch" if has_eval else "no",
+        report_to=[],  # opensem's own callback logs to MLflow (and W&B) through the stage's run
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def build_trainer(model, tokenizer, train_rows, eval_rows, cfg: Config, plan: TrainingPlan, output_dir: Path, callbacks, peft=True):
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    return SFTTrainer(
+        model=model,
+        args=sft_config(cfg, plan, output_dir, bool(eval_rows)),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg) if peft else None,
+        callbacks=callbacks,
+    )
+
+
+def prepare(model_dir: Path | str, cfg: Config, plan: TrainingPlan):
+    """(model, tokenizer) ready for build_trainer: base model, checked targets, VRAM cap applied."""
+    from transformers import AutoTokenizer
+
+    if plan.device == "cuda" and plan.vram_cap_gb:
+        import torch
+
+        total = torch.cuda.get_device_properties(0).total_memory / 1024**3
+        torch.cuda.set_per_process_memory_fraction(min(1.0, plan.vram_cap_gb / total), 0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if "{% generation %}" not in (tokenizer.chat_template or "") and "generation -%}" not in (tokenizer.chat_template or ""):
+        from opensem.models import CHAT_TEMPLATE
+
+        # Assistant-only loss needs {% generation %} markers; models with a ChatML template get ours.
+        if "<|im_start|>" in (tokenizer.chat_template or ""):
+            tokenizer.chat_template = CHAT_TEMPLATE.read_text(encoding="utf-8")
+        else:
+            raise OpenSEMError(
+                "the base model's chat template has no {% generation %} markers, so the prompt cannot be masked; "
+                "give it a template with them (see opensem/templates/chatml_generation.jinja)"
+            )
+    model = load_model(model_dir, plan)
+    check_target_modules(model, cfg.lora.target_modules)
+    return model, tokenizer

@@ -1,0 +1,49 @@
+"""The class MLflow loads for an OpenSEM adapter (logged as code: see pyfunc.py).
+
+Loads the base model (resolved as training found it) plus the LoRA adapter, and answers
+questions with the same prompt format and greedy decoding as evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.pyfunc
+from mlflow.models import set_model
+
+
+class AdapterModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from opensem.models import resolve_base_model
+        from opensem.workspace import project_root
+
+        conf = context.model_config or {}
+        base_dir = Path(conf.get("base_models_dir") or project_root() / "models" / "base")
+        base = resolve_base_model(conf["base_model"], base_dir)
+        adapter = context.artifacts["adapter"]
+        self.tokenizer = AutoTokenizer.from_pretrained(adapter)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        self.model = PeftModel.from_pretrained(model, adapter)
+        self.system_prompt = conf.get("system_prompt")
+        self.max_new_tokens = int(conf.get("max_new_tokens", 96))
+        self.batch_size = int(conf.get("batch_size", 8))
+
+    def predict(self, context, model_input, params=None) -> list[str]:
+        from opensem.generate import answer_questions
+
+        if hasattr(model_input, "columns"):
+            column = "question" if "question" in model_input.columns else model_input.columns[0]
+            questions = [str(q) for q in model_input[column]]
+        elif isinstance(model_input, dict):
+            questions = [str(q) for q in (model_input.get("question") or [])]
+        else:
+            questions = [str(q) for q in model_input]
+        max_new = int((params or {}).get("max_new_tokens", self.max_new_tokens))
+        return answer_questions(self.model, self.tokenizer, questions, self.system_prompt, max_new, self.batch_size)
+
+
+set_model(AdapterModel())

@@ -1,0 +1,186 @@
+"""`opensem train`: data/<sem>/processed/train.jsonl -> models/<sem>/adapters/<run_name>/.
+
+    check data -> detect hardware, plan -> (resume?) -> backend loads model -> SFTTrainer
+    -> adapter + tokenizer + config + metadata -> loss curve, MLflow pyfunc model
+
+A run name is a resumable unit: re-running the same name continues from its newest checkpoint
+in the same MLflow run; a finished name is refused rather than overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+
+from opensem.config import Config
+from opensem.errors import OpenSEMError
+from opensem.io import atomic_write_json, atomic_write_text
+from opensem.workspace import Sem
+
+console = Console(stderr=True)
+STATE_FILE = "opensem_run.json"
+
+
+def run(sem: Sem, cfg: Config) -> dict:
+    from opensem import hardware, tracking
+    from opensem.models import resolve_base_model
+    from opensem.train.data import load_conversations
+
+    t = cfg.training
+    train_rows = load_conversations(sem.processed_dir / "train.jsonl", sem.name)
+    eval_rows = load_conversations(sem.processed_dir / "test.jsonl", sem.name, required=False)
+    plan = hardware.plan(hardware.detect(), t)
+
+    run_name = t.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = sem.adapters_dir / run_name
+    state = _read_state(out_dir)
+    if state.get("status") == "finished":
+        raise OpenSEMError(f"run {run_name!r} already finished ({out_dir}); pick a new name: --set training.run_name=...")
+    checkpoints = Path(t.checkpoint_dir) / sem.name / run_name if t.checkpoint_dir else out_dir / "checkpoints"
+    resume_from = _last_checkpoint(checkpoints)
+    base_dir = resolve_base_model(cfg.model.base, sem.base_models_dir)
+
+    console.print(f"[bold]train[/bold] {sem.name} / {run_name}: {len(train_rows)} examples, {len(eval_rows)} held out")
+    for reason in plan.reasons:
+        console.print(f"  hardware: {reason}")
+    if resume_from:
+        console.print(f"  resuming from {resume_from}")
+
+    with tracking.stage_run(sem, "train", cfg, run_name=run_name, run_id=state.get("mlflow_run_id"),
+                            tags={"opensem.run_name": run_name}) as tracked:
+        _write_state(out_dir, {"mlflow_run_id": tracked.run_id, "status": "running"})
+        tracked.log_params({f"plan.{k}": v for k, v in plan.as_dict().items() if k != "reasons"} | {"plan.reasons": "; ".join(plan.reasons)})
+        if not resume_from:
+            tracking.log_jsonl_dataset(sem.processed_dir / "train.jsonl", f"{sem.name}-train", "training")
+
+        model, tokenizer, peft_applied = _load(plan, base_dir, cfg)
+        train_rows, dropped = _fit_length(train_rows, tokenizer, t.max_length)
+        if dropped:
+            console.print(f"  [yellow]{dropped} examples longer than training.max_length={t.max_length} tokens left out[/yellow]")
+        from opensem.train.callbacks import PreemptionCallback, TrackingCallback
+        from opensem.train.hf_backend import build_trainer
+
+        metrics_cb = TrackingCallback(tracked, plan.device)
+        preempt = PreemptionCallback()
+        trainer = build_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, checkpoints, [metrics_cb, preempt], peft=not peft_applied)
+        started = time.time()
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        finally:
+            preempt.restore()
+        seconds = time.time() - started
+
+        if preempt.requested:
+            tracked.end_status = "KILLED"
+            console.print(
+                f"[yellow]SIGTERM: stopped at step {trainer.state.global_step}, checkpoint saved in {checkpoints}.[/yellow] "
+                f"Run the same command (training.run_name={run_name}) to resume."
+            )
+            return {"run_name": run_name, "status": "preempted", "step": trainer.state.global_step}
+
+        trainer.save_model(str(out_dir))  # adapter_config.json, adapter_model.safetensors, tokenizer, chat template
+        tokenizer.save_pretrained(str(out_dir))
+        metadata = {
+            "sem": sem.name,
+            "run_name": run_name,
+            "mlflow_run_id": tracked.run_id,
+            "base_model": cfg.model.base,
+            "base_model_path": str(base_dir),
+            "backend": plan.backend,
+            "plan": plan.as_dict(),
+            "examples": len(train_rows),
+            "dropped_too_long": dropped,
+            "global_step": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
+            "train_seconds": round(seconds, 1),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "config_digest": cfg.digest(),
+        }
+        atomic_write_json(out_dir / "training_metadata.json", metadata)
+        atomic_write_text(out_dir / "resolved_config.yaml", cfg.to_yaml())
+        tracked.log_metrics({"train_loss_final": result.training_loss, "train_seconds": seconds})
+        if metrics_cb.history:
+            _loss_curve(metrics_cb.history, out_dir / "loss_curve.png")
+            tracked.log_artifact(out_dir / "loss_curve.png", "training")
+        tracked.log_artifact(out_dir / "training_metadata.json", "training")
+
+        if t.merge:
+            merged = trainer.model.merge_and_unload()
+            merged.save_pretrained(str(out_dir / "merged"))
+            tokenizer.save_pretrained(str(out_dir / "merged"))
+
+        from opensem.train.pyfunc import log_adapter_model
+
+        info = log_adapter_model(
+            out_dir, cfg.model.base, sem.base_models_dir, cfg.model.system_prompt,
+            cfg.generation.max_new_tokens, cfg.generation.batch_size,
+        )
+        tracked.set_tags({"opensem.model_uri": info.model_uri})
+        _write_state(out_dir, {"mlflow_run_id": tracked.run_id, "status": "finished", "model_uri": info.model_uri})
+
+    console.print(
+        f"[green]trained[/green] {run_name}: {metadata['global_step']} steps, loss {result.training_loss:.3f}, "
+        f"{metadata['tokens_seen'] / max(seconds, 1e-9):.0f} tokens/s -> {out_dir}"
+    )
+    return metadata | {"status": "finished", "adapter_dir": str(out_dir), "model_uri": info.model_uri}
+
+
+def _load(plan, base_dir, cfg: Config):
+    """(model, tokenizer, peft already applied?) from the planned backend."""
+    if plan.backend == "unsloth":
+        from opensem.train.unsloth_backend import prepare as unsloth_prepare
+
+        model, tokenizer = unsloth_prepare(base_dir, cfg, plan)
+        return model, tokenizer, True
+    from opensem.train.hf_backend import prepare
+
+    model, tokenizer = prepare(base_dir, cfg, plan)
+    return model, tokenizer, False
+
+
+def _fit_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    kept = [r for r in rows if len(tokenizer.apply_chat_template(r["messages"], tokenize=True)) <= max_length]
+    return kept, len(rows) - len(kept)
+
+
+def _read_state(out_dir: Path) -> dict:
+    path = out_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_state(out_dir: Path, state: dict) -> None:
+    atomic_write_json(out_dir / STATE_FILE, state)
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    if not folder.is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(folder))
+    return Path(last) if last else None
+
+
+def _loss_curve(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, label in (("loss", "train loss"), ("eval_loss", "eval loss")):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            ax.plot(*zip(*points), marker="o" if key == "eval_loss" else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,147 @@
+"""Training Floor: a real short LoRA run of the bundled model, the adapter as an MLflow model,
+SIGTERM + resume, and every bad-input path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from opensem.cli import app
+from opensem.config import load_config
+from opensem.train import run as train
+from opensem.workspace import new_sem
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("bundled_model_dir")]
+
+FACTS = [
+    ("What colour is a Zorblat?", "A Zorblat is teal."),
+    ("How many legs does a Quimble have?", "A Quimble has seven legs."),
+    ("Where do Frobnits live?", "Frobnits live in Oslo."),
+    ("What do Glimmers eat?", "Glimmers eat copper."),
+]
+FAST = [
+    "model.system_prompt=Answer briefly.",
+    "training.batch_size=4",
+    "training.learning_rate=2e-3",
+    "training.logging_steps=1",
+    "training.warmup_ratio=0",
+    "training.lr_scheduler=constant",
+    "lora.r=8",
+    "lora.alpha=16",
+]
+
+
+def rows(pairs):
+    return "".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n" for q, a in pairs)
+
+
+@pytest.fixture
+def tiny(project):
+    sem = new_sem("tiny")
+    sem.processed_dir.mkdir(parents=True)
+    (sem.processed_dir / "train.jsonl").write_text(rows(FACTS))
+    (sem.processed_dir / "test.jsonl").write_text(rows(FACTS[:1]))
+    return sem
+
+
+def test_short_training_lowers_loss_and_changes_the_answer(tiny, bundled_model_dir):
+    cfg = load_config(tiny.root, "tiny", FAST + ["training.max_steps=16", "training.run_name=r1"])
+    result = train(tiny, cfg)
+    out = tiny.adapters_dir / "r1"
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja",
+                 "training_metadata.json", "resolved_config.yaml", "loss_curve.png"):
+        assert (out / name).is_file(), name
+    run = mlflow.get_run(result["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["opensem.stage"] == "train"
+    losses = [m.value for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
+    assert len(losses) >= 10 and sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
+    for metric in ("learning_rate", "grad_norm", "tokens_per_second", "peak_memory_gb", "eval_loss"):
+        assert metric in run.data.metrics, metric
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"tiny-train"}
+
+    # the logged MLflow model (base + adapter) answers differently from the base model, with the trained fact
+    from opensem.generate import answer_questions
+    from opensem.models import load_model_and_tokenizer
+
+    base, tok = load_model_and_tokenizer(bundled_model_dir)
+    before = answer_questions(base, tok, [FACTS[0][0]], "Answer briefly.", 16)[0]
+    served = mlflow.pyfunc.load_model(result["model_uri"])
+    after = served.predict(pd.DataFrame({"question": [FACTS[0][0], FACTS[2][0]]}), params={"max_new_tokens": 16})
+    assert after[0] != before
+    assert "teal" in after[0].lower() and "oslo" in after[1].lower(), after
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tiny):
+    env = dict(os.environ, OPENSEM_HOME=str(tiny.root))
+    sets = sum((["--set", s] for s in FAST + ["training.max_steps=40", "training.checkpoint_steps=2", "training.run_name=r2"]), [])
+    cmd = [sys.executable, "-m", "opensem", "train", "--sem", "tiny", *sets]
+    checkpoints = tiny.adapters_dir / "r2" / "checkpoints"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (checkpoints / "checkpoint-2").is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM" in err
+    saved = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
+    assert saved and saved[-1] >= 2
+    state = json.loads((tiny.adapters_dir / "r2" / "opensem_run.json").read_text())
+    assert mlflow.get_run(state["mlflow_run_id"]).info.status == "KILLED"
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"checkpoint-{saved[-1]}" in done.stderr  # resumed from there, not from zero
+    metadata = json.loads((tiny.adapters_dir / "r2" / "training_metadata.json").read_text())
+    assert metadata["global_step"] == 40 and metadata["mlflow_run_id"] == state["mlflow_run_id"]
+    run = mlflow.get_run(state["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
+    assert min(steps) <= 2 and max(steps) == 40 and len(steps) < 40 + 5  # one run, no restart from zero
+
+
+def test_finished_run_name_is_not_overwritten(tiny):
+    tiny.adapters_dir.joinpath("done").mkdir(parents=True)
+    tiny.adapters_dir.joinpath("done", "opensem_run.json").write_text('{"status": "finished"}')
+    result = CliRunner().invoke(app, ["train", "--sem", "tiny", "--set", "training.run_name=done"])
+    assert result.exit_code == 2 and "already finished" in result.output
+
+
+@pytest.mark.parametrize(
+    "setup, overrides, expected",
+    [
+        (None, ["training.learning_rate=-1e-4"], "training.learning_rate = -0.0001: input should be greater than 0"),
+        (None, ["lora.r=0"], "lora.r = 0: input should be greater than 0"),
+        (None, ["lora.target_modules=[q_proj, nonsense_proj]"], "lora.target_modules ['nonsense_proj'] not found"),
+        ("empty", [], "train.jsonl is empty"),
+        ("malformed", [], "train.jsonl line 2: not valid JSON"),
+        ("no_assistant", [], 'train.jsonl line 1: expected {"messages"'),
+        ("missing", [], "run `opensem forge --sem tiny` first"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tiny, setup, overrides, expected):
+    train_file = tiny.processed_dir / "train.jsonl"
+    if setup == "empty":
+        train_file.write_text("")
+    elif setup == "malformed":
+        train_file.write_text(rows(FACTS[:1]) + "{not json\n")
+    elif setup == "no_assistant":
+        train_file.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    elif setup == "missing":
+        train_file.unlink()
+        (tiny.processed_dir / "test.jsonl").unlink()
+        tiny.processed_dir.rmdir()
+    args = ["train", "--sem", "tiny"] + sum((["--set", o] for o in overrides), [])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], result.output
