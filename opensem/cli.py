@@ -71,9 +71,39 @@ def _stage_command(stage: str):
     return command
 
 
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Score only the first N golden items (a quick check; tagged partial).")]
+
 for _stage in STAGES:
+    if _stage in ("baseline", "evaluate"):
+        continue  # defined below: they take extra options
     # `set_` is exposed as --set; typer takes the option name from the Annotated declaration.
     app.command(_stage)(_stage_command(_stage))
+
+
+@app.command("baseline")
+@user_errors
+def baseline(sem: SemOpt, limit: LimitOpt = None, set_: SetOpt = None, overrides: OverridesOpt = "") -> None:
+    """Score the base model on the golden set (the control every adapter is compared with)."""
+    from opensem.stages import run_stage
+
+    run_stage("baseline", sem, _overrides(set_, overrides), limit=limit)
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate(
+    sem: SemOpt,
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="Adapter run name (default: the newest finished one).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="An MLflow model URI instead, e.g. models:/opensem-legal@champion.")] = None,
+    limit: LimitOpt = None,
+    promptfoo: Annotated[bool, typer.Option("--promptfoo", help="Also write and run Promptfoo regression tests.")] = False,
+    set_: SetOpt = None,
+    overrides: OverridesOpt = "",
+) -> None:
+    """Score a fine-tuned adapter on the golden set and print Baseline vs Fine-tuned."""
+    from opensem.stages import run_stage
+
+    run_stage("evaluate", sem, _overrides(set_, overrides), adapter=adapter, model=model, limit=limit, promptfoo=promptfoo)
 
 
 @app.command("new-sem")

@@ -258,6 +258,21 @@ class JudgeConfig(Section):
     repeats: int = Field(1, gt=0)
     """Judge calls per answer; the median score is kept."""
 
+    max_concurrency: int = Field(8, gt=0)
+    """Judge requests in flight at once."""
+
+    max_retries: int = Field(5, ge=0)
+    """Retries on 429/5xx/timeouts and malformed replies."""
+
+    timeout_s: float = Field(60.0, gt=0)
+    """Per-request timeout in seconds."""
+
+    max_tokens: int = Field(256, gt=0)
+    """Most tokens a judge reply may use."""
+
+    prompt_template: str | None = None
+    """Path to a judge prompt template; default: opensem/templates/judge_prompt.txt."""
+
     pass_score: int = Field(4, ge=1, le=5)
     """Score at or above which an answer counts as a pass."""
 

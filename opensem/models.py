@@ -131,7 +131,9 @@ def load_model_and_tokenizer(folder: Path | str, dtype: str = "float32"):
     """Load a causal LM and its tokenizer from a resolved folder (see resolve_base_model)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # "Loading weights" bars for a 1-second load are noise
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

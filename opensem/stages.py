@@ -39,6 +39,7 @@ def run_stage(stage: str, sem_name: str, overrides: list[str], **options) -> Non
 
     sem = open_sem(sem_name)
     cfg = load_config(sem.root, sem.name, overrides)
+    options = {k: v for k, v in options.items() if v is not None}
     if not is_built(stage):
         with stage_run(sem, stage, cfg, tags={"opensem.status": "not_built"}):
             console.print(f"[yellow]{stage}: not built yet[/yellow] - a tracked run was opened and tagged; the stage itself lands in a later release.")

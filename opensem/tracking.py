@@ -31,6 +31,7 @@ def configure(cfg: Config, root: Path) -> str:
     root (MLflow's own default, but anchored to the project rather than the current folder).
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import logging
     import warnings
 

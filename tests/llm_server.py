@@ -11,6 +11,10 @@ scripted per request with `push(...)`:
     "slow:S"        wait S seconds, then reply "ok"
     "hold"          never reply until `release` is set (a request in flight when a client dies)
     "pairs:JSON"    reply with exactly these pairs (a JSON list of [question, answer])
+    "verdict:N"     a judge reply with score N
+    "refuse"        a refusal (OpenAI: `refusal` and no content; Anthropic: text, no tool call)
+Judge requests (schema "grade") get, by default, 5 when the graded answer contains the reference
+answer and 2 otherwise.
 When the script is empty every request gets `default` ("ok"), after `latency` seconds.
 It runs on aiohttp in a background thread: one event loop serves many requests in flight
 cheaply, so the server is not what limits a throughput benchmark.
@@ -91,6 +95,12 @@ class FakeLLMServer:
         topic = heading.group(1).strip() if heading else "this passage"
         return [[f"What is the first point made in the section on {topic}?", first]]
 
+    @staticmethod
+    def _grade(prompt: str) -> int:
+        reference = re.search(r"Reference answer: (.*)", prompt)
+        graded = prompt.split('"""')[1] if prompt.count('"""') >= 2 else ""
+        return 5 if reference and reference.group(1).strip().lower() in graded.lower() else 2
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         anthropic = request.path.endswith("/messages")
@@ -122,17 +132,25 @@ class FakeLLMServer:
             headers = {"Retry-After": arg or "0"} if kind == "429" else {}
             error = {"type": "error", "error": {"type": "rate_limit_error" if kind == "429" else "api_error", "message": f"scripted {kind}"}}
             return web.json_response(error, status=int(kind), headers=headers)
+        schema_name = (body.get("response_format") or {}).get("json_schema", {}).get("name") or (body.get("tools") or [{}])[0].get("name")
+        refusal = None
         if kind == "malformed":
             pairs, pairs_json = None, "this is not JSON {"
+        elif kind == "refuse":
+            pairs, pairs_json, refusal = None, "", "I'm sorry, I can't help with grading this."
+        elif schema_name == "grade":
+            score = int(arg) if kind == "verdict" else self._grade(prompt)
+            pairs = [("verdict", score)]  # marks a structured reply
+            pairs_json = json.dumps({"score": score, "reason": f"scripted verdict {score}"})
         else:
             pairs = json.loads(arg) if kind == "pairs" else self._pairs_for(prompt)
             pairs_json = json.dumps({"pairs": [{"question": q, "answer": a} for q, a in pairs]})
         tin, tout = max(1, len(prompt) // 4), max(1, len(pairs_json) // 4)
         if anthropic:
             content = (
-                [{"type": "text", "text": pairs_json}]
+                [{"type": "text", "text": refusal or pairs_json}]
                 if pairs is None
-                else [{"type": "tool_use", "id": "toolu_1", "name": "record_pairs", "input": json.loads(pairs_json)}]
+                else [{"type": "tool_use", "id": "toolu_1", "name": schema_name or "record_pairs", "input": json.loads(pairs_json)}]
             )
             return web.json_response({
                 "id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"),
@@ -141,7 +159,8 @@ class FakeLLMServer:
             })
         return web.json_response({
             "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": pairs_json}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": None if refusal else pairs_json, "refusal": refusal}}],
             "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout},
         })
 

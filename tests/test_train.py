@@ -145,3 +145,24 @@ def test_bad_input_is_one_line_exit_2(tiny, setup, overrides, expected):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and expected in lines[0], result.output
+
+
+def test_head_only_where_labelled_loss_equals_trls(tiny, bundled_model_dir):
+    """The faster loss (LM head only on labelled positions) is the same number TRL computes."""
+    import torch
+    from trl import SFTTrainer
+
+    from opensem.hardware import detect, plan
+    from opensem.train.hf_backend import build_trainer, prepare
+
+    for padding_free in (False, True):
+        cfg = load_config(tiny.root, "tiny", FAST + ["training.max_steps=1", f"training.padding_free={padding_free}"])
+        p = plan(detect(), cfg.training)
+        model, tok = prepare(bundled_model_dir, cfg, p)
+        ours = build_trainer(model, tok, [json.loads(r) for r in rows(FACTS).splitlines()], [], cfg, p, tiny.root / "ck", [])
+        batch = next(iter(ours.get_train_dataloader()))
+        assert (batch["labels"] != -100).sum() < batch["input_ids"].numel() / 2  # most tokens carry no label
+        with torch.no_grad():
+            mine = ours.compute_loss(ours.model, dict(batch))
+            theirs = SFTTrainer.compute_loss(ours, ours.model, dict(batch))
+        assert abs(mine.item() - theirs.item()) < 1e-4, (padding_free, mine.item(), theirs.item())

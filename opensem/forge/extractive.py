@@ -176,9 +176,6 @@ class ExtractiveTeacher:
     provider = "extractive"
     name = "extractive"
 
-    def cost(self, *_: int) -> float:
-        return 0.0
-
     async def ask(self, chunk: Chunk, n_pairs: int) -> Reply:
         return Reply(pairs=extract_pairs(chunk)[:n_pairs])
 
