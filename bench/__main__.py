@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["forge_throughput", "train_speed"]
+BENCHES = ["forge_throughput", "generation_speed", "train_speed"]
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or BENCHES:

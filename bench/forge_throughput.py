@@ -58,7 +58,7 @@ def main() -> None:
                 replies = asyncio.run(_ask_all(teacher, chunks, 1, IN_FLIGHT))
                 elapsed = time.perf_counter() - start
                 teacher.close()
-                assert all(r.pairs for _, r in replies), "some requests failed"
+                assert all(r.result for _, r in replies), "some requests failed"
                 return elapsed, teacher.http_requests
 
             first, sent_first = timed()

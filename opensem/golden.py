@@ -2,7 +2,8 @@
 
 File: evals/<sem>/golden_set.json, either a list of items or {"about": "...", "items": [...]}.
 Item: id, question, answer, key_facts (1+ case-insensitive regular expressions that a correct
-answer must match; plain words work as they are), optional rubric, tags, source.
+answer must match; plain words work as they are), optional rubric, tags, source, and asserts
+(extra promptfoo assertions for `opensem evaluate --promptfoo`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class GoldenItem(BaseModel):
     rubric: str | None = None
     tags: list[str] = []
     source: str | None = None
+    asserts: list[dict] = []  # extra promptfoo assertions, e.g. {"type": "icontains", "value": "six"}
 
     @field_validator("id", "question", "answer")
     @classmethod

@@ -194,3 +194,44 @@ def test_example_golden_item_is_refused(project):
     new_sem("fresh")
     result = CliRunner().invoke(app, ["baseline", "--sem", "fresh"])
     assert result.exit_code == 2 and "example item" in result.output
+
+
+# -- promptfoo ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_promptfoo_config_runs_under_real_promptfoo(tiny):
+    import shutil
+
+    import yaml
+
+    from opensem.judge.promptfoo import promptfoo_command, run_promptfoo
+
+    if promptfoo_command(tiny.root) is None or not shutil.which("node"):
+        pytest.skip("Node.js is not installed")
+    items = TINY_GOLDEN["items"]
+    items[1] = dict(items[1], asserts=[{"type": "icontains", "value": "oslo"}])
+    tiny.golden_set.write_text(json.dumps(TINY_GOLDEN))
+    cfg = load_config(tiny.root, "tiny", FAST)
+    answers = {
+        items[0]["question"]: "A Zorblat is teal.",          # right
+        items[1]["question"]: "Frobnits live in Paris.",     # wrong fact: fails both asserts
+        items[2]["question"]: "It has seven legs.",          # right, other words
+    }
+    result = run_promptfoo(tiny, cfg, adapter="t1", model_uri=None, answers=answers)
+    assert "error" not in result, result.get("error")
+    details = [(r["testCase"]["description"], r["success"], r.get("error")) for r in result["results"]["results"]["results"]]
+    assert (result["passed"], result["failed"]) == (2, 1), details
+    outcomes = {r["testCase"]["description"]: r["success"] for r in result["results"]["results"]["results"]}
+    assert outcomes == {"z1": True, "z2": False, "z3": True}
+    written = yaml.safe_load((tiny.evals_dir / "promptfooconfig.yaml").read_text())
+    assert written["prompts"] == ["{{question}}"] and len(written["tests"]) == 3
+    assert written["tests"][1]["assert"][1] == {"type": "icontains", "value": "oslo"}
+
+
+@pytest.mark.slow
+def test_promptfoo_provider_answers_with_the_model_on_a_cache_miss(tiny):
+    from opensem.judge.promptfoo_provider import call_api
+
+    conf = {"project": str(tiny.root), "sem": "tiny", "adapter": None, "model_uri": None, "max_new_tokens": 8}
+    first = call_api("What is the capital of France?", {"config": conf}, {})
+    assert "Paris" in first["output"]
+    assert call_api("What is the capital of France?", {"config": conf}, {}) == first  # now from the cache

@@ -82,7 +82,7 @@ def test_short_training_lowers_loss_and_changes_the_answer(tiny, bundled_model_d
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tiny):
     env = dict(os.environ, OPENSEM_HOME=str(tiny.root))
-    sets = sum((["--set", s] for s in FAST + ["training.max_steps=40", "training.checkpoint_steps=2", "training.run_name=r2"]), [])
+    sets = sum((["--set", s] for s in FAST + ["training.max_steps=16", "training.checkpoint_steps=2", "training.run_name=r2"]), [])
     cmd = [sys.executable, "-m", "opensem", "train", "--sem", "tiny", *sets]
     checkpoints = tiny.adapters_dir / "r2" / "checkpoints"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -102,11 +102,11 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tiny):
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"checkpoint-{saved[-1]}" in done.stderr  # resumed from there, not from zero
     metadata = json.loads((tiny.adapters_dir / "r2" / "training_metadata.json").read_text())
-    assert metadata["global_step"] == 40 and metadata["mlflow_run_id"] == state["mlflow_run_id"]
+    assert metadata["global_step"] == 16 and metadata["mlflow_run_id"] == state["mlflow_run_id"]
     run = mlflow.get_run(state["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
-    assert min(steps) <= 2 and max(steps) == 40 and len(steps) < 40 + 5  # one run, no restart from zero
+    assert min(steps) <= 2 and max(steps) == 16 and len(steps) < 16 + 5  # one run, no restart from zero
 
 
 def test_finished_run_name_is_not_overwritten(tiny):

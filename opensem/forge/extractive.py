@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from opensem.forge.chunk import Chunk
-from opensem.forge.teachers import Reply
+from opensem.llm import Completion
 
 NUMBER_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|eighteen|twenty"
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(*\"'])")
@@ -176,8 +176,8 @@ class ExtractiveTeacher:
     provider = "extractive"
     name = "extractive"
 
-    async def ask(self, chunk: Chunk, n_pairs: int) -> Reply:
-        return Reply(pairs=extract_pairs(chunk)[:n_pairs])
+    async def ask(self, chunk: Chunk, n_pairs: int) -> Completion:
+        return Completion(result=extract_pairs(chunk)[:n_pairs])
 
     async def aclose(self) -> None:
         pass

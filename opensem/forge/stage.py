@@ -21,7 +21,8 @@ from opensem.config import Config
 from opensem.forge.chunk import Chunk, chunk_document
 from opensem.forge.ingest import ingest
 from opensem.forge.quality import Decontaminator, NearDuplicates, check_pair, content_words
-from opensem.forge.teachers import Budget, Reply, make_teacher
+from opensem.forge.teachers import make_teacher
+from opensem.llm import Budget, Completion
 from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file
 from opensem.workspace import Sem
 
@@ -81,7 +82,7 @@ def run(sem: Sem, cfg: Config) -> dict:
             "documents": len(docs),
             "skipped_documents": [{"name": s.name, "reason": s.reason} for s in skipped],
             "chunks": len(chunks),
-            "pairs_generated": sum(len(r.pairs) for _, r in replies),
+            "pairs_generated": sum(len(r.result or []) for _, r in replies),
             "pairs_kept": len(kept),
             "train": len(train),
             "test": len(test),
@@ -134,7 +135,7 @@ def run(sem: Sem, cfg: Config) -> dict:
     return manifest
 
 
-async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int, concurrency: int) -> list[tuple[Chunk, Reply]]:
+async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int, concurrency: int) -> list[tuple[Chunk, Completion]]:
     gate = asyncio.Semaphore(concurrency)
     progress = Progress(
         TextColumn("[bold]forge[/bold] {task.description}"),
@@ -147,10 +148,10 @@ async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int, concurrency: int)
     )
     totals = {"pairs": 0, "cost": 0.0}
 
-    async def one(chunk: Chunk) -> tuple[Chunk, Reply]:
+    async def one(chunk: Chunk) -> tuple[Chunk, Completion]:
         async with gate:
             reply = await teacher.ask(chunk, n_pairs)
-        totals["pairs"] += len(reply.pairs)
+        totals["pairs"] += len(reply.result or [])
         totals["cost"] += reply.cost_usd
         progress.update(task, advance=1, **totals)
         return chunk, reply
@@ -163,18 +164,18 @@ async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int, concurrency: int)
             await teacher.aclose()
 
 
-def _filter(replies: list[tuple[Chunk, Reply]], cfg: Config, golden: list[dict]) -> tuple[list[Pair], list[dict]]:
+def _filter(replies: list[tuple[Chunk, Completion]], cfg: Config, golden: list[dict]) -> tuple[list[Pair], list[dict]]:
     fc = cfg.forge
     decon = Decontaminator(golden, fc.decontam_threshold)
     dedup = NearDuplicates(fc.dedup_threshold)
     kept: list[Pair] = []
     rejected: list[dict] = []
     for chunk, reply in replies:
-        if reply.error and not reply.pairs:
+        if reply.error and not reply.result:
             rejected.append({"reason": reply.error, "chunk": chunk.id, "question": None, "answer": None, "detail": reply.detail})
             continue
         chunk_words = content_words(chunk.heading + " " + chunk.text)
-        for question, answer in reply.pairs:
+        for question, answer in reply.result or []:
             reason = check_pair(question, answer, chunk.text, fc, chunk_words)
             if reason is None and decon.is_contaminated(question, answer):
                 reason = "contaminated"
@@ -205,7 +206,7 @@ def split_by_chunk(pairs: list[Pair], test_fraction: float, seed: int) -> tuple[
     return [p for p in pairs if p.chunk.id not in test_ids], [p for p in pairs if p.chunk.id in test_ids]
 
 
-def _usage(replies: list[tuple[Chunk, Reply]], http_requests: int | None) -> dict:
+def _usage(replies: list[tuple[Chunk, Completion]], http_requests: int | None) -> dict:
     """Tokens of every reply used; cost and requests of this run only (cache hits are free)."""
     fresh = [r for _, r in replies if not r.cached]
     cached = [r for _, r in replies if r.cached]
@@ -213,7 +214,7 @@ def _usage(replies: list[tuple[Chunk, Reply]], http_requests: int | None) -> dic
         "tokens_input": sum(r.input_tokens for _, r in replies),
         "tokens_output": sum(r.output_tokens for _, r in replies),
         "cost_usd": round(sum(r.cost_usd for r in fresh), 6),
-        "requests": http_requests if http_requests is not None else sum(r.requests for r in fresh),
+        "requests": http_requests if http_requests is not None else sum(r.calls for r in fresh),
         "cache_hits": len(cached),
     }
 

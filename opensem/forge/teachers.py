@@ -12,7 +12,6 @@ structured output) plus the teacher prompt and the pairs schema.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from opensem.config import Config, TeacherConfig
 from opensem.errors import OpenSEMError
 from opensem.forge.chunk import Chunk
-from opensem.llm import Budget, LLMClient, Malformed, decode_json
+from opensem.llm import Budget, Completion, LLMClient, Malformed, decode_json
 
 DEFAULT_PROMPT = Path(__file__).resolve().parents[1] / "templates" / "teacher_prompt.txt"
 SYSTEM = "You write faithful question/answer training pairs from a passage. You reply with JSON only."
@@ -52,20 +51,6 @@ class _QA(BaseModel):
 
 class _Reply(BaseModel):
     pairs: list[_QA]
-
-
-@dataclass
-class Reply:
-    """What one chunk got from the teacher."""
-
-    pairs: list[tuple[str, str]] = field(default_factory=list)
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    requests: int = 0  # calls made (0 when answered from the cache); HTTP requests are counted by the client
-    cached: bool = False
-    error: str | None = None  # malformed | teacher_error | budget
-    detail: str | None = None  # what went wrong, for rejected.jsonl
 
 
 def parse_pairs(payload: Any) -> list[tuple[str, str]]:
@@ -107,10 +92,9 @@ class APITeacher:
     def http_requests(self) -> int:
         return self.client.http_requests
 
-    async def ask(self, chunk: Chunk, n_pairs: int) -> Reply:
-        done = await self.client.complete(SYSTEM, render_prompt(self.template, chunk, n_pairs), PAIRS_SCHEMA, "record_pairs", parse_pairs)
-        error = "teacher_error" if done.error == "api_error" else done.error
-        return Reply(done.result or [], done.input_tokens, done.output_tokens, done.cost_usd, done.calls, done.cached, error, done.detail)
+    async def ask(self, chunk: Chunk, n_pairs: int) -> Completion:
+        """A Completion whose result is the chunk's list of (question, answer) pairs."""
+        return await self.client.complete(SYSTEM, render_prompt(self.template, chunk, n_pairs), PAIRS_SCHEMA, "record_pairs", parse_pairs)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -134,16 +118,16 @@ class LocalTeacher:
         self.lock = asyncio.Lock()
         self.name = f"local:{cfg.model or Path(str(model_dir)).name}"
 
-    async def ask(self, chunk: Chunk, n_pairs: int) -> Reply:
+    async def ask(self, chunk: Chunk, n_pairs: int) -> Completion:
         prompt = render_prompt(self.template, chunk, n_pairs)
         async with self.lock:  # one generation at a time: the CPU is the bottleneck
             text, tin, tout = await asyncio.to_thread(self._generate, prompt)
-        reply = Reply(input_tokens=tin, output_tokens=tout, requests=1)
+        done = Completion(input_tokens=tin, output_tokens=tout, calls=1)
         try:
-            reply.pairs = parse_pairs(text)
-        except Malformed:
-            reply.error = "malformed"
-        return reply
+            done.result = parse_pairs(text)
+        except Malformed as exc:
+            done.error, done.detail = "malformed", str(exc)
+        return done
 
     def _generate(self, prompt: str) -> tuple[str, int, int]:
         import torch

@@ -285,5 +285,7 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, model: str | None = N
     if promptfoo:
         from opensem.judge.promptfoo import run_promptfoo
 
-        run_promptfoo(sem, cfg, adapter=adapter, model_uri=model, eval_run_id=result.run_id)
+        adapter_name = None if model else (adapter or resolve_adapter(sem, None).name)
+        answers = {r["question"]: r["answer"] for r in result.rows}
+        run_promptfoo(sem, cfg, adapter=adapter_name, model_uri=model, eval_run_id=result.run_id, answers=answers)
     return result

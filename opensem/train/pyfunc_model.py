@@ -6,6 +6,7 @@ questions with the same prompt format and greedy decoding as evaluation.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -46,4 +47,6 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
         return answer_questions(self.model, self.tokenizer, questions, self.system_prompt, max_new, self.batch_size)
 
 
-set_model(AdapterModel())
+with warnings.catch_warnings():  # MLflow asks for type hints on `predict`; the logged signature is explicit
+    warnings.simplefilter("ignore", UserWarning)
+    set_model(AdapterModel())
