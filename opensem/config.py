@@ -235,8 +235,8 @@ class GenerationConfig(Section):
     max_new_tokens: int = Field(96, gt=0)
     """Longest answer a model may give."""
 
-    batch_size: int = Field(8, gt=0)
-    """Questions answered together (left-padded batches)."""
+    batch_size: int = Field(16, gt=0)
+    """Questions answered together (left-padded batches); 16 gave ~6x the one-at-a-time rate on 2 cores."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ or MLflow.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -205,7 +206,8 @@ class LLMClient:
                 done.error, done.detail = "malformed", str(exc)[:300]
                 continue
             done.error = done.detail = None
-            self.cache.set(key, {"payload": payload, "input_tokens": tokens_in, "output_tokens": tokens_out})
+            entry = {"payload": payload, "input_tokens": tokens_in, "output_tokens": tokens_out}
+            await asyncio.to_thread(self.cache.set, key, entry)  # a SQLite write: off the event loop
             return done
         return done
 

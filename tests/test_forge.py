@@ -90,6 +90,21 @@ def test_ingest_skips_bad_files_with_reasons(tmp_path):
     assert "## Rules" in html and "x()" not in html
 
 
+def test_ingest_reads_docx_with_headings_and_skips_a_corrupt_one(tmp_path):
+    import docx
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    document = docx.Document()
+    document.add_heading("Remedies", level=1)
+    document.add_paragraph("Damages are the usual remedy.")
+    document.save(raw / "remedies.docx")
+    (raw / "broken.docx").write_bytes(b"PK\x03\x04 not really a zip")
+    docs, skipped = ingest(raw)
+    assert docs[0].text == "# Remedies\n\nDamages are the usual remedy.\n"
+    assert [(s.name, s.reason) for s in skipped] == [("broken.docx", "unreadable")]
+
+
 def test_empty_or_missing_raw_folder_is_one_line_error(project):
     sem = new_sem("empty")
     result = CliRunner().invoke(app, ["forge", "--sem", "empty"])
