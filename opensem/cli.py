@@ -74,7 +74,7 @@ def _stage_command(stage: str):
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Score only the first N golden items (a quick check; tagged partial).")]
 
 for _stage in STAGES:
-    if _stage in ("baseline", "evaluate"):
+    if _stage in ("baseline", "evaluate", "promote"):
         continue  # defined below: they take extra options
     # `set_` is exposed as --set; typer takes the option name from the Annotated declaration.
     app.command(_stage)(_stage_command(_stage))
@@ -104,6 +104,20 @@ def evaluate(
     from opensem.stages import run_stage
 
     run_stage("evaluate", sem, _overrides(set_, overrides), adapter=adapter, model=model, limit=limit, promptfoo=promptfoo)
+
+
+@app.command("promote")
+@user_errors
+def promote(
+    sem: SemOpt,
+    run: Annotated[Optional[str], typer.Option("--run", help="The evaluate run to promote (default: the newest).")] = None,
+    set_: SetOpt = None,
+    overrides: OverridesOpt = "",
+) -> None:
+    """Register the evaluated adapter; move `champion` only if it beats the baseline and the champion."""
+    from opensem.stages import run_stage
+
+    run_stage("promote", sem, _overrides(set_, overrides), run=run)
 
 
 @app.command("new-sem")

@@ -68,6 +68,10 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         adapter = resolve_adapter(sem, adapter).name
     under_test = "base" if stage == "baseline" else (model_uri or f"adapter:{adapter}")
     tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PARTIAL: str(limit is not None).lower(), TAG_MODEL: under_test}
+    if stage == "evaluate":  # the MLflow model `opensem promote` would register
+        candidate_uri = model_uri or _read_json(sem.adapters_dir / adapter / "opensem_run.json").get("model_uri")
+        if candidate_uri:
+            tags["opensem.candidate_model_uri"] = candidate_uri
 
     with tracking.stage_run(sem, stage, cfg, nested=nested, tags=tags) as tracked:
         console.print(f"[bold]{stage}[/bold] {sem.name}: {len(items)} golden questions, model {under_test}, judge {judge.name}")
@@ -113,6 +117,10 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
             tracked.log_metrics({k: v for k, v in comparison.items() if isinstance(v, (int, float))})
             tracked.set_tags({"opensem.baseline_run_id": baseline.info.run_id})
     return result
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _mean(values) -> float:

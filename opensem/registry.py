@@ -1,0 +1,150 @@
+"""`opensem promote`: register the evaluated adapter; move alias `champion` only when it wins.
+
+The registered model is `<registry.model_prefix><sem>` (opensem-legal). Every promote registers
+the candidate as a new version with alias `candidate`; `champion` moves to it only when its
+evaluation beats the baseline AND the current champion (if any), each by this rule:
+
+    1. both evaluations used the same golden-set digest, judge and base model (else: refused)
+    2. mean score gain >= registry.min_improvement
+    3. the lower bound of the paired bootstrap interval of the gain is above 0
+    4. key-fact recall did not go down
+A tie, or a gain the judge's noise can explain, is never promoted. The decision, its reasons and
+its numbers are printed and written to the version's tags and description.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.console import Console
+
+from opensem.config import Config
+from opensem.errors import OpenSEMError
+from opensem.workspace import Sem
+
+out = Console(soft_wrap=True)
+
+TAG_EVAL_RUN = "opensem.eval_run_id"
+TAG_CANDIDATE_URI = "opensem.candidate_model_uri"
+COMPARABLE = ("opensem.golden_digest", "opensem.judge", "opensem.base_model")
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    reason: str
+    numbers: dict = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    version: str
+    reasons: list[str]
+
+
+def beats(candidate_run, reference_run, cfg: Config, what: str) -> Verdict:
+    """Apply the rule to two evaluation runs (the candidate's and the baseline's or champion's)."""
+    from opensem.judge.evaluate import load_rows
+    from opensem.judge.stats import paired_diff_ci
+
+    for tag in COMPARABLE:
+        a, b = candidate_run.data.tags.get(tag), reference_run.data.tags.get(tag)
+        if a != b:
+            return Verdict(False, f"not comparable with the {what}: {tag.split('.')[-1]} {a!r} vs {b!r}")
+    ref = {r["id"]: r for r in load_rows(reference_run.info.run_id)}
+    pairs = [(ref[r["id"]]["score"], r["score"]) for r in load_rows(candidate_run.info.run_id)
+             if r["id"] in ref and r["score"] is not None and ref[r["id"]]["score"] is not None]
+    if not pairs:
+        return Verdict(False, f"no question scored in both this evaluation and the {what}'s")
+    r = cfg.registry
+    gain, low, high = paired_diff_ci([float(c) for _, c in pairs], [float(b) for b, _ in pairs], r.confidence, r.bootstrap_resamples)
+    recall_c = candidate_run.data.metrics.get("key_fact_recall", float("nan"))
+    recall_r = reference_run.data.metrics.get("key_fact_recall", float("nan"))
+    numbers = {f"{what}_gain": gain, f"{what}_gain_ci_low": low, f"{what}_gain_ci_high": high,
+               f"{what}_key_fact_recall": recall_r, "key_fact_recall": recall_c}
+    summary = f"gain {gain:+.2f} over the {what} (CI [{low:+.2f}, {high:+.2f}]), key-fact recall {recall_r:.0%} -> {recall_c:.0%}"
+    if gain < r.min_improvement:
+        return Verdict(False, f"{summary}: below registry.min_improvement {r.min_improvement}", numbers)
+    if low <= 0:
+        return Verdict(False, f"{summary}: inside the judge's noise (interval reaches 0)", numbers)
+    if recall_c < recall_r:
+        return Verdict(False, f"{summary}: key-fact recall went down", numbers)
+    return Verdict(True, summary, numbers)
+
+
+def find_candidate_eval(sem: Sem, run_id: str | None):
+    import mlflow
+
+    from opensem.tracking import TAG_SEM, TAG_STAGE
+
+    if run_id:
+        run = mlflow.get_run(run_id)
+        if run.data.tags.get(TAG_STAGE) != "evaluate" or run.data.tags.get(TAG_SEM) != sem.name:
+            raise OpenSEMError(f"run {run_id} is not an evaluate run of SEM {sem.name}")
+    else:
+        runs = mlflow.search_runs(
+            experiment_ids=[e.experiment_id for e in mlflow.search_experiments()], output_format="list", max_results=1,
+            order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`{TAG_SEM}` = '{sem.name}' AND tags.`{TAG_STAGE}` = 'evaluate' AND attributes.status = 'FINISHED'",
+        )
+        if not runs:
+            raise OpenSEMError(f"no finished evaluate run for SEM {sem.name}: run `opensem evaluate --sem {sem.name}` first")
+        run = runs[0]
+    if run.data.tags.get("opensem.partial") == "true":
+        raise OpenSEMError(f"evaluate run {run.info.run_id[:8]} scored only part of the golden set (--limit); evaluate in full to promote")
+    if not run.data.tags.get(TAG_CANDIDATE_URI):
+        raise OpenSEMError(f"evaluate run {run.info.run_id[:8]} records no model to register; evaluate a trained adapter")
+    return run
+
+
+def run(sem: Sem, cfg: Config, run: str | None = None) -> Decision:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from opensem.tracking import configure
+
+    configure(cfg, sem.root)
+    candidate = find_candidate_eval(sem, run)
+    baseline_id = candidate.data.tags.get("opensem.baseline_run_id")
+    if not baseline_id:
+        raise OpenSEMError(f"evaluate run {candidate.info.run_id[:8]} has no baseline to compare with")
+    verdicts = [beats(candidate, mlflow.get_run(baseline_id), cfg, "baseline")]
+
+    client = MlflowClient()
+    name = f"{cfg.registry.model_prefix}{sem.name}"
+    champion = _alias(client, name, "champion")
+    if champion is not None and champion.tags.get(TAG_EVAL_RUN):
+        verdicts.append(beats(candidate, mlflow.get_run(champion.tags[TAG_EVAL_RUN]), cfg, "champion"))
+
+    promoted = all(v.passed for v in verdicts)
+    reasons = [v.reason for v in verdicts]
+    version = mlflow.register_model(candidate.data.tags[TAG_CANDIDATE_URI], name).version
+    client.set_registered_model_alias(name, "candidate", version)
+    tags = {TAG_EVAL_RUN: candidate.info.run_id, "opensem.baseline_run_id": baseline_id,
+            "opensem.decision": "promoted" if promoted else "refused", "opensem.decision_reasons": " | ".join(reasons)}
+    for v in verdicts:
+        tags.update({f"opensem.{k}": f"{x:.4f}" for k, x in v.numbers.items()})
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    verb = "PROMOTED to champion" if promoted else "not promoted"
+    client.update_model_version(name, version, description=f"{verb}: " + "; ".join(reasons))
+    if promoted:
+        client.set_registered_model_alias(name, "champion", version)
+
+    colour = "green" if promoted else "yellow"
+    out.print(f"[bold {colour}]{name} version {version} {verb}[/bold {colour}]")
+    for reason in reasons:
+        out.print(f"  {reason}")
+    if champion is not None and not promoted:
+        out.print(f"  champion stays version {champion.version}")
+    return Decision(promoted, str(version), reasons)
+
+
+def _alias(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
