@@ -1,5 +1,5 @@
 # One entry for everything: set-up, the main job, tests, benchmarks.
-#   make demo   # set up, then run forge -> baseline -> train -> evaluate on the sample SEM (legal)
+#   make demo   # set up, then run the whole pipeline on the sample SEM (legal)
 #   make test   # set up, then run the test suite
 VENV      ?= .venv
 PYTHON    ?= python3
@@ -36,12 +36,9 @@ $(VENV)/.opensem-installed: pyproject.toml
 	else echo "npm not found: promptfoo regression tests will be skipped"; fi
 	touch $@
 
-# The main job on the sample SEM. (`opensem pipeline` will chain these as nested runs once it lands.)
+# The main job on the sample SEM: forge -> baseline -> train -> evaluate -> promote, nested MLflow runs.
 demo: setup
-	$(BIN)/opensem forge --sem $(SEM)
-	$(BIN)/opensem baseline --sem $(SEM)
-	$(BIN)/opensem train --sem $(SEM)
-	$(BIN)/opensem evaluate --sem $(SEM)
+	$(BIN)/opensem pipeline --sem $(SEM)
 
 test: setup
 	$(BIN)/python -m pytest

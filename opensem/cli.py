@@ -120,6 +120,24 @@ def promote(
     run_stage("promote", sem, _overrides(set_, overrides), run=run)
 
 
+@app.command("serve")
+@user_errors
+def serve(
+    sem: SemOpt,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 5001,
+    alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve.")] = "champion",
+    set_: SetOpt = None,
+) -> None:
+    """Answer questions over HTTP with the SEM's champion (MLflow's scoring server)."""
+    from opensem.config import load_config
+    from opensem.serve import serve as run_server
+    from opensem.workspace import open_sem
+
+    s = open_sem(sem)
+    raise typer.Exit(run_server(s, load_config(s.root, s.name, list(set_ or [])), host, port, alias))
+
+
 @app.command("new-sem")
 @user_errors
 def new_sem(name: Annotated[str, typer.Argument(help="Short name: lowercase letters, digits, - and _.")]) -> None:

@@ -100,12 +100,23 @@ def find_candidate_eval(sem: Sem, run_id: str | None):
 
 def run(sem: Sem, cfg: Config, run: str | None = None) -> Decision:
     import mlflow
+
+    from opensem import tracking
+
+    tracking.configure(cfg, sem.root)
+    candidate = find_candidate_eval(sem, run)
+    with tracking.stage_run(sem, "promote", cfg, tags={TAG_EVAL_RUN: candidate.info.run_id}) as tracked:
+        decision = _decide(sem, cfg, candidate)
+        tracked.set_tags({"opensem.decision": "promoted" if decision.promoted else "refused",
+                          "opensem.model_version": decision.version})
+        tracked.log_text("\n".join(decision.reasons) + "\n", "promote/decision.txt")
+    return decision
+
+
+def _decide(sem: Sem, cfg: Config, candidate) -> Decision:
+    import mlflow
     from mlflow import MlflowClient
 
-    from opensem.tracking import configure
-
-    configure(cfg, sem.root)
-    candidate = find_candidate_eval(sem, run)
     baseline_id = candidate.data.tags.get("opensem.baseline_run_id")
     if not baseline_id:
         raise OpenSEMError(f"evaluate run {candidate.info.run_id[:8]} has no baseline to compare with")

@@ -121,11 +121,13 @@ def stage_run(
     """Open (or resume, with `run_id`) a tracked run for one stage of one SEM.
 
     Launched by `mlflow run`, the run MLflow made for the entry point ($MLFLOW_RUN_ID) is used,
-    so `mlflow run` shows one run, tagged like any other.
+    so `mlflow run` shows one run, tagged like any other. Opened while another run is active
+    (a pipeline's parent), the new run is its child.
     """
     import mlflow
 
     configure(cfg, sem.root)
+    nested = nested or mlflow.active_run() is not None  # inside `opensem pipeline`: a child of its run
     adopted = os.environ.get("MLFLOW_RUN_ID") if (run_id is None and mlflow.active_run() is None) else None
     if adopted or run_id:
         run = mlflow.start_run(run_id=adopted or run_id, nested=nested)

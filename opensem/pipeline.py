@@ -1,0 +1,113 @@
+"""`opensem pipeline`: forge -> baseline -> train -> evaluate -> promote (-> report, once it
+lands), each stage a nested MLflow run under one parent run.
+
+Re-running is cheap and safe. data/<sem>/pipeline.json records, per stage, a key - a digest of
+the config sections the stage reads plus what it consumed from the stage before - and what the
+stage made. A stage whose key is unchanged is skipped, so a failed stage is re-run without
+redoing the finished ones, and changing e.g. the LoRA rank re-runs training and what follows,
+not forge. The baseline is the control: when a complete baseline run exists for the same base
+model, golden set and judge it is reused, never re-made (locked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+
+from rich.console import Console
+
+from opensem.config import Config
+from opensem.errors import OpenSEMError
+from opensem.io import atomic_write_json, sha256_file
+from opensem.workspace import Sem
+
+console = Console(stderr=True)
+
+
+def _key(cfg: Config, sections: tuple[str, ...], *inputs: str) -> str:
+    data = cfg.model_dump(mode="json")
+    if "training" in sections:
+        data["training"] = {k: v for k, v in data["training"].items() if k != "run_name"}
+    blob = json.dumps([{s: data[s] for s in sections}, inputs], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run(sem: Sem, cfg: Config) -> dict:
+    from opensem import forge, registry, tracking, train
+    from opensem.golden import golden_digest, load_golden
+    from opensem.judge.evaluate import find_baseline, make_judge, run_eval
+
+    path = sem.root / "data" / sem.name / "pipeline.json"
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    done: dict = state.setdefault("stages", {})
+
+    def finished(stage: str, key: str) -> bool:
+        if done.get(stage, {}).get("key") == key:
+            console.print(f"[dim]pipeline: {stage} already done for this config, skipped[/dim]")
+            return True
+        return False
+
+    def record(stage: str, key: str, **made) -> None:
+        done[stage] = {"key": key, **made}
+        atomic_write_json(path, state)
+
+    with tracking.stage_run(sem, "pipeline", cfg, run_id=state.get("parent_run_id")) as parent:
+        state["parent_run_id"] = parent.run_id
+        atomic_write_json(path, state)
+
+        key = _key(cfg, ("model", "forge"), _raw_digest(sem))
+        if not finished("forge", key):
+            forge.run(sem, cfg)
+            record("forge", key)
+
+        digest = golden_digest(load_golden(sem.golden_set))
+        judge_name = make_judge(cfg, sem).name
+        try:
+            baseline = find_baseline(sem, cfg, digest, judge_name)
+            console.print(f"pipeline: baseline reused (run {baseline.info.run_id[:8]}): the control is made once, then locked")
+            record("baseline", digest, run_id=baseline.info.run_id)
+        except OpenSEMError:
+            result = run_eval(sem, cfg, "baseline")
+            record("baseline", digest, run_id=result.run_id)
+
+        key = _key(cfg, ("model", "lora", "training"), sha256_file(sem.processed_dir / "train.jsonl"))
+        if not finished("train", key):
+            pending = done.get("train", {})
+            name = pending.get("run_name") if pending.get("pending") == key else None  # an interrupted run resumes
+            name = cfg.training.run_name or name or f"pipeline-{datetime.now():%Y%m%d-%H%M%S}"
+            done["train"] = {"key": None, "pending": key, "run_name": name}  # recorded before training starts
+            atomic_write_json(path, state)
+            train_cfg = cfg.model_copy(deep=True)
+            train_cfg.training.run_name = name
+            train.run(sem, train_cfg)
+            record("train", key, run_name=name)
+        adapter = done["train"]["run_name"]
+
+        key = _key(cfg, ("model", "generation", "judge"), adapter, digest)
+        if not finished("evaluate", key):
+            result = run_eval(sem, cfg, "evaluate", adapter=adapter)
+            record("evaluate", key, run_id=result.run_id)
+        eval_run = done["evaluate"]["run_id"]
+
+        key = _key(cfg, ("registry",), eval_run)
+        if not finished("promote", key):
+            decision = registry.run(sem, cfg, run=eval_run)
+            record("promote", key, version=decision.version, promoted=decision.promoted)
+
+        from opensem.stages import is_built
+
+        if is_built("report"):
+            from opensem import report
+
+            report.run(sem, cfg)
+        else:
+            console.print("[dim]pipeline: report is not built yet[/dim]")
+    return state
+
+
+def _raw_digest(sem: Sem) -> str:
+    h = hashlib.sha256()
+    for p in sorted(q for q in sem.raw_dir.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(sem.raw_dir)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()

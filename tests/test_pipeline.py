@@ -1,0 +1,79 @@
+"""`opensem pipeline`: nested stage runs under one parent, resume after a failed stage, and the
+baseline reused (locked) across pipelines."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+import opensem.train
+from opensem.config import load_config
+from opensem.pipeline import run as pipeline
+from opensem.workspace import new_sem
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("bundled_model_dir")]
+
+DOC = """# Widgets
+
+## Colours
+
+A **Zorblat** is a teal widget. A **Frobnit** is an orange widget.
+
+## Sizes
+
+The largest widget weighs 400 grams. Widget makers formed a guild in 1950.
+"""
+GOLDEN = {"items": [
+    {"id": "w1", "question": "What colour is a Zorblat widget?", "answer": "Teal.", "key_facts": ["teal"]},
+    {"id": "w2", "question": "When did the widget makers form their guild?", "answer": "In 1950.", "key_facts": ["1950"]},
+]}
+FAST = ["model.system_prompt=Answer briefly.", "generation.max_new_tokens=12", "training.max_steps=4", "training.batch_size=4",
+        "training.logging_steps=1"]
+
+
+@pytest.fixture
+def widgets(project):
+    sem = new_sem("widgets")
+    (sem.raw_dir / "widgets.md").write_text(DOC)
+    sem.golden_set.write_text(json.dumps(GOLDEN))
+    return sem
+
+
+def stage_runs(stage):
+    return mlflow.search_runs(experiment_names=["opensem-widgets"], output_format="list",
+                              filter_string=f"tags.`opensem.stage` = '{stage}'")
+
+
+def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, monkeypatch):
+    real_train = opensem.train.run
+    calls = {"n": 0}
+
+    def flaky_train(sem, cfg):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated crash during training")
+        return real_train(sem, cfg)
+
+    monkeypatch.setattr(opensem.train, "run", flaky_train)
+    cfg = load_config(widgets.root, "widgets", FAST)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pipeline(widgets, cfg)
+    parent = stage_runs("pipeline")[0]
+    assert parent.info.status == "FAILED"
+
+    state = pipeline(widgets, cfg)  # forge and baseline are not redone
+    assert len(stage_runs("forge")) == 1 and len(stage_runs("baseline")) == 1
+    assert len(stage_runs("train")) == 1 and len(stage_runs("evaluate")) == 1 and len(stage_runs("promote")) == 1
+    parents = stage_runs("pipeline")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent run, resumed
+    for stage in ("forge", "baseline", "train", "evaluate", "promote"):
+        assert stage_runs(stage)[0].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert state["stages"]["promote"]["version"] == "1"
+
+    # a new training config: forge is skipped, the baseline is reused, training and what follows run again
+    state = pipeline(widgets, load_config(widgets.root, "widgets", FAST + ["lora.r=4"]))
+    assert len(stage_runs("forge")) == 1 and len(stage_runs("baseline")) == 1
+    assert len(stage_runs("train")) == 2 and len(stage_runs("evaluate")) == 2
+    assert state["stages"]["promote"]["version"] == "2"
