@@ -77,3 +77,30 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     assert len(stage_runs("forge")) == 1 and len(stage_runs("baseline")) == 1
     assert len(stage_runs("train")) == 2 and len(stage_runs("evaluate")) == 2
     assert state["stages"]["promote"]["version"] == "2"
+
+    # the pipeline ends with the report: Markdown and a self-contained HTML page
+    from html.parser import HTMLParser
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.ids, self.images = set(), []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if "id" in attrs:
+                self.ids.add(attrs["id"])
+            if tag == "img":
+                self.images.append(attrs.get("src", ""))
+
+    html = (widgets.reports_dir / "report.html").read_text()
+    page = Page()
+    page.feed(html)
+    assert {"data", "training", "comparison", "decision", "lineage", "rejections", "summary", "per-tag", "gains", "losses",
+            "lineage-table"} <= page.ids
+    assert len(page.images) == 2 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert "Version 2" in html and (widgets.reports_dir / "report.md").read_text().startswith("# OpenSEM report: widgets")
+    index = (widgets.root / "reports" / "index.html").read_text()
+    assert "widgets/report.html" in index
+    report_run = stage_runs("report")[0]
+    assert "report/report.html" in {a.path for a in mlflow.artifacts.list_artifacts(run_id=report_run.info.run_id, artifact_path="report")}
