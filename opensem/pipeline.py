@@ -36,7 +36,7 @@ def _key(cfg: Config, sections: tuple[str, ...], *inputs: str) -> str:
 def run(sem: Sem, cfg: Config) -> dict:
     from opensem import forge, registry, tracking, train
     from opensem.golden import golden_digest, load_golden
-    from opensem.judge.evaluate import find_baseline, make_judge, run_eval
+    from opensem.judge.evaluate import find_baseline, judge_name, run_eval
 
     path = sem.root / "data" / sem.name / "pipeline.json"
     state = json.loads(path.read_text()) if path.is_file() else {}
@@ -56,15 +56,14 @@ def run(sem: Sem, cfg: Config) -> dict:
         state["parent_run_id"] = parent.run_id
         atomic_write_json(path, state)
 
-        key = _key(cfg, ("model", "forge"), _raw_digest(sem))
+        key = _key(cfg, ("model", "forge"), _raw_files_digest(sem))
         if not finished("forge", key):
             forge.run(sem, cfg)
             record("forge", key)
 
         digest = golden_digest(load_golden(sem.golden_set))
-        judge_name = make_judge(cfg, sem).name
         try:
-            baseline = find_baseline(sem, cfg, digest, judge_name)
+            baseline = find_baseline(sem, cfg, digest, judge_name(cfg))
             console.print(f"pipeline: baseline reused (run {baseline.info.run_id[:8]}): the control is made once, then locked")
             record("baseline", digest, run_id=baseline.info.run_id)
         except OpenSEMError:
@@ -106,7 +105,8 @@ def run(sem: Sem, cfg: Config) -> dict:
     return state
 
 
-def _raw_digest(sem: Sem) -> str:
+def _raw_files_digest(sem: Sem) -> str:
+    """Of the raw files' bytes: decides whether forge must run again, before it reads them."""
     h = hashlib.sha256()
     for p in sorted(q for q in sem.raw_dir.rglob("*") if q.is_file()):
         h.update(str(p.relative_to(sem.raw_dir)).encode() + b"\0" + p.read_bytes())

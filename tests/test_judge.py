@@ -235,3 +235,10 @@ def test_promptfoo_provider_answers_with_the_model_on_a_cache_miss(tiny):
     first = call_api("What is the capital of France?", {"config": conf}, {})
     assert "Paris" in first["output"]
     assert call_api("What is the capital of France?", {"config": conf}, {}) == first  # now from the cache
+
+
+def test_judge_name_is_known_without_loading_the_judge(project):
+    from opensem.judge.evaluate import judge_name
+
+    assert judge_name(load_config(project, "legal")) == "offline-keyfact-v1"
+    assert judge_name(load_config(project, "legal", ["judge.provider=openai", "judge.model=gpt-4o-mini"])) == "llm:openai:gpt-4o-mini"

@@ -40,6 +40,13 @@ class EvalResult:
     rows: list[dict]
 
 
+def judge_name(cfg: Config) -> str:
+    """The name a judge tags its runs with, known without loading it."""
+    from opensem.judge.offline import NAME
+
+    return NAME if cfg.judge.provider == "offline" else f"llm:{cfg.judge.provider}:{cfg.judge.model}"
+
+
 def make_judge(cfg: Config, sem: Sem):
     if cfg.judge.provider == "offline":
         from opensem.judge.offline import OfflineJudge

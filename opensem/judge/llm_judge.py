@@ -46,7 +46,7 @@ class LLMJudge:
             max_retries=j.max_retries, timeout_s=j.timeout_s, max_tokens=j.max_tokens, temperature=0.0,
             prices=cfg.forge.prices, cache_dir=cache_dir, budget=Budget(None),
         )
-        self.name = f"llm:{self.client.name}"
+        self.name = f"llm:{self.client.name}"  # the same as evaluate.judge_name(cfg)
         self.cost_usd = 0.0
 
     def prompt(self, item, answer: str, repeat: int) -> str:
