@@ -26,6 +26,7 @@ out = Console(soft_wrap=True)
 
 TAG_EVAL_RUN = "opensem.eval_run_id"
 TAG_CANDIDATE_URI = "opensem.candidate_model_uri"
+# what two evaluations must share to be compared (see judge/evaluate.py and tracking.py)
 COMPARABLE = ("opensem.golden_digest", "opensem.judge", "opensem.base_model")
 
 
@@ -76,22 +77,19 @@ def beats(candidate_run, reference_run, cfg: Config, what: str) -> Verdict:
 def find_candidate_eval(sem: Sem, run_id: str | None):
     import mlflow
 
-    from opensem.tracking import TAG_SEM, TAG_STAGE
+    from opensem.judge.evaluate import TAG_PARTIAL
+    from opensem.tracking import TAG_SEM, TAG_STAGE, stage_runs
 
     if run_id:
         run = mlflow.get_run(run_id)
         if run.data.tags.get(TAG_STAGE) != "evaluate" or run.data.tags.get(TAG_SEM) != sem.name:
             raise OpenSEMError(f"run {run_id} is not an evaluate run of SEM {sem.name}")
     else:
-        runs = mlflow.search_runs(
-            experiment_ids=[e.experiment_id for e in mlflow.search_experiments()], output_format="list", max_results=1,
-            order_by=["attributes.start_time DESC"],
-            filter_string=f"tags.`{TAG_SEM}` = '{sem.name}' AND tags.`{TAG_STAGE}` = 'evaluate' AND attributes.status = 'FINISHED'",
-        )
+        runs = stage_runs(sem, "evaluate", max_results=1)
         if not runs:
             raise OpenSEMError(f"no finished evaluate run for SEM {sem.name}: run `opensem evaluate --sem {sem.name}` first")
         run = runs[0]
-    if run.data.tags.get("opensem.partial") == "true":
+    if run.data.tags.get(TAG_PARTIAL) == "true":
         raise OpenSEMError(f"evaluate run {run.info.run_id[:8]} scored only part of the golden set (--limit); evaluate in full to promote")
     if not run.data.tags.get(TAG_CANDIDATE_URI):
         raise OpenSEMError(f"evaluate run {run.info.run_id[:8]} records no model to register; evaluate a trained adapter")

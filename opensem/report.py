@@ -29,13 +29,9 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _latest(sem: Sem, stage: str, extra: str = ""):
-    import mlflow
+    from opensem.tracking import stage_runs
 
-    runs = mlflow.search_runs(
-        experiment_ids=[e.experiment_id for e in mlflow.search_experiments()], output_format="list", max_results=1,
-        order_by=["attributes.start_time DESC"],
-        filter_string=f"tags.`opensem.sem` = '{sem.name}' AND tags.`opensem.stage` = '{stage}' AND attributes.status = 'FINISHED'{extra}",
-    )
+    runs = stage_runs(sem, stage, extra, max_results=1)
     return runs[0] if runs else None
 
 

@@ -200,6 +200,18 @@ def _finish_wandb(handle: StageRun, exit_code: int) -> None:
         handle.wandb_run = None
 
 
+def stage_runs(sem: Sem, stage: str, extra: str = "", max_results: int = 100) -> list:
+    """Finished runs of one stage of one SEM, newest first, across all experiments (a run made by
+    `mlflow run` lives in the experiment it was given). `extra` adds filter clauses."""
+    import mlflow
+
+    return mlflow.search_runs(
+        experiment_ids=[e.experiment_id for e in mlflow.search_experiments()], output_format="list",
+        max_results=max_results, order_by=["attributes.start_time DESC"],
+        filter_string=f"tags.`{TAG_SEM}` = '{sem.name}' AND tags.`{TAG_STAGE}` = '{stage}' AND attributes.status = 'FINISHED'{extra}",
+    )
+
+
 def log_jsonl_dataset(path: Path, name: str, context: str, run_id: str | None = None) -> str:
     """Log a JSONL file as an MLflow dataset input (name, digest, schema, profile); returns the digest."""
     import mlflow

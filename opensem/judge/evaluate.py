@@ -203,17 +203,10 @@ def _log_table(tracked, rows: list[dict]) -> None:
 def find_baseline(sem: Sem, cfg: Config, digest: str, judge_name: str):
     """The newest complete baseline run for this SEM, base model, golden set and judge; a clear
     error naming what differs when only incomparable ones exist."""
-    import mlflow
-
-    from opensem.tracking import TAG_BASE_MODEL, TAG_SEM, TAG_STAGE, configure
+    from opensem.tracking import TAG_BASE_MODEL, configure, stage_runs
 
     configure(cfg, sem.root)
-    experiments = [e.experiment_id for e in mlflow.search_experiments()]
-    runs = mlflow.search_runs(
-        experiment_ids=experiments, output_format="list", order_by=["attributes.start_time DESC"],
-        filter_string=f"tags.`{TAG_SEM}` = '{sem.name}' AND tags.`{TAG_STAGE}` = 'baseline' AND attributes.status = 'FINISHED' "
-                      f"AND tags.`{TAG_PARTIAL}` = 'false'",
-    )
+    runs = stage_runs(sem, "baseline", f" AND tags.`{TAG_PARTIAL}` = 'false'")
     if not runs:
         raise OpenSEMError(f"no complete baseline run for SEM {sem.name}: run `opensem baseline --sem {sem.name}` first")
     wanted = {TAG_BASE_MODEL: cfg.model.base, TAG_GOLDEN: digest, TAG_JUDGE: judge_name}
