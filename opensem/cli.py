@@ -167,8 +167,7 @@ def show_config(sem: SemOpt, set_: SetOpt = None, overrides: OverridesOpt = "") 
 @app.command("doctor")
 @user_errors
 def doctor(sem: Annotated[Optional[str], typer.Option("--sem", "-s", help="Use this SEM's config.")] = None) -> None:
-    """Describe this machine: CPU/GPU, the training backend and precision that would be used,
-    the tracking store, W&B mode, and which credentials are set (names only)."""
+    """Describe this machine: CPU/GPU, the training plan, tracking store, W&B mode, credentials (names only)."""
     from rich.table import Table
 
     from opensem.config import load_config
