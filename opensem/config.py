@@ -152,8 +152,9 @@ class TeacherConfig(Section):
     api_key_env: str | None = None
     """Environment variable that holds the API key. Default: OPENAI_API_KEY / ANTHROPIC_API_KEY."""
 
-    pairs_per_chunk: int = Field(3, gt=0)
-    """Question/answer pairs asked for per chunk."""
+    pairs_per_chunk: int | None = Field(None, gt=0)
+    """Question/answer pairs per chunk: how many an LLM teacher is asked for (unset: 3), or a cap
+    on the extractive teacher, which is free and otherwise keeps every pair it finds."""
 
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     """Teacher sampling temperature (openai and local; Anthropic's current Messages API has none)."""

@@ -128,9 +128,13 @@ def test_extractive_pairs_are_grounded_and_do_not_give_the_answer_away():
             for q, a in extract_pairs(chunk):
                 total += 1
                 assert check_pair(q, a, chunk.text, cfg.forge) is None, (q, a)
-                # the question carries at most a part of the answer's content words...
                 a_words, q_words = content_words(a), content_words(q)
-                assert len(a_words & q_words) <= 0.7 * len(a_words), (q, a)
+                if a.startswith(("Yes. ", "No. ")):
+                    # a yes/no answer adds to its question: a negation, or words the question lacks
+                    assert a.startswith("No. ") or a_words - q_words, (q, a)
+                else:
+                    # the question carries at most a part of the answer's content words...
+                    assert len(a_words & q_words) <= 0.7 * len(a_words), (q, a)
                 # ...and never the fact a cloze answer opens with
                 fact = a.split(". ")[0]
                 if a.count(". ") and re.search(r"\d|\bv\b|Act", fact):
@@ -146,6 +150,34 @@ def test_extractive_question_shapes():
     assert pairs["What is a promise supported by payment called?"] == "An option contract."
     cloze = next(q for q in pairs if "how many years" in q)
     assert "6 years" not in cloze and pairs[cloze] == "6 years."
+
+
+def test_extractive_user_question_shapes():
+    """Yes/no, when, which-rule, reverse-definition and difference questions, and "It" resolved."""
+    text = (
+        "An invitation to treat is not an offer. Under the mirror image rule, acceptance must match the offer exactly; "
+        "a reply with new terms is a counter-offer.\n"
+        "Breach of a condition allows the innocent party to terminate the contract.\n"
+        "Under the **parol evidence rule**, earlier statements cannot vary a written contract.\n"
+        "**Specific performance** is a court order to carry out the contract. It is granted only when damages would be inadequate.\n"
+        "**Assignment** is the transfer of a party's rights to someone else.\n\n"
+        "**Delegation** is the transfer of a party's duties to someone else.\n\n"
+        "A contract is a legally enforceable agreement between two or more parties."
+    )
+    pairs = dict(extract_pairs(Chunk("d#0", "d", "Remedies", text, 80)))
+    assert pairs["Is an invitation to treat an offer?"] == "No. An invitation to treat is not an offer."
+    assert pairs["Under the mirror image rule, must acceptance match the offer exactly?"].startswith("Yes. Under the mirror")
+    assert pairs["What does breach of a condition allow?"].endswith("to terminate the contract.")
+    assert pairs["Which rule says that earlier statements cannot vary a written contract?"] == "The parol evidence rule."
+    assert pairs["What is the term for a court order to carry out the contract?"] == "Specific performance."
+    assert pairs["When is specific performance granted?"] == "Specific performance is granted only when damages would be inadequate."
+    assert pairs["What is the difference between assignment and delegation?"].count("transfer") == 2
+    # not kindred: no difference question; a bare "Yes." + the question restated teaches nothing
+    assert "What is the difference between specific performance and assignment?" not in pairs
+    assert not any(q.startswith("Is a contract a legally") for q in pairs)
+    # the reply that negates its question is news, not an echo
+    cfg = load_config(Path(__file__).resolve().parents[1], "legal", [])
+    assert check_pair("Is an invitation to treat an offer?", pairs["Is an invitation to treat an offer?"], text, cfg.forge) is None
 
 
 # -- end to end, offline --------------------------------------------------------------------------

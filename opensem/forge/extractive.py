@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 
 from opensem.forge.chunk import Chunk
+from opensem.forge.quality import content_words
 from opensem.llm import Completion
 
 NUMBER_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|eighteen|twenty"
@@ -34,7 +35,8 @@ _CASE = re.compile(
     rf"\*?(?P<case>(?!In\s)(?:Re\s+)?{_NAME}(?:\s+(?:{_NAME}|and|of))*\s+v\.?\s+{_NAME}(?:\s+(?:{_NAME}|\(No\s\d+\)))*?)\*?\s+\((?P<year>1[5-9]\d\d|20\d\d)\)"
 )
 _STATUTE = re.compile(
-    r"\b(?:the\s+)?(?P<act>[A-Z][\w()-]*\s+(?:(?:[A-Z(][\w()-]*|of|and|for)\s+){0,7}Act\s+(?:of\s+)?(?:1[6-9]\d\d|20\d\d))"
+    r"\b(?:the\s+)?(?P<act>[A-Z][\w()-]*\s+(?:(?:[A-Z(][\w()-]*|of|and|for)\s+){0,7}Act\s+(?:of\s+)?(?:1[6-9]\d\d|20\d\d)"
+    r"|(?:[A-Z]\w+\s+)?Statute\s+of\s+[A-Z]\w+(?:\s+of\s+1[5-9]\d\d)?)"
 )
 _FUNCTION_WORDS = {"the", "a", "an", "how", "what", "which", "when", "why", "who"}
 _QUANTITY = re.compile(
@@ -67,11 +69,37 @@ def _term(text: str) -> str:
     return text[:1].lower() + text[1:] if text[:2].istitle() or (len(text) > 1 and text[1:2].islower()) else text
 
 
+def chunk_topic(chunk: Chunk) -> str | None:
+    """The term a section is about: its heading when the text uses it ("The postal rule"), else its
+    first emphasised term when that shares a word with the heading ("The privity rule" ->
+    "privity of contract"). Answers that do not name it are closed with it, so that the model
+    links the facts of a section to the section's term, which is what users ask about."""
+    heading = re.sub(r"^(?:the|a|an)\s+", "", _topic(chunk.heading), flags=re.I)
+    if not heading:
+        return None
+    text = plain(chunk.text)
+    found = re.search(re.escape(heading), text, re.I)
+    first_bold = re.search(r"\*\*([^*]{2,60})\*\*", chunk.text)
+    if found:
+        topic = found[0]
+    elif first_bold and content_words(first_bold[1]) & content_words(heading):
+        topic = plain(first_bold[1])
+    else:
+        return None
+    if len(topic.split()) > 5 or "," in topic:
+        return None
+    return topic if re.search(r"\s[A-Z]", topic) else _term(topic)  # keep "Statute of Frauds"
+
+
 def extract_pairs(chunk: Chunk) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     lines = chunk.text.split("\n")
     list_lead: tuple[str, str, str] | None = None  # (count, what, lead sentence) awaiting its items
     items: list[str] = []
+    definitions: list[tuple[str, str, str]] = []  # (term, what it is, its sentence), in order
+    section_term = chunk_topic(chunk)
+    terms = frozenset(plain(t).lower() for t in re.findall(r"\*\*([^*]{2,60})\*\*", chunk.text))
+    antecedent: str | None = None  # what an opening "It" refers to
     for line in lines + [""]:
         item = _LIST_ITEM.match(line)
         if item:
@@ -102,11 +130,20 @@ def extract_pairs(chunk: Chunk) -> list[tuple[str, str]]:
             if counted and raw.rstrip().endswith(":"):
                 list_lead = (counted["count"], counted["what"], raw)
                 continue
-            pairs.extend(_sentence_pairs(raw, chunk.heading))
+            defined = defined_term(raw)
+            term = defined[0] if defined else None
+            if defined:
+                definitions.append((*defined, plain(raw)))
+            antecedent = term or antecedent
+            pairs.extend(_sentence_pairs(raw, chunk.heading, antecedent if not term else None, section_term, terms))
+        antecedent = None  # a paragraph ends
+    pairs.extend(difference_pairs(definitions))
     return _unique(pairs)
 
 
-def _sentence_pairs(raw: str, heading: str) -> list[tuple[str, str]]:
+def _sentence_pairs(
+    raw: str, heading: str, antecedent: str | None = None, topic: str | None = None, terms: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
     sentence = plain(raw)
     if len(sentence) < 25 or sentence.endswith(("?", ":")):
         return []
@@ -130,6 +167,9 @@ def _sentence_pairs(raw: str, heading: str) -> list[tuple[str, str]]:
         else:
             q = f"What {verb} {named}?"
         out.append((q, sentence))
+    out.extend(_reverse_definition_pairs(raw))
+    out.extend(_named_rule_pairs(raw))
+    out.extend(_statement_pairs(raw, antecedent, topic, terms))
     out.extend(_cloze(sentence, heading))
     return out
 
@@ -160,6 +200,215 @@ def _cloze(sentence: str, heading: str) -> list[tuple[str, str]]:
     if s and not c:
         asked = (prefix + sentence[: s.start()] + "which statute" + sentence[s.end():]).strip()
         out.append((_question(asked), f"The {s['act']}."))
+    # the heading may name the very fact hidden ("On the Statute of Frauds: ... which statute")
+    return [(q, a) for q, a in out if a.rstrip(".").lower().removeprefix("the ") not in q.lower()]
+
+
+# -- questions a user would ask about a statement ----------------------------------------------
+# A rule-based question generator in the classic style (subject/auxiliary inversion), written out
+# here because no maintained library does it without a parser model we cannot download. A fact
+# seen under several question shapes is what lets a small model retrieve it when the question is
+# worded differently (the "knowledge augmentation" finding of Allen-Zhu & Li, Physics of LMs 3.1).
+_LEAD = re.compile(
+    r"^(?P<lead>(?:If|When|Under|In|For|Once|Unless|Where|After|Before|Since|While|As|At|On|By|Without|With|Outside)\b[^,;:]{3,90}),\s+(?P<main>.+)$"
+)
+_AUX = re.compile(
+    r"\s(?P<aux>is|are|can|cannot|must|may|will|does|do|should)"
+    r"(?P<adv>\s+(?:generally|usually|normally|always|often|also|still))?(?P<neg>\s+not\b)?\s"
+)
+_NON_SUBJECT = {  # a sentence opening with these has no subject a question can stand on
+    "this", "it", "these", "those", "that", "there", "they", "he", "she", "we", "you", "i", "such", "each",
+    "both", "neither", "either", "nobody", "whoever", "another", "here", "its", "their", "his", "her", "but",
+    "and", "or", "so", "then", "however", "also", "only", "even", "most", "some", "many", "all", "not", "no",
+    "under", "in", "after", "before", "for", "with", "as", "to", "at", "on", "by", "if", "when", "once",
+    "while", "although", "unless", "where", "which", "who", "whom", "whose", "what", "whether", "until", "nor",
+}
+_CLAUSE_WORD = re.compile(
+    r"\b(?:if|when|because|unless|until|whether|only|that|which|who|it|before|after|whereas|while|although|though|as)\b", re.I
+)
+_CONDITION = re.compile(r"\s(?P<mark>(?:only\s+)?(?:when|as soon as|once|until|if|unless))\s")
+_BECAUSE = re.compile(r"\s(?:because|since)\s")
+_DETERMINER = re.compile(r"^(?:an?|the|one|any|two|three|four|five|six)\s", re.I)
+
+
+def _article(noun: str) -> str:
+    vowel_sound = noun[:1].lower() in "aeiou" and not re.match(r"(?i)u(?:ni|s[eu])|eu|one", noun)
+    return "An" if vowel_sound else "A"
+
+
+def _informative(question: str, answer: str) -> bool:
+    """The answer is mostly news to the question (the rule the module docstring states)."""
+    a_words = content_words(answer)
+    return len(a_words & content_words(question)) <= 0.7 * len(a_words)
+
+
+def _lower_first(text: str) -> str:
+    return _term(text) if text[:1].isupper() else text
+
+
+def _names_a_term(text: str, terms: set[str]) -> bool:
+    low = text.lower()
+    return any(t in low for t in terms)
+
+
+def _statement_pairs(
+    raw: str, antecedent: str | None = None, topic: str | None = None, terms: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
+    """Yes/no, when/why and what-is questions about one sentence; the answer is the sentence,
+    closed by the section's topic when it names none of the section's `terms` ("... (privity)").
+
+    `antecedent` stands in for an opening "It" (the term the previous sentence defined)."""
+    answer = plain(raw)
+    if topic and topic.lower() not in answer.lower() and "**" not in raw and not _names_a_term(answer, terms):
+        answer = f"{answer.rstrip('.')} ({topic})."
+    if antecedent and re.match(r"It\s(?!is\s+(?:not\s+)?(?:possible|common|usual|important|necessary))", answer):
+        answer = _cap(antecedent) + answer[2:]
+    sentence = _SENT.split(answer)[0].rstrip(".")
+    m = _LEAD.match(sentence)
+    if m and re.search(r"\sv\.?\s", m["lead"]):
+        return []  # "In <case>, ..." is the cloze rule's
+    lead, main = (m["lead"] + ", ", m["main"]) if m else ("", sentence)
+    main = re.split(r"\s*[;:]\s+|\s+\(", main)[0]
+    aux = _AUX.search(" " + main + " ")
+    if not aux:
+        return _do_support_pairs(lead, main, answer)
+    subject = main[: aux.start()].strip()
+    rest = main[aux.end() - 1 :].strip()
+    subject_words = subject.split()
+    if (
+        not (1 <= len(subject_words) <= (10 if lead else 16) and rest)
+        or subject_words[0].lower() in _NON_SUBJECT
+        or _CLAUSE_WORD.search(subject)
+        or '"' in subject
+        or (lead and "," in subject)
+    ):
+        return []
+    verb, negated = aux["aux"], bool(aux["neg"]) or aux["aux"] == "cannot"
+    if verb in ("do", "does") and not negated:
+        return []  # "do" without "not" is a main verb here ("not to do something")
+    asked = {"cannot": "can"}.get(verb, verb)
+    asked = asked if lead else _cap(asked)
+    subj = _lower_first(subject) + (aux["adv"] or "")
+    answer = _cap(answer)
+    out = []
+    polar_rest = re.split(r"\s+(?:but|because)\s+", rest)[0] if negated else rest
+    polar_rest = re.sub(r"\s+simply$", "", polar_rest)
+    polar = _question(f"{lead}{asked} {subj} {polar_rest}")
+    if negated or content_words(answer) - content_words(polar):  # a bare "Yes." + echo teaches nothing
+        out.append((polar, f"{'No' if negated else 'Yes'}. {answer}"))
+    wh = "when" if lead else "When"
+    cond = _CONDITION.search(" " + rest + " ")
+    if cond and not negated and 0 < len(rest[: cond.start()].split()) <= 6:
+        out.append((_question(f"{lead}{wh} {asked.lower()} {subj} {rest[: cond.start() - 1]}"), answer))
+    why = _BECAUSE.search(" " + rest + " ")
+    if why and 0 < len(rest[: why.start()].split()) <= 8:
+        neg = " not" if negated else ""
+        out.append((_question(f"{lead}{'why' if lead else 'Why'} {asked.lower()} {subj}{neg} {rest[: why.start() - 1]}"), answer))
+    if verb in ("is", "are") and not negated and not lead and _DETERMINER.match(rest) and len(subject_words) >= 2:
+        out.append((_question(f"What {verb} {_lower_first(subject)}"), answer))
+    return [(q, a) for q, a in out if a.startswith(("Yes. ", "No. ")) or _informative(q, a)]
+
+
+_VERB_S = re.compile(
+    r"^(?P<subject>(?:(?!\b(?:is|are|was|were)\b)[^,;:]){2,60}?)\s+(?P<verb>[a-z]{3,}(?<![su]s)(?<!is)s)\s+"
+    r"(?P<rest>(?:a|an|the|to|in|on|that|its|their|no|only|all|for|with|by|from|out|up)\s.+)$"
+)
+
+
+def _lemma(verb: str) -> str:
+    if verb == "has":
+        return "have"
+    if verb.endswith("ies"):
+        return verb[:-3] + "y"
+    if re.search(r"(?:ch|sh|x|ss|zz)es$", verb):
+        return verb[:-2]
+    return verb[:-1]
+
+
+def _do_support_pairs(lead: str, main: str, answer: str) -> list[tuple[str, str]]:
+    """ "Breach of a condition allows the innocent party to terminate" -> "Does breach of a
+    condition allow the innocent party to terminate ...?" and "What does ... allow?" """
+    m = _VERB_S.match(main)
+    if not m:
+        return []
+    subject, verb, rest = m["subject"].strip(), m["verb"], m["rest"]
+    words_ = subject.split()
+    head = subject.split(" of ")[0].split()
+    if (
+        len(words_) > 8 or words_[0].lower() in _NON_SUBJECT or _CLAUSE_WORD.search(subject) or not subject[:1].isupper()
+        or any(w.endswith("s") and not w.endswith("ss") for w in head)  # a plural word: "periods" was no verb
+        or re.search(r"\b(?:this|it|that|them)$", rest)
+    ):
+        return []
+    subj, does = _lower_first(subject), "does" if lead else "Does"
+    polar = _question(f"{lead}{does} {subj} {_lemma(verb)} {rest}")
+    out = [(polar, f"Yes. {_cap(answer)}")] if content_words(answer) - content_words(polar) else []
+    if re.match(r"(?:a|an|the|to)\s", rest):
+        out.append((_question(f"{lead}{'what' if lead else 'What'} does {subj} {_lemma(verb)}"), _cap(answer)))
+    cond = _CONDITION.search(" " + rest + " ")
+    if cond and 0 < len(rest[: cond.start()].split()) <= 6:
+        out.append((_question(f"{lead}{'when' if lead else 'When'} does {subj} {_lemma(verb)} {rest[: cond.start() - 1]}"), _cap(answer)))
+    return [(q, a) for q, a in out if a.startswith("Yes. ") or _informative(q, a)]
+
+
+_UNDER_TERM = re.compile(r"^Under\s+the\s+(?P<doctrine>(?:doctrine|rule|principle)\s+of\s+)?\*\*(?P<term>[^*]{2,60})\*\*,\s+(?P<main>[^;:]+?)\.?$")
+
+
+def _named_rule_pairs(raw: str) -> list[tuple[str, str]]:
+    """ "Under the **parol evidence rule**, <statement>" -> "Which rule says that <statement>?" """
+    m = _UNDER_TERM.match(raw.strip())
+    if not m:
+        return []
+    term = plain(m["term"])
+    kind = m["doctrine"].split()[0] if m["doctrine"] else term.split()[-1].lower()
+    if kind not in ("doctrine", "rule", "principle", "test", "presumption"):
+        kind = "rule"
+    name = f"the {m['doctrine'] or ''}{term}"
+    main = plain(m["main"])
+    return [(_question(f"Which {kind} says that {_lower_first(main)}"), f"{_cap(name)}.")]
+
+
+def defined_term(raw: str) -> tuple[str, str] | None:
+    """(the term a definition sentence defines, with its article ("a condition"), what it is), or None."""
+    d = _DEFINITION.match(raw.strip())
+    if not d:
+        return None
+    term = _term((plain(d["term"]) + d["tail"]).strip())
+    art = (d["art"] or "").lower()
+    return (f"{art} {term}".strip() if art in ("a", "an", "the") else term), plain(d["pred"])
+
+
+def difference_pairs(definitions: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """Two kindred terms defined one after the other -> "What is the difference between X and Y?".
+    Kindred: they share a word (void / voidable contract) or a definition's opening (the transfer of)."""
+    out = []
+    for (a, a_pred, a_def), (b, b_pred, b_def) in zip(definitions, definitions[1:]):
+        bare_a, bare_b = re.sub(r"^(?:an?|the)\s+", "", a), re.sub(r"^(?:an?|the)\s+", "", b)
+        kindred = set(bare_a.lower().split()) & set(bare_b.lower().split()) or a_pred.split()[:3] == b_pred.split()[:3]
+        if kindred and bare_a.lower() != bare_b.lower():
+            out.append((f"What is the difference between {bare_a} and {bare_b}?", f"{a_def} {b_def}"))
+    return out
+
+
+_TERM_DEFINED = re.compile(r"^(?:(?P<art>An?|The)\s+)?\*\*(?P<term>[^*]{2,60})\*\*\s+(?:is|are|means)\s+(?P<pred>(?:an?|the)\s+[^:;]+?)\.?$")
+_IN_A_TERM = re.compile(r"^In\s+(?:an?|the)\s+\*\*(?P<term>[^*]{2,60})\*\*,?\s+(?P<clause>[a-z].+?)\.?$")
+
+
+def _reverse_definition_pairs(raw: str) -> list[tuple[str, str]]:
+    """From a definition, the question that names the thing from its description."""
+    raw = raw.strip()
+    out = []
+    d = _TERM_DEFINED.match(raw)
+    if d:
+        term, pred = plain(d["term"]), plain(d["pred"])
+        named = f"{_article(term)} {_term(term)}" if d["art"] else _cap(term)
+        out.append((_question(f"What is the term for {pred}"), f"{named}."))
+    i = _IN_A_TERM.match(raw)
+    if i:
+        term = plain(i["term"])
+        head = term.split()[-1]
+        article = _article(term)
+        out.append((_question(f"What kind of {head} is it when {plain(i['clause'])}"), f"{article} {_term(term)}."))
     return out
 
 
@@ -176,8 +425,8 @@ class ExtractiveTeacher:
     provider = "extractive"
     name = "extractive"
 
-    async def ask(self, chunk: Chunk, n_pairs: int) -> Completion:
-        return Completion(result=extract_pairs(chunk)[:n_pairs])
+    async def ask(self, chunk: Chunk, n_pairs: int | None) -> Completion:
+        return Completion(result=extract_pairs(chunk)[:n_pairs])  # None: every pair found
 
     async def aclose(self) -> None:
         pass

@@ -25,9 +25,10 @@ STOPWORDS = frozenset(
     must my no nor not now of off on once only or other our ours out over own same shall she should so
     some such than that the their theirs them then there these they this those through to too under
     until up very was we were what when where which while who whom why will with would you your yours
-    it's i'm don't""".split()
+    it's i'm don't yes""".split()
 )
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
+_NEGATION = re.compile(r"\b(?:no|not|never|cannot|none)\b|n't\b", re.I)
 _REFUSAL = re.compile(r"\b(as an ai|i cannot|i can't|i'm sorry|i am sorry|i am unable|i'm unable|cannot help with)\b", re.I)
 
 
@@ -73,7 +74,8 @@ def check_pair(question: str, answer: str, chunk_text: str, fcfg, chunk_words: s
     if answer_words and len(answer_words & source) / len(answer_words) < fcfg.min_grounding:
         return "not_grounded"
     question_words = content_words(question)
-    if answer_words and len(answer_words - question_words) == 0:
+    negates = bool(_NEGATION.search(answer)) and not _NEGATION.search(question)  # "Is X Y?" "No. X is not Y."
+    if answer_words and len(answer_words - question_words) == 0 and not negates:
         return "echo"
     return None
 

@@ -135,7 +135,7 @@ def run(sem: Sem, cfg: Config) -> dict:
     return manifest
 
 
-async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int, concurrency: int) -> list[tuple[Chunk, Completion]]:
+async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int | None, concurrency: int) -> list[tuple[Chunk, Completion]]:
     gate = asyncio.Semaphore(concurrency)
     progress = Progress(
         TextColumn("[bold]forge[/bold] {task.description}"),

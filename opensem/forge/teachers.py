@@ -62,10 +62,13 @@ def parse_pairs(payload: Any) -> list[tuple[str, str]]:
     return [(p.question.strip(), p.answer.strip()) for p in reply.pairs]
 
 
-def render_prompt(template: str, chunk: Chunk, n_pairs: int) -> str:
+DEFAULT_PAIRS_PER_CHUNK = 3  # what an LLM teacher is asked for when forge.teacher.pairs_per_chunk is unset
+
+
+def render_prompt(template: str, chunk: Chunk, n_pairs: int | None) -> str:
     # string.Template ($name) rather than str.format: documents are full of braces.
     return Template(template).safe_substitute(
-        n_pairs=n_pairs, source=chunk.source, heading=chunk.heading or "-", chunk=chunk.text
+        n_pairs=n_pairs or DEFAULT_PAIRS_PER_CHUNK, source=chunk.source, heading=chunk.heading or "-", chunk=chunk.text
     )
 
 
@@ -92,7 +95,7 @@ class APITeacher:
     def http_requests(self) -> int:
         return self.client.http_requests
 
-    async def ask(self, chunk: Chunk, n_pairs: int) -> Completion:
+    async def ask(self, chunk: Chunk, n_pairs: int | None) -> Completion:
         """A Completion whose result is the chunk's list of (question, answer) pairs."""
         return await self.client.complete(SYSTEM, render_prompt(self.template, chunk, n_pairs), PAIRS_SCHEMA, "record_pairs", parse_pairs)
 
@@ -118,7 +121,7 @@ class LocalTeacher:
         self.lock = asyncio.Lock()
         self.name = f"local:{cfg.model or Path(str(model_dir)).name}"
 
-    async def ask(self, chunk: Chunk, n_pairs: int) -> Completion:
+    async def ask(self, chunk: Chunk, n_pairs: int | None) -> Completion:
         prompt = render_prompt(self.template, chunk, n_pairs)
         async with self.lock:  # one generation at a time: the CPU is the bottleneck
             text, tin, tout = await asyncio.to_thread(self._generate, prompt)
