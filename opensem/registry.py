@@ -4,7 +4,7 @@ The registered model is `<registry.model_prefix><sem>` (opensem-legal). Every pr
 the candidate as a new version with alias `candidate`; `champion` moves to it only when its
 evaluation beats the baseline AND the current champion (if any), each by this rule:
 
-    1. both evaluations used the same golden-set digest, judge and base model (else: refused)
+    1. both evaluations used the same golden-set digest, judge, base model and prompt (else: refused)
     2. mean score gain >= registry.min_improvement
     3. the lower bound of the paired bootstrap interval of the gain is above 0
     4. key-fact recall did not go down
@@ -27,7 +27,7 @@ out = Console(soft_wrap=True)
 TAG_EVAL_RUN = "opensem.eval_run_id"
 TAG_CANDIDATE_URI = "opensem.candidate_model_uri"
 # what two evaluations must share to be compared (see judge/evaluate.py and tracking.py)
-COMPARABLE = ("opensem.golden_digest", "opensem.judge", "opensem.base_model")
+COMPARABLE = ("opensem.golden_digest", "opensem.judge", "opensem.base_model", "opensem.prompt_digest")
 
 
 @dataclass

@@ -175,6 +175,10 @@ def test_comparison_refuses_a_changed_golden_set_or_judge(tiny, monkeypatch):
     tiny.golden_set.write_text(json.dumps(TINY_GOLDEN))
     with pytest.raises(OpenSEMError, match="judge 'offline-keyfact-v1' vs 'llm:openai:gpt-4o-mini'"):
         find_baseline(tiny, cfg, golden_digest(load_golden(tiny.golden_set)), "llm:openai:gpt-4o-mini")
+    # the control is asked the same way as the model under test: a new system prompt, a new baseline
+    reworded = load_config(tiny.root, "tiny", [*FAST, "model.system_prompt=Answer in one word."])
+    with pytest.raises(OpenSEMError, match="prompt_digest"):
+        find_baseline(tiny, reworded, golden_digest(load_golden(tiny.golden_set)), "offline-keyfact-v1")
     assert not adapter.exists()
 
 

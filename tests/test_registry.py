@@ -32,7 +32,8 @@ def reg(project):
 def eval_run(stage, scores, recall=0.5, golden="g1", baseline_id=None, model=True):
     with mlflow.start_run() as run:
         mlflow.set_tags({"opensem.sem": "reg", "opensem.stage": stage, "opensem.golden_digest": golden,
-                         "opensem.judge": "offline-keyfact-v1", "opensem.base_model": "B", "opensem.partial": "false"})
+                         "opensem.judge": "offline-keyfact-v1", "opensem.base_model": "B", "opensem.prompt_digest": "p1",
+                         "opensem.partial": "false"})
         if baseline_id:
             mlflow.set_tag("opensem.baseline_run_id", baseline_id)
         if model:

@@ -22,6 +22,7 @@ from opensem.forge.chunk import Chunk, chunk_document
 from opensem.forge.ingest import ingest
 from opensem.forge.quality import Decontaminator, NearDuplicates, check_pair, content_words
 from opensem.forge.teachers import make_teacher
+from opensem.generate import build_messages
 from opensem.llm import Budget, Completion
 from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file
 from opensem.workspace import Sem
@@ -35,14 +36,9 @@ class Pair:
     answer: str
     chunk: Chunk
 
-    def messages(self, system_prompt: str) -> dict:
-        return {
-            "messages": [
-                {"role": "system", "content": system_prompt},
-                {"role": "user", "content": self.question},
-                {"role": "assistant", "content": self.answer},
-            ]
-        }
+    def messages(self, system_prompt: str | None) -> dict:
+        # the same prompt the model is asked with at evaluation (generate.build_messages)
+        return {"messages": build_messages(self.question, system_prompt) + [{"role": "assistant", "content": self.answer}]}
 
 
 def run(sem: Sem, cfg: Config) -> dict:

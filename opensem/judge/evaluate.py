@@ -9,6 +9,7 @@ itself (the ceiling).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -29,8 +30,16 @@ TAG_GOLDEN = "opensem.golden_digest"
 TAG_JUDGE = "opensem.judge"
 TAG_PARTIAL = "opensem.partial"
 TAG_MODEL = "opensem.model_under_test"
+TAG_PROMPT = "opensem.prompt_digest"
 TABLE = "eval/per_question.json"
 UNRELIABLE_ECHO = 3.0
+
+
+def prompt_digest(cfg: Config) -> str:
+    """How the model is asked: system prompt and answer length. Answers are compared only when
+    asked the same way, so a new system prompt gets a new baseline rather than the old one."""
+    asked = json.dumps({"system_prompt": cfg.model.system_prompt, "max_new_tokens": cfg.generation.max_new_tokens})
+    return hashlib.sha256(asked.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -74,7 +83,8 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
     if stage != "baseline" and not model_uri:
         adapter = resolve_adapter(sem, adapter).name
     under_test = "base" if stage == "baseline" else (model_uri or f"adapter:{adapter}")
-    tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PARTIAL: str(limit is not None).lower(), TAG_MODEL: under_test}
+    tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PROMPT: prompt_digest(cfg),
+            TAG_PARTIAL: str(limit is not None).lower(), TAG_MODEL: under_test}
     if stage == "evaluate":  # the MLflow model `opensem promote` would register
         candidate_uri = model_uri or _read_json(sem.adapters_dir / adapter / "opensem_run.json").get("model_uri")
         if candidate_uri:
@@ -201,15 +211,15 @@ def _log_table(tracked, rows: list[dict]) -> None:
 
 
 def find_baseline(sem: Sem, cfg: Config, digest: str, judge_name: str):
-    """The newest complete baseline run for this SEM, base model, golden set and judge; a clear
-    error naming what differs when only incomparable ones exist."""
+    """The newest complete baseline run for this SEM, base model, golden set, judge and prompt; a
+    clear error naming what differs when only incomparable ones exist."""
     from opensem.tracking import TAG_BASE_MODEL, configure, stage_runs
 
     configure(cfg, sem.root)
     runs = stage_runs(sem, "baseline", f" AND tags.`{TAG_PARTIAL}` = 'false'")
     if not runs:
         raise OpenSEMError(f"no complete baseline run for SEM {sem.name}: run `opensem baseline --sem {sem.name}` first")
-    wanted = {TAG_BASE_MODEL: cfg.model.base, TAG_GOLDEN: digest, TAG_JUDGE: judge_name}
+    wanted = {TAG_BASE_MODEL: cfg.model.base, TAG_GOLDEN: digest, TAG_JUDGE: judge_name, TAG_PROMPT: prompt_digest(cfg)}
     for run in runs:
         if all(run.data.tags.get(k) == v for k, v in wanted.items()):
             return run
@@ -264,9 +274,9 @@ def compare(baseline_run, result: EvalResult, cfg: Config, items: list[GoldenIte
     out.print(table)
     b_mean, f_mean = _mean(b_scores), _mean(f_scores)
     rel_mean = (f_mean - b_mean) / b_mean * 100 if b_mean else float("nan")
-    rel_pass = (fm["pass_rate"] - bm["pass_rate"]) / bm["pass_rate"] * 100 if bm["pass_rate"] else float("nan")
-    pass_text = f"{rel_pass:+.0f}%" if rel_pass == rel_pass else f"{bm['pass_rate']:.0%} -> {fm['pass_rate']:.0%}"
-    out.print(f"Accuracy improved by {rel_mean:.1f}% (mean judge score {b_mean:.2f} -> {f_mean:.2f}; pass rate {pass_text})")
+    verdict = "Accuracy improved by" if f_mean > b_mean else "Accuracy did not improve:"
+    out.print(f"{verdict} {rel_mean:+.1f}% (mean judge score {b_mean:.2f} -> {f_mean:.2f}; pass rate "
+              f"{bm['pass_rate']:.0%} -> {fm['pass_rate']:.0%}; key-fact recall {bm['key_fact_recall']:.0%} -> {fm['key_fact_recall']:.0%})")
     out.print(f"Paired difference {diff:+.2f}, {cfg.registry.confidence:.0%} CI [{low:+.2f}, {high:+.2f}]; "
               f"{better} questions better, {worse} worse, {len(pairs) - better - worse} unchanged")
     return {"delta_mean": diff, "delta_ci_low": low, "delta_ci_high": high, "improvement_pct": rel_mean,
