@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from opensem.cli import app
-from opensem.config import Config, load_config, parse_override, split_overrides
+from opensem.config import Config, load_config, parse_override, resolve, split_overrides
 from opensem.errors import ConfigError
 
 
@@ -101,3 +101,13 @@ def test_every_field_is_documented():
 
     undocumented = [key for key, doc in walk(Config) if not doc]
     assert undocumented == []
+
+
+def test_error_blames_the_layer_that_set_the_key_not_the_last_to_touch_its_section():
+    layers = [("defaults.yaml", {"training": {"learnin_rate": 0.1}}),
+              ("sems/x.yaml", {"training": {"epochs": 2}})]
+    with pytest.raises(ConfigError, match=r"^defaults\.yaml: unknown key 'training\.learnin_rate'"):
+        resolve(layers)
+    layers = [("defaults.yaml", {"training": {"epochs": 2}}), ("sems/x.yaml", {"training": {"epochs": -1}})]
+    with pytest.raises(ConfigError, match=r"^sems/x\.yaml: training\.epochs = -1"):
+        resolve(layers)
