@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from opensem.errors import ConfigError
 
@@ -343,16 +343,49 @@ class SearchDim(Section):
     choices: list[Any] | None = None
     """Values to choose from (categorical)."""
 
+    @model_validator(mode="after")
+    def _complete(self) -> "SearchDim":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical dimension needs a non-empty `choices` list")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"`low` < `high` is needed for a {self.type} dimension")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale dimension needs `low` > 0")
+        return self
+
 
 class SweepConfig(Section):
     n_trials: int = Field(8, gt=0)
-    """Trials this worker runs."""
+    """Trials this run of `opensem sweep` adds to the study (it is persistent: run it again, or on
+    several machines against one shared storage, for more)."""
+
+    objective: Literal["eval_loss", "judge"] = "eval_loss"
+    """What a trial is scored by. eval_loss: loss on the forge's held-out split (minimised; cheap,
+    and it keeps the golden set unseen until the registry gate). judge: mean judge score on the
+    golden set (maximised; costs an evaluation per trial, and since the gate then grades on the
+    same questions, the best of many trials looks better there than it is)."""
 
     storage: str | None = None
-    """Optuna storage URL (e.g. postgresql+psycopg2://...). Default: sqlite optuna.db in the project."""
+    """Optuna storage URL. Default: sqlite optuna.db in the project. A shared database's password
+    goes in as an environment variable, expanded only when connecting, since the config is
+    logged: postgresql+psycopg2://user:${OPTUNA_DB_PASSWORD}@host/optuna."""
+
+    @field_validator("storage")
+    @classmethod
+    def _no_literal_password(cls, url: str | None) -> str | None:
+        password = re.match(r"^[^:/]+://[^/@]*?:([^/@]*)@", url or "")
+        if password and not re.fullmatch(r"\$\{\w+\}", password.group(1)):
+            raise ValueError("holds a password, and the config is logged: write it as ${VARIABLE} and export VARIABLE")
+        return url
 
     study_name: str | None = None
-    """Default: opensem-<sem>."""
+    """Default: opensem-<sem>. Trials are compared only on the same data, base model and objective;
+    change any of those and name a new study."""
+
+    heartbeat_s: int = Field(60, gt=0)
+    """A running trial records a heartbeat this often; one silent for twice as long (its worker
+    died or was preempted) is marked failed and retried once, resuming its training checkpoint."""
 
     space: dict[str, SearchDim] = {
         "training.learning_rate": SearchDim(type="float", low=1e-4, high=1e-3, log=True),
@@ -466,6 +499,10 @@ def _dotted_layer(dotted: str, value: Any) -> dict:
     return layer
 
 
+# keys whose bad value is not echoed in an error: it may be a password
+MAY_HOLD_SECRETS = {"sweep.storage"}
+
+
 def _describe(error: dict, provenance: dict[str, str]) -> str:
     loc = [str(p) for p in error["loc"]]
     dotted = ".".join(loc)
@@ -486,6 +523,8 @@ def _describe(error: dict, provenance: dict[str, str]) -> str:
         return f"{source}: unknown key '{dotted}'; {hint}"
     value = error.get("input")
     shown = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+    if dotted in MAY_HOLD_SECRETS:
+        shown = "(not shown)"
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return f"{source}: {dotted} = {shown}: {error['msg'][0].lower()}{error['msg'][1:]}"
@@ -503,6 +542,14 @@ def resolve(layers: list[tuple[str, dict[str, Any]]]) -> Config:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(_describe(errors[0], provenance) + more) from None
+
+
+def with_overrides(cfg: Config, values: dict[str, Any], source: str) -> Config:
+    """`cfg` with dotted keys set to new values, validated as --set overrides are; errors name
+    `source` (e.g. "sweep.space") and the key."""
+    layers = [("config", cfg.model_dump(mode="json"))]
+    layers += [(f"{source} {key}", _dotted_layer(key, value)) for key, value in values.items()]
+    return resolve(layers)
 
 
 def load_config(root: Path, sem: str | None, overrides: list[str] = ()) -> Config:

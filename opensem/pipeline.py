@@ -94,14 +94,9 @@ def run(sem: Sem, cfg: Config) -> dict:
             decision = registry.run(sem, cfg, run=eval_run)
             record("promote", key, version=decision.version, promoted=decision.promoted)
 
-        from opensem.stages import is_built
+        from opensem import report
 
-        if is_built("report"):
-            from opensem import report
-
-            report.run(sem, cfg)
-        else:
-            console.print("[dim]pipeline: report is not built yet[/dim]")
+        report.run(sem, cfg)
     return state
 
 

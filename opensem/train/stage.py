@@ -96,6 +96,7 @@ def run(sem: Sem, cfg: Config) -> dict:
             "dropped_too_long": dropped,
             "global_step": trainer.state.global_step,
             "train_loss": result.training_loss,
+            "eval_loss": _final_eval_loss(trainer) if eval_rows else None,
             "tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
             "train_seconds": round(seconds, 1),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -103,7 +104,8 @@ def run(sem: Sem, cfg: Config) -> dict:
         }
         atomic_write_json(out_dir / "training_metadata.json", metadata)
         atomic_write_text(out_dir / "resolved_config.yaml", cfg.to_yaml())
-        tracked.log_metrics({"train_loss_final": result.training_loss, "train_seconds": seconds})
+        tracked.log_metrics({"train_loss_final": result.training_loss, "train_seconds": seconds}
+                            | ({"eval_loss_final": metadata["eval_loss"]} if metadata["eval_loss"] is not None else {}))
         if metrics_cb.history:
             _loss_curve(metrics_cb.history, out_dir / "loss_curve.png")
             tracked.log_artifact(out_dir / "loss_curve.png", "training")
@@ -141,6 +143,17 @@ def _load(plan, base_dir, cfg: Config):
 
     model, tokenizer = prepare(base_dir, cfg, plan)
     return model, tokenizer, False
+
+
+def _final_eval_loss(trainer) -> float:
+    """Held-out loss at the last step, what `opensem sweep` minimises. Evaluation runs each epoch;
+    max_steps can stop between epochs, and then one more evaluation is needed."""
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry:
+            if entry.get("step") == trainer.state.global_step:
+                return float(entry["eval_loss"])
+            break
+    return float(trainer.evaluate()["eval_loss"])
 
 
 def _fit_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:

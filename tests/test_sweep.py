@@ -1,0 +1,163 @@
+"""The sweep: a real Optuna study in sqlite storage over real short trainings of the bundled
+model, nested MLflow runs, a study resumed and refused, a killed worker's trial retried."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from opensem.cli import app
+from opensem.workspace import new_sem
+
+GOLDEN = {"items": [
+    {"id": "z1", "question": "What colour is a Zorblat?", "answer": "A Zorblat is teal.", "key_facts": ["teal"]},
+    {"id": "z2", "question": "Where do Frobnits live?", "answer": "Frobnits live in Oslo.", "key_facts": ["oslo"]},
+]}
+PAIRS = [(i["question"], i["answer"]) for i in GOLDEN["items"]] + [("What do Glimmers eat?", "Glimmers eat copper.")]
+SPACE = """\
+model:
+  system_prompt: Answer briefly.
+generation:
+  max_new_tokens: 12
+training:
+  max_steps: 4
+  batch_size: 3
+  warmup_ratio: 0
+  logging_steps: 1
+sweep:
+  space:
+    training.learning_rate: {type: float, low: 5.0e-4, high: 3.0e-3, log: true}
+    lora.r: {type: categorical, choices: [4, 8]}
+"""
+
+
+def _rows(pairs) -> str:
+    return "".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n" for q, a in pairs)
+
+
+@pytest.fixture
+def tiny(project):
+    sem = new_sem("tiny")
+    sem.golden_set.write_text(json.dumps(GOLDEN))
+    (project / "configs" / "sems" / "tiny.yaml").write_text(SPACE)
+    sem.processed_dir.mkdir(parents=True)
+    (sem.processed_dir / "train.jsonl").write_text(_rows(PAIRS))
+    (sem.processed_dir / "test.jsonl").write_text(_rows(PAIRS[:1]))
+    return sem
+
+
+def sweep(*sets: str):
+    return CliRunner().invoke(app, ["sweep", "--sem", "tiny", *sum((["--set", s] for s in sets), [])])
+
+
+def study(sem, name="opensem-tiny"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sem.root / 'optuna.db'}")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("bundled_model_dir")
+def test_sweep_trains_nested_trials_resumes_the_study_and_refuses_other_data(tiny):
+    first = sweep("sweep.n_trials=2")
+    assert first.exit_code == 0, first.output
+    assert "best: trial" in first.output and "opensem evaluate --sem tiny --adapter opensem-tiny-t00" in first.output
+    trials = study(tiny).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0].params != trials[1].params
+
+    runs = mlflow.search_runs(experiment_names=["opensem-tiny"], output_format="list")
+    parent = next(r for r in runs if r.data.tags["opensem.stage"] == "sweep")
+    children = sorted((r for r in runs if r.data.tags["opensem.stage"] == "train"), key=lambda r: int(r.data.tags["opensem.trial"]))
+    assert [r.data.tags["mlflow.parentRunId"] for r in children] == [parent.info.run_id] * 2
+    for trial, run in zip(trials, children):
+        # the trial's value is the held-out loss its training run reports, with the values it proposed
+        assert run.data.metrics["eval_loss_final"] == pytest.approx(trial.value)
+        assert float(run.data.params["training.learning_rate"]) == pytest.approx(trial.params["training.learning_rate"])
+        assert int(run.data.params["lora.r"]) == trial.params["lora.r"]
+        assert (tiny.adapters_dir / trial.user_attrs["run_name"] / "adapter_model.safetensors").is_file()
+    assert parent.data.metrics["best_value"] == pytest.approx(min(t.value for t in trials))
+    assert json.loads(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/sweep/trials.json"))[1]["state"] == "COMPLETE"
+
+    again = sweep("sweep.n_trials=1")  # the study goes on where it was; a new session proposes new values
+    assert again.exit_code == 0, again.output
+    trials = study(tiny).trials
+    assert len(trials) == 3 and trials[2].params not in (trials[0].params, trials[1].params)
+
+    judged = sweep("sweep.n_trials=1", "sweep.objective=judge", "sweep.study_name=j")  # needs the control first
+    assert judged.exit_code == 2 and "opensem baseline --sem tiny" in judged.output
+    assert CliRunner().invoke(app, ["baseline", "--sem", "tiny"]).exit_code == 0
+    judged = sweep("sweep.n_trials=1", "sweep.objective=judge", "sweep.study_name=j")
+    assert judged.exit_code == 0, judged.output
+    evaluation = mlflow.search_runs(experiment_names=["opensem-tiny"], output_format="list",
+                                    filter_string="tags.`opensem.stage` = 'evaluate' AND tags.`opensem.study` = 'j'")
+    assert study(tiny, "j").trials[0].value == pytest.approx(evaluation[0].data.metrics["mean_score"])
+
+    (tiny.processed_dir / "train.jsonl").write_text(_rows(PAIRS[:2]))  # new data: old losses are not comparable
+    refused = sweep("sweep.n_trials=1")
+    assert refused.exit_code == 2 and "measured with other train_data" in refused.output
+    assert len(study(tiny).trials) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("bundled_model_dir")
+def test_a_killed_workers_trial_is_retried_and_resumes_its_checkpoint(tiny):
+    sets = ["sweep.n_trials=1", "sweep.heartbeat_s=1", "training.max_steps=30", "training.checkpoint_steps=5", "training.batch_size=1"]
+    cmd = [sys.executable, "-m", "opensem", "sweep", "--sem", "tiny", *sum((["--set", s] for s in sets), [])]
+    env = os.environ | {"COLUMNS": "400"}  # rich wraps at 80 columns when not on a terminal
+    log = tiny.root / "worker.log"
+    with log.open("w") as sink:
+        worker = subprocess.Popen(cmd, cwd=tiny.root, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    checkpoints = tiny.adapters_dir / "opensem-tiny-t000" / "checkpoints"
+    deadline = time.time() + 300
+    # killed between checkpoints, not while one is being written
+    while not (checkpoints / "checkpoint-5" / "trainer_state.json").is_file() and worker.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert worker.poll() is None, log.read_text()[-2000:]
+    os.killpg(worker.pid, signal.SIGKILL)  # no chance to clean up: a lost spot machine
+    worker.wait()
+    assert study(tiny).trials[0].state.name == "RUNNING"
+    time.sleep(3)  # past the grace period (2 heartbeats)
+
+    resumed = subprocess.run(cmd, cwd=tiny.root, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr and "opensem-tiny-t000" in resumed.stderr
+    trials = study(tiny).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].params == trials[0].params and trials[1].user_attrs["run_name"] == "opensem-tiny-t000"
+
+
+def test_bad_sweep_settings_are_one_line_errors(tiny):
+    bad_key = sweep("sweep.space={training.lr: {type: float, low: 0.1, high: 1}}")
+    assert bad_key.exit_code == 2 and "sweep.space training.lr: unknown key 'training.lr'" in bad_key.output
+    bad_value = sweep("sweep.space={lora.r: {type: categorical, choices: [0, 8]}}")
+    assert bad_value.exit_code == 2 and "lora.r = 0: input should be greater than 0" in bad_value.output
+    no_choices = sweep("sweep.space={lora.alpha: {type: categorical}}")
+    assert no_choices.exit_code == 2 and "needs a non-empty `choices` list" in no_choices.output
+    inverted = sweep("sweep.space={lora.alpha: {type: int, low: 16, high: 8}}")
+    assert inverted.exit_code == 2 and "`low` < `high`" in inverted.output
+    (tiny.processed_dir / "train.jsonl").unlink()
+    no_data = sweep()
+    assert no_data.exit_code == 2 and "run `opensem forge --sem tiny` first" in no_data.output
+    assert not (tiny.root / "optuna.db").exists() or study(tiny).trials == []
+    for result in (bad_key, bad_value, no_choices, inverted, no_data):
+        assert "Traceback" not in result.output
+
+
+def test_a_storage_password_stays_out_of_the_config(tiny, monkeypatch):
+    literal = sweep("sweep.storage=postgresql+psycopg2://sweeper:hunter2@db.internal/optuna")
+    assert literal.exit_code == 2 and "holds a password" in literal.output and "${VARIABLE}" in literal.output
+    assert "hunter2" not in literal.output
+    unset = sweep("sweep.storage=sqlite:///${OPTUNA_TEST_DIR}/o.db")
+    assert unset.exit_code == 2 and "export OPTUNA_TEST_DIR=" in unset.output
+    from opensem.sweep import _expand
+
+    monkeypatch.setenv("OPTUNA_DB_PASSWORD", "hunter2")
+    assert _expand("postgresql://u:${OPTUNA_DB_PASSWORD}@h/o") == "postgresql://u:hunter2@h/o"
