@@ -15,7 +15,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "baseline": ("opensem.judge.baseline", "score the base model on the golden set"),
     "train": ("opensem.train", "LoRA/QLoRA fine-tune -> models/<sem>/adapters/<run_name>"),
     "evaluate": ("opensem.judge.evaluate", "score a fine-tuned adapter; print Baseline vs Fine-tuned"),
-    "sweep": ("opensem.sweep", "Optuna study over training settings; each trial trains as a nested run"),
+    "sweep": ("opensem.sweep", "Optuna study over sweep.space (--set sweep.n_trials=N; run again to add trials); each trial trains as a nested run"),
     "promote": ("opensem.registry", "register the adapter; move `champion` only if it beats the baseline"),
     "report": ("opensem.report", "Markdown + HTML report for the SEM"),
     "pipeline": ("opensem.pipeline", "forge -> baseline -> train -> evaluate -> promote -> report"),
