@@ -154,7 +154,7 @@ def new_sem(name: Annotated[str, typer.Argument(help="Short name: lowercase lett
 @app.command("config")
 @user_errors
 def show_config(sem: SemOpt, set_: SetOpt = None, overrides: OverridesOpt = "") -> None:
-    """Print the resolved config of a SEM (defaults -> SEM file -> overrides) and its digest."""
+    """Print the resolved config of a SEM (defaults -> recipe -> SEM file -> overrides) and its digest."""
     from opensem.config import load_config
     from opensem.workspace import open_sem
 
@@ -164,9 +164,33 @@ def show_config(sem: SemOpt, set_: SetOpt = None, overrides: OverridesOpt = "") 
     err.print(f"[dim]config digest {cfg.digest()}[/dim]")
 
 
+@app.command("recipes")
+@user_errors
+def list_recipes(sem: Annotated[Optional[str], typer.Option("--sem", "-s", help="Mark the recipe this SEM uses.")] = None) -> None:
+    """List the training recipes (configs/recipes/<model>/<size>_<method>_<device>.yaml); pick one with --set recipe=NAME."""
+    from rich.table import Table
+
+    from opensem import recipes
+    from opensem.config import load_config
+    from opensem.workspace import open_sem, project_root
+
+    root = open_sem(sem).root if sem else project_root()
+    chosen = load_config(root, sem).recipe
+    table = Table(title="opensem recipes", caption="use one: opensem train --sem NAME --set recipe=RECIPE")
+    table.add_column("recipe", no_wrap=True)
+    table.add_column("what it is")
+    for recipe in recipes.available(root):
+        table.add_row(recipe.name + (" *" if recipe.name == chosen else ""), recipe.summary)
+    out.print(table)
+    if chosen:
+        err.print(f"[dim]* used by {'SEM ' + sem if sem else 'configs/defaults.yaml'}[/dim]")
+
+
 @app.command("doctor")
 @user_errors
-def doctor(sem: Annotated[Optional[str], typer.Option("--sem", "-s", help="Use this SEM's config.")] = None) -> None:
+def doctor(
+    sem: Annotated[Optional[str], typer.Option("--sem", "-s", help="Use this SEM's config.")] = None, set_: SetOpt = None
+) -> None:
     """Describe this machine: CPU/GPU, the training plan, tracking store, W&B mode, credentials (names only)."""
     from rich.table import Table
 
@@ -175,7 +199,7 @@ def doctor(sem: Annotated[Optional[str], typer.Option("--sem", "-s", help="Use t
     from opensem.workspace import open_sem, project_root
 
     root = open_sem(sem).root if sem else project_root()
-    cfg = load_config(root, sem)
+    cfg = load_config(root, sem, list(set_ or []))
     table = Table(title="opensem doctor", show_lines=False)
     for column in ("section", "item", "value"):
         table.add_column(column)

@@ -3,8 +3,12 @@
 Layers, later wins:
     1. the built-in defaults in the classes below (each field documents itself),
     2. ``configs/defaults.yaml``            - project-wide choices,
-    3. ``configs/sems/<sem>.yaml``          - one SEM's choices,
-    4. ``--set section.key=value`` overrides on the command line (or ``-P overrides=...``).
+    3. ``configs/recipes/<recipe>.yaml``    - the base model and how to train it (see recipes.py),
+    4. ``configs/sems/<sem>.yaml``          - one SEM's choices,
+    5. ``--set section.key=value`` overrides on the command line (or ``-P overrides=...``).
+
+The recipe is named by the ``recipe`` key of layer 2, 4 or 5 (the last one that sets it wins),
+and its file is then placed at layer 3, so a SEM's own settings still beat the recipe's.
 
 Unknown keys are errors, so a typo never silently falls back to a default. Every error names
 the layer it came from, the dotted key, the bad value and what was expected, on one line.
@@ -23,6 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from opensem import recipes
 from opensem.errors import ConfigError
 
 
@@ -398,6 +403,11 @@ class SweepConfig(Section):
 # the whole thing
 # --------------------------------------------------------------------------------------------
 class Config(Section):
+    recipe: str | None = None
+    """Training recipe, a layer under the SEM file: configs/recipes/<model>/<size>_<method>_<device>.yaml
+    (e.g. smollm2/135m_lora_cpu) sets the base model and the training settings that suit it.
+    `opensem recipes` lists them; null for none."""
+
     model: ModelConfig = ModelConfig()
     lora: LoraConfig = LoraConfig()
     training: TrainingConfig = TrainingConfig()
@@ -547,13 +557,15 @@ def resolve(layers: list[tuple[str, dict[str, Any]]]) -> Config:
 def with_overrides(cfg: Config, values: dict[str, Any], source: str) -> Config:
     """`cfg` with dotted keys set to new values, validated as --set overrides are; errors name
     `source` (e.g. "sweep.space") and the key."""
+    if "recipe" in values:  # a recipe is a layer under the SEM file; it cannot be swapped in afterwards
+        raise ConfigError(f"{source}: 'recipe' cannot be set here; choose it in the SEM file or with --set recipe=<name>")
     layers = [("config", cfg.model_dump(mode="json"))]
     layers += [(f"{source} {key}", _dotted_layer(key, value)) for key, value in values.items()]
     return resolve(layers)
 
 
 def load_config(root: Path, sem: str | None, overrides: list[str] = ()) -> Config:
-    """Resolve defaults.yaml -> configs/sems/<sem>.yaml -> --set overrides into one Config."""
+    """Resolve defaults.yaml -> recipe -> configs/sems/<sem>.yaml -> --set overrides into one Config."""
     layers: list[tuple[str, dict[str, Any]]] = []
     defaults = root / "configs" / "defaults.yaml"
     if defaults.is_file():
@@ -565,6 +577,17 @@ def load_config(root: Path, sem: str | None, overrides: list[str] = ()) -> Confi
     for text in overrides:
         key, value = parse_override(text)
         layers.append((f"--set {key}", _dotted_layer(key, value)))
+
+    chosen = [(source, layer["recipe"]) for source, layer in layers if "recipe" in layer]
+    if chosen and chosen[-1][1] is not None:
+        source, name = chosen[-1]
+        recipe = recipes.find(root, name, source)
+        shown = _display(recipe.path, root)
+        layer = _read_yaml(recipe.path, shown)
+        if "recipe" in layer:
+            raise ConfigError(f"{shown}: a recipe cannot name another recipe; remove its 'recipe' key")
+        # under the SEM file and the overrides, above defaults.yaml
+        layers.insert(1 if defaults.is_file() else 0, (shown, layer))
     return resolve(layers)
 
 

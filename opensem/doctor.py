@@ -19,7 +19,7 @@ CREDENTIALS = {
 
 def collect(cfg: Config, root: Path) -> list[tuple[str, str, str]]:
     """Rows of (section, item, value) describing hardware, plan, tracking and credentials."""
-    from opensem import hardware
+    from opensem import hardware, recipes
     from opensem.models import BUNDLED_ID, bundled_gguf, local_name
     from opensem.tracking import configure, wandb_mode
 
@@ -38,8 +38,11 @@ def collect(cfg: Config, root: Path) -> list[tuple[str, str, str]]:
     rows.append(("system", "apple mps", "yes" if hw.mps else "no"))
     rows.append(("system", "unsloth", "installed" if hw.unsloth_installed else "not installed"))
 
+    rows.append(("training", "recipe", cfg.recipe or "none (settings from the config layers only)"))
     try:
         plan = hardware.plan(hw, cfg.training)
+        if warning := recipes.device_mismatch(cfg.recipe, plan.device):
+            rows.append(("training", "warning", warning))
         rows.append(("training", "backend", plan.backend))
         rows.append(("training", "device / precision", f"{plan.device} / {plan.precision}"))
         rows.append(("training", "4-bit QLoRA", "yes" if plan.load_in_4bit else "no"))

@@ -131,8 +131,9 @@ SEM_CONFIG_TEMPLATE = """\
 #   opensem train --sem {name}      # LoRA adapter -> models/{name}/adapters/<run_name>
 #   opensem evaluate --sem {name}   # Baseline vs Fine-tuned
 #
+# recipe: qwen2.5/1.5b_lora_cuda   # base model + training settings; `opensem recipes` lists them
 # model:
-#   base: HuggingFaceTB/SmolLM2-135M-Instruct
+#   system_prompt: "You are a ... expert. State the key fact first."
 # forge:
 #   teacher:
 #     provider: openai          # or anthropic / extractive / local

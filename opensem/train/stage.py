@@ -26,7 +26,7 @@ STATE_FILE = "opensem_run.json"
 
 
 def run(sem: Sem, cfg: Config) -> dict:
-    from opensem import hardware, tracking
+    from opensem import hardware, recipes, tracking
     from opensem.models import resolve_base_model
     from opensem.train.data import load_conversations
 
@@ -47,6 +47,8 @@ def run(sem: Sem, cfg: Config) -> dict:
     console.print(f"[bold]train[/bold] {sem.name} / {run_name}: {len(train_rows)} examples, {len(eval_rows)} held out")
     for reason in plan.reasons:
         console.print(f"  hardware: {reason}")
+    if warning := recipes.device_mismatch(cfg.recipe, plan.device):
+        console.print(f"  [yellow]{warning}[/yellow]")
     if resume_from:
         console.print(f"  resuming from {resume_from}")
 
