@@ -392,6 +392,11 @@ class SweepConfig(Section):
     """A running trial records a heartbeat this often; one silent for twice as long (its worker
     died or was preempted) is marked failed and retried once, resuming its training checkpoint."""
 
+    prune_after_trials: int | None = Field(3, gt=0)
+    """Prune: stop a trial after an epoch whose held-out loss is worse than the median of the
+    complete trials' at that epoch (Optuna's MedianPruner), once this many trials are complete.
+    null: never prune. Only with objective eval_loss: a judge score exists only after training."""
+
     space: dict[str, SearchDim] = {
         "training.learning_rate": SearchDim(type="float", low=1e-4, high=1e-3, log=True),
         "lora.r": SearchDim(type="categorical", choices=[8, 16, 32]),

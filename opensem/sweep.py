@@ -3,6 +3,9 @@
     sweep.space -> Optuna's TPE sampler proposes values -> train <study>-tNNN (a child of the
     sweep run) -> objective (held-out loss, or the judge on the golden set) -> Optuna storage
 
+With the held-out loss as objective, each epoch's loss is reported to Optuna's MedianPruner,
+which stops a trial that is already worse than the median of the complete ones at that epoch.
+
 The study lives in Optuna's storage (sqlite `optuna.db` in the project, or a shared database
 for several workers), so running the command again adds `sweep.n_trials` more trials to it. A
 trial whose worker died is failed by Optuna's heartbeat check and retried once under its old
@@ -52,40 +55,55 @@ def run(sem: Sem, cfg: Config) -> dict:
     storage = RDBStorage(_expand(url), heartbeat_interval=s.heartbeat_s,
                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print one line per trial instead
-    study = optuna.create_study(study_name=study_name, storage=storage, direction=DIRECTION[s.objective], load_if_exists=True)
+    pruning = s.objective == "eval_loss" and s.prune_after_trials is not None
+    # Optuna keeps no pruner in storage: each run of the command (and each worker) passes its own
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=s.prune_after_trials) if pruning else optuna.pruners.NopPruner()
+    study = optuna.create_study(study_name=study_name, storage=storage, direction=DIRECTION[s.objective],
+                                pruner=pruner, load_if_exists=True)
     _claim(study, identity)
     study.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(cfg, len(study.trials)))
 
     console.print(f"[bold]sweep[/bold] {sem.name}: study {study_name} ({len(study.trials)} trials so far) in {url}, "
-                  f"{s.n_trials} more, objective {s.objective} ({DIRECTION[s.objective]})")
+                  f"{s.n_trials} more, objective {s.objective} ({DIRECTION[s.objective]})"
+                  + (f", pruning after {s.prune_after_trials} complete trials" if pruning else ""))
     with tracking.stage_run(sem, "sweep", cfg, tags={TAG_STUDY: study_name}) as tracked:
         tracked.log_params({"sweep.study_identity": json.dumps(identity)})
 
         def objective(trial) -> float:
-            return _trial(sem, cfg, study_name, trial)
+            return _trial(sem, cfg, study_name, trial, pruning)
 
         study.optimize(objective, n_trials=s.n_trials, catch=(RuntimeError,))
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not done:
             raise OpenSEMError(f"no trial of study {study_name} finished; see the failed trials' runs in MLflow")
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
         best = study.best_trial
         best_run = best.user_attrs["run_name"]
-        tracked.log_metrics({"best_value": best.value, "best_trial": best.number, "trials_complete": len(done)})
+        tracked.log_metrics({"best_value": best.value, "best_trial": best.number, "trials_complete": len(done),
+                             "trials_pruned": pruned})
         tracked.log_params({f"best.{k}": v for k, v in best.params.items()} | {"best.run_name": best_run})
         tracked.log_text(_trials_table(study), "sweep/trials.json")
 
     sets = " ".join(f"--set {k}={v}" for k, v in best.params.items())
-    out.print(f"best: trial {best.number} ({best_run}), {s.objective} {best.value:.4f}, of {len(done)} complete trials")
+    out.print(f"best: trial {best.number} ({best_run}), {s.objective} {best.value:.4f}, of {len(done)} complete trials"
+              + (f" ({pruned} pruned)" if pruned else ""))
     out.print(f"  its settings:  {sets}")
     out.print(f"  next:          opensem evaluate --sem {sem.name} --adapter {best_run} && opensem promote --sem {sem.name}")
     return {"study": study_name, "best_trial": best.number, "best_value": best.value, "best_params": best.params,
-            "best_run_name": best_run, "trials_complete": len(done)}
+            "best_run_name": best_run, "trials_complete": len(done), "trials_pruned": pruned}
 
 
-def _trial(sem: Sem, cfg: Config, study_name: str, trial) -> float:
-    """Train with the proposed values (and judge, for that objective); the value Optuna records."""
+def _trial(sem: Sem, cfg: Config, study_name: str, trial, pruning: bool) -> float:
+    """Train with the proposed values (and judge, for that objective); the value Optuna records.
+    With pruning, each epoch's held-out loss is reported and a losing trial stops early."""
+    import optuna
+
     from opensem.judge.evaluate import run_eval
     from opensem.train.stage import run as train
+
+    def should_stop(eval_loss: float, epoch: int) -> bool:
+        trial.report(eval_loss, epoch)
+        return trial.should_prune()
 
     values = {key: _suggest(trial, key, dim) for key, dim in cfg.sweep.space.items()}
     # a retried trial inherits its failed original's user attrs, so it resumes that run's checkpoint
@@ -95,8 +113,13 @@ def _trial(sem: Sem, cfg: Config, study_name: str, trial) -> float:
     shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
     console.print(f"[bold]trial {trial.number}[/bold] ({run_name}): {shown}")
 
-    metadata = _finished_metadata(sem, run_name, trial_cfg) or train(sem, trial_cfg)
+    metadata = _finished_metadata(sem, run_name, trial_cfg) or train(sem, trial_cfg, should_stop if pruning else None)
     _tag_run(metadata["mlflow_run_id"], study_name, trial.number)
+    if metadata.get("stopped_early_at_epoch") is not None:
+        epoch = metadata["stopped_early_at_epoch"]
+        console.print(f"  trial {trial.number}: pruned after epoch {epoch}, held-out loss {metadata['eval_loss']:.4f} "
+                      "is worse than the median of the complete trials there")
+        raise optuna.TrialPruned(f"after epoch {epoch}")
     if cfg.sweep.objective == "eval_loss":
         if metadata.get("eval_loss") is None:
             raise OpenSEMError(f"sweep.objective=eval_loss needs held-out pairs in {sem.processed_dir / 'test.jsonl'}; "

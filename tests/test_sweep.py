@@ -134,6 +134,38 @@ def test_a_killed_workers_trial_is_retried_and_resumes_its_checkpoint(tiny):
     assert trials[1].params == trials[0].params and trials[1].user_attrs["run_name"] == "opensem-tiny-t000"
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("bundled_model_dir")
+def test_a_trial_worse_than_the_median_is_pruned_after_its_first_epoch(tiny):
+    # two earlier trials (made here, not trained) whose held-out loss no real epoch can match
+    earlier = optuna.create_study(study_name="opensem-tiny", storage=f"sqlite:///{tiny.root / 'optuna.db'}")
+    distributions = {"training.learning_rate": optuna.distributions.FloatDistribution(5e-4, 3e-3, log=True),
+                     "lora.r": optuna.distributions.CategoricalDistribution([4, 8])}
+    for n in range(2):
+        earlier.add_trial(optuna.trial.create_trial(
+            params={"training.learning_rate": 1e-3, "lora.r": 4}, distributions=distributions, value=1e-6,
+            intermediate_values={epoch: 1e-6 for epoch in range(1, 5)}, user_attrs={"run_name": f"made-{n}"}))
+
+    result = sweep("sweep.n_trials=1", "sweep.prune_after_trials=2")  # 4 epochs of one step each, if not pruned
+    assert result.exit_code == 0, result.output
+    trial = study(tiny).trials[2]
+    assert trial.state.name == "PRUNED" and list(trial.intermediate_values) == [1]
+    assert "pruned after epoch 1" in result.output and "(1 pruned)" in result.output
+    metadata = json.loads((tiny.adapters_dir / "opensem-tiny-t002" / "training_metadata.json").read_text())
+    assert (metadata["global_step"], metadata["stopped_early_at_epoch"]) == (1, 1)
+    assert metadata["eval_loss"] == pytest.approx(trial.intermediate_values[1])
+    run = mlflow.get_run(metadata["mlflow_run_id"])
+    assert run.data.tags["opensem.stopped_early"] == "after epoch 1" and run.data.tags["opensem.trial"] == "2"
+
+    # without pruning the same kind of trial trains all its epochs
+    result = sweep("sweep.n_trials=1", "sweep.prune_after_trials=null")
+    assert result.exit_code == 0, result.output
+    trial = study(tiny).trials[3]
+    assert trial.state.name == "COMPLETE" and trial.intermediate_values == {}
+    metadata = json.loads((tiny.adapters_dir / "opensem-tiny-t003" / "training_metadata.json").read_text())
+    assert (metadata["global_step"], metadata["stopped_early_at_epoch"]) == (4, None)
+
+
 def test_bad_sweep_settings_are_one_line_errors(tiny):
     bad_key = sweep("sweep.space={training.lr: {type: float, low: 0.1, high: 1}}")
     assert bad_key.exit_code == 2 and "sweep.space training.lr: unknown key 'training.lr'" in bad_key.output

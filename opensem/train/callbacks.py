@@ -1,4 +1,5 @@
-"""Trainer callbacks: metrics into the stage's MLflow run (and W&B), and a clean stop on SIGTERM."""
+"""Trainer callbacks: metrics into the stage's MLflow run (and W&B), a clean stop on SIGTERM, and
+an early stop that a caller (the sweep's pruner) decides after each held-out evaluation."""
 
 from __future__ import annotations
 
@@ -71,3 +72,28 @@ class PreemptionCallback(TrainerCallback):
 
     def restore(self) -> None:
         signal.signal(signal.SIGTERM, self._previous)
+
+
+class EvalStopCallback(TrainerCallback):
+    """After each held-out evaluation during training, ask `should_stop(eval_loss, epoch)`; on
+    True, end training there. The sweep's pruner uses it to drop a trial that is already losing."""
+
+    def __init__(self, should_stop):
+        self.should_stop = should_stop
+        self.stopped_at_epoch: int | None = None
+        self._training = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._training = False  # the final evaluation after training is not a decision point
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not self._training or not metrics or "eval_loss" not in metrics:
+            return control
+        epoch = int(round(state.epoch or 0))
+        if self.should_stop(float(metrics["eval_loss"]), epoch):
+            self.stopped_at_epoch = epoch
+            control.should_training_stop = True
+        return control

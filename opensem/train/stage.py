@@ -13,6 +13,7 @@ import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 
@@ -25,7 +26,9 @@ console = Console(stderr=True)
 STATE_FILE = "opensem_run.json"
 
 
-def run(sem: Sem, cfg: Config) -> dict:
+def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None = None) -> dict:
+    """Train one adapter. `should_stop(eval_loss, epoch)`, when given, is asked after each epoch's
+    held-out evaluation; True ends training there (recorded as stopped_early_at_epoch)."""
     from opensem import hardware, recipes, tracking
     from opensem.models import resolve_base_model
     from opensem.train.data import load_conversations
@@ -63,12 +66,14 @@ def run(sem: Sem, cfg: Config) -> dict:
         train_rows, dropped = _fit_length(train_rows, tokenizer, t.max_length)
         if dropped:
             console.print(f"  [yellow]{dropped} examples longer than training.max_length={t.max_length} tokens left out[/yellow]")
-        from opensem.train.callbacks import PreemptionCallback, TrackingCallback
+        from opensem.train.callbacks import EvalStopCallback, PreemptionCallback, TrackingCallback
         from opensem.train.hf_backend import build_trainer
 
         metrics_cb = TrackingCallback(tracked, plan.device)
         preempt = PreemptionCallback()
-        trainer = build_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, checkpoints, [metrics_cb, preempt], peft=not peft_applied)
+        stopper = EvalStopCallback(should_stop) if should_stop and eval_rows else None
+        callbacks = [metrics_cb, preempt] + ([stopper] if stopper else [])
+        trainer = build_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, checkpoints, callbacks, peft=not peft_applied)
         started = time.time()
         try:
             result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -99,11 +104,14 @@ def run(sem: Sem, cfg: Config) -> dict:
             "global_step": trainer.state.global_step,
             "train_loss": result.training_loss,
             "eval_loss": _final_eval_loss(trainer) if eval_rows else None,
+            "stopped_early_at_epoch": stopper.stopped_at_epoch if stopper else None,
             "tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
             "train_seconds": round(seconds, 1),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config_digest": cfg.digest(),
         }
+        if metadata["stopped_early_at_epoch"] is not None:
+            tracked.set_tags({"opensem.stopped_early": f"after epoch {metadata['stopped_early_at_epoch']}"})
         atomic_write_json(out_dir / "training_metadata.json", metadata)
         atomic_write_text(out_dir / "resolved_config.yaml", cfg.to_yaml())
         tracked.log_metrics({"train_loss_final": result.training_loss, "train_seconds": seconds}
@@ -128,7 +136,9 @@ def run(sem: Sem, cfg: Config) -> dict:
         _write_state(out_dir, {"mlflow_run_id": tracked.run_id, "status": "finished", "model_uri": info.model_uri})
 
     console.print(
-        f"[green]trained[/green] {run_name}: {metadata['global_step']} steps, loss {result.training_loss:.3f}, "
+        f"[green]trained[/green] {run_name}: {metadata['global_step']} steps"
+        + (f" (stopped early after epoch {metadata['stopped_early_at_epoch']})" if metadata["stopped_early_at_epoch"] is not None else "")
+        + f", loss {result.training_loss:.3f}, "
         f"{metadata['tokens_seen'] / max(seconds, 1e-9):.0f} tokens/s -> {out_dir}"
     )
     return metadata | {"status": "finished", "adapter_dir": str(out_dir), "model_uri": info.model_uri}
