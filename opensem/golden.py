@@ -80,3 +80,11 @@ def load_golden(path: Path) -> list[GoldenItem]:
 def golden_digest(items: list[GoldenItem]) -> str:
     canonical = json.dumps([i.model_dump() for i in items], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def load_golden_for_scoring(path: Path) -> list[GoldenItem]:
+    """The golden set, refused while it still holds the placeholder that `opensem new-sem` wrote."""
+    items = load_golden(path)
+    if any(i.id.startswith("example-") for i in items):
+        raise OpenSEMError(f"{path} still holds the example item from `opensem new-sem`; replace it with real questions")
+    return items

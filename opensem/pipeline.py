@@ -35,9 +35,11 @@ def _key(cfg: Config, sections: tuple[str, ...], *inputs: str) -> str:
 
 def run(sem: Sem, cfg: Config) -> dict:
     from opensem import forge, registry, tracking, train
-    from opensem.golden import golden_digest, load_golden
+    from opensem.golden import golden_digest, load_golden_for_scoring
     from opensem.judge.evaluate import find_baseline, judge_name, run_eval
 
+    # the golden set is needed from the baseline on: check it before forge spends anything
+    digest = golden_digest(load_golden_for_scoring(sem.golden_set))
     path = sem.root / "data" / sem.name / "pipeline.json"
     state = json.loads(path.read_text()) if path.is_file() else {}
     done: dict = state.setdefault("stages", {})
@@ -61,7 +63,6 @@ def run(sem: Sem, cfg: Config) -> dict:
             forge.run(sem, cfg)
             record("forge", key)
 
-        digest = golden_digest(load_golden(sem.golden_set))
         try:
             baseline = find_baseline(sem, cfg, digest, judge_name(cfg))
             console.print(f"pipeline: baseline reused (run {baseline.info.run_id[:8]}): the control is made once, then locked")

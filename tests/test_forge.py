@@ -206,6 +206,20 @@ def test_forge_sample_sem_offline(project):
     assert "forge/manifest.json" in {a.path for a in mlflow.artifacts.list_artifacts(run_id=run.info.run_id, artifact_path="forge")}
 
 
+@pytest.mark.parametrize("sizes", [[4, 2], [4, 2, 1], [9, 8, 7], [3] * 40, [1] * 7 + [30]])
+def test_split_keeps_chunks_whole_and_the_held_out_side_smaller(sizes):
+    from opensem.forge.stage import Pair, split_by_chunk
+
+    pairs = [Pair(f"q{c}-{i}?", "a.", Chunk(f"doc#{c}", "doc", "", "", 1)) for c, n in enumerate(sizes) for i in range(n)]
+    for seed in range(20):
+        train, test = split_by_chunk(pairs, 0.1, seed)
+        assert sorted(map(id, train + test)) == sorted(map(id, pairs))
+        assert not {p.chunk.id for p in train} & {p.chunk.id for p in test}
+        assert train and test and len(test) < len(train)
+        if len(sizes) == 40:  # many small chunks: close to the share asked for
+            assert len(test) == 12
+
+
 def test_output_trains_with_trl_format(project, bundled_model_dir):
     from datasets import load_dataset
     from transformers import AutoTokenizer

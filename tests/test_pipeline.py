@@ -4,6 +4,9 @@ baseline reused (locked) across pipelines."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import mlflow
 import pytest
@@ -63,7 +66,13 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     parent = stage_runs("pipeline")[0]
     assert parent.info.status == "FAILED"
 
-    state = pipeline(widgets, cfg)  # forge and baseline are not redone
+    # the user runs the command again: a new process, which only resumes the parent run (and
+    # has no active experiment: mlflow.set_experiment above exported one to this process's env)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_EXPERIMENT", "MLFLOW_RUN"))}
+    rerun = subprocess.run([sys.executable, "-m", "opensem", "pipeline", "--sem", "widgets", *sum((["--set", s] for s in FAST), [])],
+                           cwd=widgets.root, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    state = json.loads((widgets.root / "data" / "widgets" / "pipeline.json").read_text())  # forge and baseline are not redone
     assert len(stage_runs("forge")) == 1 and len(stage_runs("baseline")) == 1
     assert len(stage_runs("train")) == 1 and len(stage_runs("evaluate")) == 1 and len(stage_runs("promote")) == 1
     parents = stage_runs("pipeline")
@@ -104,3 +113,15 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     assert "widgets/report.html" in index
     report_run = stage_runs("report")[0]
     assert "report/report.html" in {a.path for a in mlflow.artifacts.list_artifacts(run_id=report_run.info.run_id, artifact_path="report")}
+
+
+def test_a_placeholder_golden_set_stops_the_pipeline_before_forge(project):
+    from typer.testing import CliRunner
+
+    from opensem.cli import app
+
+    sem = new_sem("fresh")  # its golden set is still the example item
+    (sem.raw_dir / "widgets.md").write_text(DOC)
+    result = CliRunner().invoke(app, ["pipeline", "--sem", "fresh"])
+    assert result.exit_code == 2 and "still holds the example item" in result.output
+    assert not sem.processed_dir.exists()  # nothing was forged (with a paid teacher: nothing spent)

@@ -29,6 +29,9 @@ from opensem.workspace import Sem
 
 console = Console(stderr=True)
 
+# below this many training pairs forge warns (the sample SEM, which does beat its base, has ~130)
+FEW_PAIRS = 50
+
 
 @dataclass
 class Pair:
@@ -122,6 +125,9 @@ def run(sem: Sem, cfg: Config) -> dict:
         tracked.log_text("".join(_jsonl(p.messages(system)) for p in train[:20]), "forge/sample_pairs.jsonl")
 
     _print_summary(sem, manifest)
+    if 0 < len(train) < FEW_PAIRS:
+        console.print(f"[yellow]only {len(train)} training pairs: a small model learns few facts from so little; "
+                      f"add documents to {sem.raw_dir} or use an LLM teacher (see README)[/yellow]")
     if not train:
         from opensem.errors import OpenSEMError
 
@@ -185,7 +191,11 @@ def _filter(replies: list[tuple[Chunk, Completion]], cfg: Config, golden: list[d
 
 
 def split_by_chunk(pairs: list[Pair], test_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Seeded split that keeps all pairs of one chunk on the same side."""
+    """Seeded split that keeps all pairs of one chunk on the same side.
+
+    Chunks go to the held-out side in shuffled order until it holds its share; a chunk that would
+    take it past twice its share is passed over, so a few large chunks (a small SEM) cannot make
+    the held-out split bigger than the training one. At least one chunk stays on each side."""
     sizes = Counter(p.chunk.id for p in pairs)
     ids = sorted(sizes)
     random.Random(seed).shuffle(ids)
@@ -197,8 +207,12 @@ def split_by_chunk(pairs: list[Pair], test_fraction: float, seed: int) -> tuple[
     for cid in ids:
         if held >= target or len(test_ids) == len(ids) - 1:
             break
+        if held + sizes[cid] > 2 * target:
+            continue
         test_ids.add(cid)
         held += sizes[cid]
+    if target and not test_ids and len(ids) >= 2:  # every chunk is too big: hold out the smallest
+        test_ids.add(min(ids, key=lambda cid: sizes[cid]))
     return [p for p in pairs if p.chunk.id not in test_ids], [p for p in pairs if p.chunk.id in test_ids]
 
 

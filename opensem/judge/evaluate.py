@@ -20,7 +20,7 @@ from rich.table import Table
 
 from opensem.config import Config
 from opensem.errors import OpenSEMError
-from opensem.golden import GoldenItem, golden_digest, load_golden
+from opensem.golden import GoldenItem, golden_digest, load_golden_for_scoring
 from opensem.workspace import Sem
 
 console = Console(stderr=True)
@@ -71,9 +71,7 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
     from opensem import tracking
     from opensem.judge.stats import mean_ci
 
-    items = load_golden(sem.golden_set)
-    if any(i.id.startswith("example-") for i in items):
-        raise OpenSEMError(f"{sem.golden_set} still holds the example item from `opensem new-sem`; replace it with real questions")
+    items = load_golden_for_scoring(sem.golden_set)
     digest = golden_digest(items)  # of the whole set, also when --limit scores only part of it
     if limit is not None:
         if limit < 1:
@@ -234,7 +232,10 @@ def find_baseline(sem: Sem, cfg: Config, digest: str, judge_name: str):
 def load_rows(run_id: str) -> list[dict]:
     import mlflow
 
-    frame = mlflow.load_table(TABLE, run_ids=[run_id])
+    # The run's own experiment, named: the fluent default is the process's active experiment,
+    # which is not set when this process only resumed a run (a re-run pipeline)
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    frame = mlflow.MlflowClient().load_table(experiment_id, TABLE, run_ids=[run_id])
     return frame.drop(columns=[c for c in ("run_id",) if c in frame.columns]).to_dict("records")
 
 
