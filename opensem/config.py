@@ -31,6 +31,13 @@ from opensem import recipes
 from opensem.errors import ConfigError
 
 
+def _folder_name(value: str | None) -> str | None:
+    """Names that become folders (run and study names) stay inside their parent folder."""
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,89}", value):
+        raise ValueError("use up to 90 letters, digits, '.', '_' and '-', starting with a letter or digit (it names a folder)")
+    return value
+
+
 class Section(BaseModel):
     """Base for every config section: no unknown keys, field docstrings become descriptions."""
 
@@ -75,7 +82,10 @@ class TrainingConfig(Section):
     """auto: Unsloth on a CUDA GPU when it imports, else transformers + PEFT + TRL ("hf")."""
 
     run_name: str | None = None
-    """Adapter folder name under models/<sem>/adapters/. Re-using a name resumes that run. Default: a timestamp."""
+    """Adapter folder name under models/<sem>/adapters/ (letters, digits, . _ -). Re-using a name
+    resumes that run. Default: a timestamp."""
+
+    _run_name_is_a_folder_name = field_validator("run_name")(lambda v: _folder_name(v))
 
     learning_rate: float = Field(3e-4, gt=0)
     """Peak learning rate."""
@@ -385,8 +395,10 @@ class SweepConfig(Section):
         return url
 
     study_name: str | None = None
-    """Default: opensem-<sem>. Trials are compared only on the same data, base model and objective;
+    """Default: opensem-<sem>; trials train as <study_name>-tNNN (letters, digits, . _ -). Trials are compared only on the same data, base model and objective;
     change any of those and name a new study."""
+
+    _study_name_is_a_folder_name = field_validator("study_name")(lambda v: _folder_name(v))
 
     heartbeat_s: int = Field(60, gt=0)
     """A running trial records a heartbeat this often; one silent for twice as long (its worker
@@ -542,7 +554,8 @@ def _describe(error: dict, provenance: dict[str, str]) -> str:
         shown = "(not shown)"
     if len(shown) > 60:
         shown = shown[:57] + "..."
-    return f"{source}: {dotted} = {shown}: {error['msg'][0].lower()}{error['msg'][1:]}"
+    msg = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own validators' messages
+    return f"{source}: {dotted} = {shown}: {msg[0].lower()}{msg[1:]}"
 
 
 def resolve(layers: list[tuple[str, dict[str, Any]]]) -> Config:

@@ -68,6 +68,8 @@ def test_file_errors_name_file_key_and_value(project, where, text, expected):
         ("training.lr=1", "--set training.lr: unknown key 'training.lr'"),
         ("training.epochs=many", "--set training.epochs: training.epochs = \"many\": input should be a valid number"),
         ("nonsense", "--set 'nonsense': expected section.key=value"),
+        ("training.run_name=../elsewhere", "--set training.run_name: training.run_name = \"../elsewhere\": use up to 90 letters"),
+        ("sweep.study_name=my study", "--set sweep.study_name: sweep.study_name = \"my study\": use up to 90 letters"),
     ],
 )
 def test_override_errors(project, override, expected):

@@ -200,6 +200,20 @@ def test_example_golden_item_is_refused(project):
     assert result.exit_code == 2 and "example item" in result.output
 
 
+def test_an_adapter_is_not_evaluated_on_another_base(project):
+    # trained under another recipe: loading it onto this config's base would fail, or worse, not
+    adapter = project / "models" / "legal" / "adapters" / "qwen-run"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "training_metadata.json").write_text(json.dumps(
+        {"base_model": "Qwen/Qwen2.5-1.5B-Instruct", "recipe": "qwen2.5/1.5b_lora_cuda", "finished": "2026-01-01T00:00:00"}))
+    result = CliRunner().invoke(app, ["evaluate", "--sem", "legal", "--adapter", "qwen-run"])
+    assert result.exit_code == 2, result.output
+    assert "trained on Qwen/Qwen2.5-1.5B-Instruct, but model.base here is HuggingFaceTB/SmolLM2-135M-Instruct" in result.output
+    assert "--set recipe=qwen2.5/1.5b_lora_cuda" in result.output
+    assert not mlflow.search_runs(search_all_experiments=True, output_format="list")  # refused before any run
+
+
 # -- promptfoo ---------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_promptfoo_config_runs_under_real_promptfoo(tiny):

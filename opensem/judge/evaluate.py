@@ -79,7 +79,9 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         items = items[:limit]
     judge = make_judge(cfg, sem)  # fails fast on a missing key, before any generation
     if stage != "baseline" and not model_uri:
-        adapter = resolve_adapter(sem, adapter).name
+        folder = resolve_adapter(sem, adapter)
+        _check_same_base(folder, cfg)
+        adapter = folder.name
     under_test = "base" if stage == "baseline" else (model_uri or f"adapter:{adapter}")
     tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PROMPT: prompt_digest(cfg),
             TAG_PARTIAL: str(limit is not None).lower(), TAG_MODEL: under_test}
@@ -191,6 +193,17 @@ def resolve_adapter(sem: Sem, name: str | None) -> Path:
     if not finished:
         raise OpenSEMError(f"no trained adapter for {sem.name}: run `opensem train --sem {sem.name}` first, or pass --model models:/...")
     return finished[-1].parent
+
+
+def _check_same_base(folder: Path, cfg: Config) -> None:
+    """An adapter only fits the base it was trained on, and the baseline it is compared with must
+    be that base too: refuse to evaluate it under another model.base (another recipe)."""
+    trained = _read_json(folder / "training_metadata.json")
+    base = trained.get("base_model")
+    if base and base != cfg.model.base:
+        how = f"--set recipe={trained['recipe']}" if trained.get("recipe") else f"--set model.base={base}"
+        raise OpenSEMError(f"adapter {folder.name!r} was trained on {base}, but model.base here is {cfg.model.base}; "
+                           f"evaluate it with the config it was trained with: {how}")
 
 
 def _log_table(tracked, rows: list[dict]) -> None:

@@ -96,6 +96,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             "run_name": run_name,
             "mlflow_run_id": tracked.run_id,
             "base_model": cfg.model.base,
+            "recipe": cfg.recipe,
             "base_model_path": str(base_dir),
             "backend": plan.backend,
             "plan": plan.as_dict(),
