@@ -73,7 +73,8 @@ def gather(sem: Sem, cfg: Config) -> dict:
         decision = {"decision": promote.data.tags.get("opensem.decision"), "version": promote.data.tags.get("opensem.model_version"),
                     "reasons": mlflow.artifacts.load_text(f"runs:/{promote.info.run_id}/promote/decision.txt").strip().splitlines()}
     return {
-        "sem": sem.name, "base_model": cfg.model.base, "manifest": manifest, "training": training, "adapter": adapter,
+        "sem": sem.name, "base_model": evaluation.data.tags.get("opensem.base_model", cfg.model.base),
+        "recipe": training.get("recipe"), "manifest": manifest, "training": training, "adapter": adapter,
         "baseline": {"run_id": baseline.info.run_id, **baseline.data.metrics},
         "tuned": {"run_id": evaluation.info.run_id, **evaluation.data.metrics},
         "judge": evaluation.data.tags.get("opensem.judge"), "golden_digest": evaluation.data.tags.get("opensem.golden_digest"),

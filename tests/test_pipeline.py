@@ -108,7 +108,9 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     assert {"data", "training", "comparison", "decision", "lineage", "rejections", "summary", "per-tag", "gains", "losses",
             "lineage-table"} <= page.ids
     assert len(page.images) == 2 and all(src.startswith("data:image/png;base64,") for src in page.images)
-    assert "Version 2" in html and (widgets.reports_dir / "report.md").read_text().startswith("# OpenSEM report: widgets")
+    markdown = (widgets.reports_dir / "report.md").read_text()
+    assert "Version 2" in html and markdown.startswith("# OpenSEM report: widgets")
+    assert "(recipe `smollm2/135m_lora_cpu`)" in markdown  # lineage: which recipe trained the adapter
     index = (widgets.root / "reports" / "index.html").read_text()
     assert "widgets/report.html" in index
     report_run = stage_runs("report")[0]
