@@ -166,3 +166,33 @@ def test_head_only_where_labelled_loss_equals_trls(tiny, bundled_model_dir):
             mine = ours.compute_loss(ours.model, dict(batch))
             theirs = SFTTrainer.compute_loss(ours, ours.model, dict(batch))
         assert abs(mine.item() - theirs.item()) < 1e-4, (padding_free, mine.item(), theirs.item())
+
+
+QWEN_LIKE = (  # ChatML as Qwen2.5 ships it: no {% generation %} markers
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+LLAMA_LIKE = (
+    "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + "
+    "'<|eot_id|>' }}{% endfor %}"
+)
+
+
+def test_a_chatml_base_gets_generation_markers_and_another_template_is_refused(bundled_model_dir):
+    # both backends (hf and Unsloth) call this before the shared trainer masks the prompt
+    from transformers import AutoTokenizer
+
+    from opensem.errors import OpenSEMError
+    from opensem.train.hf_backend import ensure_generation_markers
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir)
+    messages = [{"role": "user", "content": "What colour is a Zorblat?"}, {"role": "assistant", "content": "Teal."}]
+    tokenizer.chat_template = QWEN_LIKE
+    ensure_generation_markers(tokenizer)
+    rendered = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+    answer = [t for t, m in zip(rendered["input_ids"], rendered["assistant_masks"]) if m]
+    assert "Teal." in tokenizer.decode(answer) and "Zorblat" not in tokenizer.decode(answer)
+
+    tokenizer.chat_template = LLAMA_LIKE
+    with pytest.raises(OpenSEMError, match=r"no \{% generation %\} markers"):
+        ensure_generation_markers(tokenizer)

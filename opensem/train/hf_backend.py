@@ -157,6 +157,23 @@ def build_trainer(model, tokenizer, train_rows, eval_rows, cfg: Config, plan: Tr
     )
 
 
+def ensure_generation_markers(tokenizer) -> None:
+    """Assistant-only loss needs a chat template with {% generation %} markers (TRL finds the
+    answer tokens by them). Base models with a ChatML template (SmolLM2, Qwen2.5) get ours; any
+    other template without markers is refused before training starts."""
+    template = tokenizer.chat_template or ""
+    if "{% generation %}" in template or "generation -%}" in template:
+        return
+    if "<|im_start|>" not in template:
+        raise OpenSEMError(
+            "the base model's chat template has no {% generation %} markers, so the prompt cannot be masked; "
+            "give it a template with them (see opensem/templates/chatml_generation.jinja)"
+        )
+    from opensem.models import CHAT_TEMPLATE
+
+    tokenizer.chat_template = CHAT_TEMPLATE.read_text(encoding="utf-8")
+
+
 def prepare(model_dir: Path | str, cfg: Config, plan: TrainingPlan):
     """(model, tokenizer) ready for build_trainer: base model, checked targets, VRAM cap applied."""
     from transformers import AutoTokenizer
@@ -169,17 +186,7 @@ def prepare(model_dir: Path | str, cfg: Config, plan: TrainingPlan):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if "{% generation %}" not in (tokenizer.chat_template or "") and "generation -%}" not in (tokenizer.chat_template or ""):
-        from opensem.models import CHAT_TEMPLATE
-
-        # Assistant-only loss needs {% generation %} markers; models with a ChatML template get ours.
-        if "<|im_start|>" in (tokenizer.chat_template or ""):
-            tokenizer.chat_template = CHAT_TEMPLATE.read_text(encoding="utf-8")
-        else:
-            raise OpenSEMError(
-                "the base model's chat template has no {% generation %} markers, so the prompt cannot be masked; "
-                "give it a template with them (see opensem/templates/chatml_generation.jinja)"
-            )
+    ensure_generation_markers(tokenizer)
     model = load_model(model_dir, plan)
     check_target_modules(model, cfg.lora.target_modules)
     return model, tokenizer

@@ -14,6 +14,7 @@ from pathlib import Path
 from opensem.config import Config
 from opensem.errors import OpenSEMError
 from opensem.hardware import TrainingPlan
+from opensem.train.hf_backend import ensure_generation_markers
 
 # Unsloth's get_peft_model takes module names, not "all-linear": these are the linear layers of
 # the Llama/Qwen/Mistral families it supports.
@@ -49,4 +50,5 @@ def prepare(model_dir: Path | str, cfg: Config, plan: TrainingPlan):
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    ensure_generation_markers(tokenizer)  # as the hf backend does: the trainer is shared
     return model, tokenizer
