@@ -50,4 +50,4 @@ bench: setup
 	$(BIN)/python -m bench
 
 clean-runs:
-	rm -rf mlflow.db optuna.db mlruns wandb reports data/*/processed
+	rm -rf mlflow.db mlflow.db.lock optuna.db optuna.db.lock mlruns wandb reports data/*/processed

@@ -52,8 +52,10 @@ def run(sem: Sem, cfg: Config) -> dict:
     study_name = s.study_name or f"opensem-{sem.name}"
     identity = _identity(sem, cfg)
     url = s.storage or f"sqlite:///{sem.root / 'optuna.db'}"
-    storage = RDBStorage(_expand(url), heartbeat_interval=s.heartbeat_s,
-                         heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
+    expanded = _expand(url)
+    with tracking.sqlite_creation_lock(expanded):  # RDBStorage creates the tables of a new database
+        storage = RDBStorage(expanded, heartbeat_interval=s.heartbeat_s,
+                             heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print one line per trial instead
     pruning = s.objective == "eval_loss" and s.prune_after_trials is not None
     # Optuna keeps no pruner in storage: each run of the command (and each worker) passes its own
@@ -134,9 +136,9 @@ def _trial(sem: Sem, cfg: Config, study_name: str, trial, pruning: bool) -> floa
 
 
 def _sampler_seed(cfg: Config, trials_so_far: int) -> int:
-    """Reproducible on one machine, but new for each session and each machine: a resumed study,
-    or a second worker on the same study, must not propose the same values again."""
-    key = f"{cfg.training.seed}:{trials_so_far}:{socket.gethostname()}"
+    """New for each worker process: a resumed study, or a second worker on the same study (on
+    another machine or this one), must not propose the same values again."""
+    key = f"{cfg.training.seed}:{trials_so_far}:{socket.gethostname()}:{os.getpid()}"
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
 
 

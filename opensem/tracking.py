@@ -46,6 +46,22 @@ def configure(cfg: Config, root: Path) -> str:
     return uri
 
 
+@contextlib.contextmanager
+def sqlite_creation_lock(uri: str) -> Iterator[None]:
+    """Serialise the first opening of a SQLite store (MLflow's or Optuna's). Two processes that
+    open a new database at once (two sweep workers on one machine) both create its tables, and
+    one of them fails; a file lock beside the database lets the second find them made."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock", timeout=600):
+        yield
+
+
 def experiment_name(cfg: Config, sem: Sem) -> str:
     return f"{cfg.tracking.experiment_prefix}{sem.name}"
 
@@ -126,7 +142,8 @@ def stage_run(
     """
     import mlflow
 
-    configure(cfg, sem.root)
+    with sqlite_creation_lock(configure(cfg, sem.root)):
+        mlflow.MlflowClient().search_experiments(max_results=1)  # a new store makes its tables here
     nested = nested or mlflow.active_run() is not None  # inside `opensem pipeline`: a child of its run
     adopted = os.environ.get("MLFLOW_RUN_ID") if (run_id is None and mlflow.active_run() is None) else None
     if adopted or run_id:

@@ -166,6 +166,24 @@ def test_a_trial_worse_than_the_median_is_pruned_after_its_first_epoch(tiny):
     assert (metadata["global_step"], metadata["stopped_early_at_epoch"]) == (4, None)
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("bundled_model_dir")
+def test_two_workers_on_one_study_run_different_trials(tiny):
+    # as two sky/sweep.yaml workers do, here on one machine (sqlite storage instead of PostgreSQL)
+    cmd = [sys.executable, "-m", "opensem", "sweep", "--sem", "tiny", "--set", "sweep.n_trials=1", "--set", "training.max_steps=2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_EXPERIMENT", "MLFLOW_RUN"))}
+    workers = [subprocess.Popen(cmd, cwd=tiny.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs[0][-1500:] + outputs[1][-1500:]
+    trials = study(tiny).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0].params != trials[1].params  # each worker proposes its own values
+    assert {t.user_attrs["run_name"] for t in trials} == {"opensem-tiny-t000", "opensem-tiny-t001"}
+    for trial in trials:
+        assert (tiny.adapters_dir / trial.user_attrs["run_name"] / "adapter_model.safetensors").is_file()
+
+
 def test_bad_sweep_settings_are_one_line_errors(tiny):
     bad_key = sweep("sweep.space={training.lr: {type: float, low: 0.1, high: 1}}")
     assert bad_key.exit_code == 2 and "sweep.space training.lr: unknown key 'training.lr'" in bad_key.output
