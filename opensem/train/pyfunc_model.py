@@ -6,10 +6,10 @@ questions with the same prompt format and greedy decoding as evaluation.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
+import pandas as pd
 from mlflow.models import set_model
 
 
@@ -33,7 +33,9 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
         self.max_new_tokens = int(conf.get("max_new_tokens", 96))
         self.batch_size = int(conf.get("batch_size", 8))
 
-    def predict(self, context, model_input, params=None) -> list[str]:
+    # pd.DataFrame: what the logged signature hands over. MLflow infers no schema from this hint
+    # (the signature is explicit) and, with a hint present, no longer warns that one is missing.
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[str]:
         from opensem.generate import answer_questions
 
         if hasattr(model_input, "columns"):
@@ -47,6 +49,4 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
         return answer_questions(self.model, self.tokenizer, questions, self.system_prompt, max_new, self.batch_size)
 
 
-with warnings.catch_warnings():  # MLflow asks for type hints on `predict`; the logged signature is explicit
-    warnings.simplefilter("ignore", UserWarning)
-    set_model(AdapterModel())
+set_model(AdapterModel())
