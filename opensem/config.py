@@ -395,8 +395,9 @@ class SweepConfig(Section):
         return url
 
     study_name: str | None = None
-    """Default: opensem-<sem>; trials train as <study_name>-tNNN (letters, digits, . _ -). Trials are compared only on the same data, base model and objective;
-    change any of those and name a new study."""
+    """Default: opensem-<sem>; trials train as <study_name>-tNNN (letters, digits, . _ -). Trials
+    are compared only on the same data, base model and objective; change any of those and name a
+    new study."""
 
     _study_name_is_a_folder_name = field_validator("study_name")(lambda v: _folder_name(v))
 

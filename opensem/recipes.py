@@ -43,19 +43,15 @@ def available(root: Path) -> list[Recipe]:
 
 def find(root: Path, name: object, source: str) -> Recipe:
     """The recipe called `name`, or a one-line error naming the layer that asked for it."""
-    names = [r.name for r in available(root)]
-    if not isinstance(name, str) or not NAME.match(name):
-        raise ConfigError(
-            f"{source}: recipe = {name!r}: expected <model>/<size>_<method>_<device>, e.g. smollm2/135m_lora_cpu; "
-            f"available: {', '.join(names) or 'none'}"
-        )
-    for recipe in available(root):
-        if recipe.name == name:
-            return recipe
-    raise ConfigError(
-        f"{source}: recipe = {name!r}: no configs/recipes/{name}.yaml; available: {', '.join(names) or 'none'} "
-        "(`opensem recipes` lists them)"
-    )
+    if isinstance(name, str) and NAME.match(name):
+        path = recipes_dir(root) / f"{name}.yaml"
+        if path.is_file():
+            return Recipe(name, path, _summary(path))
+        problem = f"no configs/recipes/{name}.yaml"
+    else:
+        problem = "expected <model>/<size>_<method>_<device>, e.g. smollm2/135m_lora_cpu"
+    names = ", ".join(r.name for r in available(root)) or "none"
+    raise ConfigError(f"{source}: recipe = {name!r}: {problem}; available: {names} (`opensem recipes` lists them)")
 
 
 def _summary(path: Path) -> str:
