@@ -13,9 +13,9 @@ import importlib
 STAGES: dict[str, tuple[str, str]] = {
     "forge": ("opensem.forge", "documents -> teacher-written Q/A pairs -> train.jsonl / test.jsonl"),
     "baseline": ("opensem.judge.baseline", "score the base model on the golden set"),
-    "train": ("opensem.train", "LoRA/QLoRA fine-tune -> models/<sem>/adapters/<run_name>"),
+    "train": ("opensem.train", "LoRA/QLoRA fine-tune -> models/<sem>/adapters/<run_name>; base model and settings from the recipe (--set recipe=NAME, see `opensem recipes`)"),
     "evaluate": ("opensem.judge.evaluate", "score a fine-tuned adapter; print Baseline vs Fine-tuned"),
-    "sweep": ("opensem.sweep", "Optuna study over sweep.space (--set sweep.n_trials=N; run again to add trials); each trial trains as a nested run"),
+    "sweep": ("opensem.sweep", "Optuna study over sweep.space (--set sweep.n_trials=N; run again to add trials); each trial trains as a nested run, losing ones are pruned after an epoch"),
     "promote": ("opensem.registry", "register the adapter; move `champion` only if it beats the baseline"),
     "report": ("opensem.report", "Markdown + HTML report for the SEM"),
     "pipeline": ("opensem.pipeline", "forge -> baseline -> train -> evaluate -> promote -> report"),
