@@ -83,7 +83,7 @@ for _stage in STAGES:
 @app.command("baseline")
 @user_errors
 def baseline(sem: SemOpt, limit: LimitOpt = None, set_: SetOpt = None, overrides: OverridesOpt = "") -> None:
-    """Score the base model on the golden set (the control every adapter is compared with)."""
+    """Score the base model on the golden set (the control every adapter is compared with); checks the golden set first."""
     from opensem.stages import run_stage
 
     run_stage("baseline", sem, _overrides(set_, overrides), limit=limit)
@@ -100,7 +100,7 @@ def evaluate(
     set_: SetOpt = None,
     overrides: OverridesOpt = "",
 ) -> None:
-    """Score a fine-tuned adapter on the golden set and print Baseline vs Fine-tuned."""
+    """Score a fine-tuned adapter on the golden set and print Baseline vs Fine-tuned, key-fact accuracy first."""
     from opensem.stages import run_stage
 
     run_stage("evaluate", sem, _overrides(set_, overrides), adapter=adapter, model=model, limit=limit, promptfoo=promptfoo)
@@ -151,6 +151,25 @@ def new_sem(name: Annotated[str, typer.Argument(help="Short name: lowercase lett
     out.print(f"Next: put documents in {sem.raw_dir.relative_to(sem.root)}/, write the golden set, then `opensem forge --sem {name}`.")
 
 
+golden_app = typer.Typer(help="Golden-set tools: check that key facts tell right answers from wrong ones.", no_args_is_help=True)
+app.add_typer(golden_app, name="golden")
+
+
+@golden_app.command("check")
+@user_errors
+def golden_check(sem: SemOpt, set_: SetOpt = None) -> None:
+    """Lint the SEM's golden set: own answer states each key fact, no key fact in its own question,
+    no other item's answer states all of an item's facts (errors, exit 2); loose short tokens,
+    yes/no-only and single-fact items (warnings). Baseline, evaluate and pipeline run it first."""
+    from opensem.config import load_config
+    from opensem.golden_lint import run as lint
+    from opensem.workspace import open_sem
+
+    s = open_sem(sem)
+    if not lint(s, load_config(s.root, s.name, list(set_ or []))).ok:
+        raise typer.Exit(2)
+
+
 @app.command("config")
 @user_errors
 def show_config(sem: SemOpt, set_: SetOpt = None, overrides: OverridesOpt = "") -> None:
@@ -160,7 +179,7 @@ def show_config(sem: SemOpt, set_: SetOpt = None, overrides: OverridesOpt = "") 
 
     s = open_sem(sem)
     cfg = load_config(s.root, s.name, _overrides(set_, overrides))
-    out.print(cfg.to_yaml(), end="", highlight=False, markup=False)
+    out.print(cfg.to_yaml(), end="", highlight=False, markup=False, soft_wrap=True)
     err.print(f"[dim]config digest {cfg.digest()}[/dim]")
 
 

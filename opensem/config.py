@@ -293,6 +293,31 @@ class JudgeConfig(Section):
     pass_score: int = Field(4, ge=1, le=5)
     """Score at or above which an answer counts as a pass."""
 
+    max_failures: float | None = Field(None, ge=0.0, lt=1.0)
+    """Largest share of answers the judge may fail to score (refused or malformed every time)
+    before the registry gate refuses to promote. null: 0 for the offline judge (it never fails),
+    0.05 for an LLM judge. Failed items are left out of both arms of every comparison."""
+
+    def failures_allowed(self) -> float:
+        if self.max_failures is not None:
+            return self.max_failures
+        return 0.0 if self.provider == "offline" else 0.05
+
+
+# --------------------------------------------------------------------------------------------
+# golden
+# --------------------------------------------------------------------------------------------
+class GoldenConfig(Section):
+    allow_overlap: dict[str, str] = {}
+    """Golden items exempt from the overlap errors of `opensem golden check`, item id -> why:
+    an item whose key fact its own question states, or whose key facts another item's answer
+    all states. Without an exemption such an item fails the check (a wrong answer could pass it)."""
+
+    selection_note: str | None = None
+    """What of this SEM's setup (system prompt, recipe, teacher settings) was chosen by looking at
+    golden-set results, said plainly. Printed with every comparison and in the report: a choice
+    made by looking at the test set flatters the gain measured on it."""
+
 
 # --------------------------------------------------------------------------------------------
 # tracking
@@ -377,8 +402,8 @@ class SweepConfig(Section):
 
     objective: Literal["eval_loss", "judge"] = "eval_loss"
     """What a trial is scored by. eval_loss: loss on the forge's held-out split (minimised; cheap,
-    and it keeps the golden set unseen until the registry gate). judge: mean judge score on the
-    golden set (maximised; costs an evaluation per trial, and since the gate then grades on the
+    and it keeps the golden set unseen until the registry gate). judge: key-fact accuracy on
+    the golden set (maximised, the number the registry gate needs a gain in; costs an evaluation per trial, and since the gate then grades on the
     same questions, the best of many trials looks better there than it is)."""
 
     storage: str | None = None
@@ -432,6 +457,7 @@ class Config(Section):
     forge: ForgeConfig = ForgeConfig()
     generation: GenerationConfig = GenerationConfig()
     judge: JudgeConfig = JudgeConfig()
+    golden: GoldenConfig = GoldenConfig()
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
     sweep: SweepConfig = SweepConfig()

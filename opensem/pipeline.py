@@ -36,10 +36,13 @@ def _key(cfg: Config, sections: tuple[str, ...], *inputs: str) -> str:
 def run(sem: Sem, cfg: Config) -> dict:
     from opensem import forge, registry, tracking, train
     from opensem.golden import golden_digest, load_golden_for_scoring
+    from opensem.golden_lint import check_sem
     from opensem.judge.evaluate import find_baseline, judge_name, run_eval
 
     # the golden set is needed from the baseline on: check it before forge spends anything
-    digest = golden_digest(load_golden_for_scoring(sem.golden_set))
+    items = load_golden_for_scoring(sem.golden_set)
+    check_sem(sem, cfg, items, console)
+    digest = golden_digest(items)
     path = sem.root / "data" / sem.name / "pipeline.json"
     state = json.loads(path.read_text()) if path.is_file() else {}
     done: dict = state.setdefault("stages", {})

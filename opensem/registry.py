@@ -4,12 +4,16 @@ The registered model is `<registry.model_prefix><sem>` (opensem-legal). Every pr
 the candidate as a new version with alias `candidate`; `champion` moves to it only when its
 evaluation beats the baseline AND the current champion (if any), each by this rule:
 
-    1. both evaluations used the same golden-set digest, judge, base model and prompt (else: refused)
-    2. mean score gain >= registry.min_improvement
-    3. the lower bound of the paired bootstrap interval of the gain is above 0
-    4. key-fact recall did not go down
-A tie, or a gain the judge's noise can explain, is never promoted. The decision, its reasons and
-its numbers are printed and written to the version's tags and description.
+    1. both evaluations used the same golden-set digest, judge, base model and prompt
+    2. the judge is reliable in both: its validity controls passed (judge/controls.py)
+    3. the judge failed to score at most judge.max_failures of the items in each; failed items
+       are left out of both arms before any statistic (judge/paired.py)
+    4. a factual gain: key-fact accuracy rose, and the lower bound of its paired bootstrap
+       interval is above 0
+    5. mean judge score gain >= registry.min_improvement, and its interval's lower bound above 0
+A tie, a gain the judge's noise can explain, or a gain in on-topic wording with no more facts
+(1 -> 2 scores) is never promoted. The decision, its reasons and its numbers are printed and
+written to the version's tags and description.
 """
 
 from __future__ import annotations
@@ -46,31 +50,43 @@ class Decision:
 
 def beats(candidate_run, reference_run, cfg: Config, what: str) -> Verdict:
     """Apply the rule to two evaluation runs (the candidate's and the baseline's or champion's)."""
-    from opensem.judge.evaluate import load_rows
-    from opensem.judge.stats import paired_diff_ci
+    from opensem.judge.evaluate import TAG_UNRELIABLE, load_rows
+    from opensem.judge.paired import pair
 
     for tag in COMPARABLE:
         a, b = candidate_run.data.tags.get(tag), reference_run.data.tags.get(tag)
         if a != b:
             return Verdict(False, f"not comparable with the {what}: {tag.split('.')[-1]} {a!r} vs {b!r}")
-    ref = {r["id"]: r for r in load_rows(reference_run.info.run_id)}
-    pairs = [(ref[r["id"]]["score"], r["score"]) for r in load_rows(candidate_run.info.run_id)
-             if r["id"] in ref and r["score"] is not None and ref[r["id"]]["score"] is not None]
-    if not pairs:
+    for run, whose in ((candidate_run, "this evaluation"), (reference_run, f"the {what}'s evaluation")):
+        state = run.data.tags.get(TAG_UNRELIABLE)
+        if state is None:
+            return Verdict(False, f"{whose} (run {run.info.run_id[:8]}) has no validity controls; re-run it with this version")
+        if state != "false":
+            return Verdict(False, f"judge unreliable in {whose}: {run.data.tags.get('opensem.judge_unreliable_reason', '?')}")
+    paired = pair(load_rows(reference_run.info.run_id), load_rows(candidate_run.info.run_id))
+    allowed = cfg.judge.failures_allowed()
+    for share, whose in zip(paired.failure_shares(), (f"the {what}'s evaluation", "this evaluation")):
+        if share > allowed:
+            return Verdict(False, f"the judge failed to score {share:.0%} of the items in {whose} "
+                                  f"(judge.max_failures {allowed:.0%}); fix the judge and evaluate again")
+    if not paired.ids:
         return Verdict(False, f"no question scored in both this evaluation and the {what}'s")
     r = cfg.registry
-    gain, low, high = paired_diff_ci([float(c) for _, c in pairs], [float(b) for b, _ in pairs], r.confidence, r.bootstrap_resamples)
-    recall_c = candidate_run.data.metrics.get("key_fact_recall", float("nan"))
-    recall_r = reference_run.data.metrics.get("key_fact_recall", float("nan"))
+    gain, low, high = paired.score_gain(r.confidence, r.bootstrap_resamples)
+    rgain, rlow, rhigh = paired.recall_gain(r.confidence, r.bootstrap_resamples)
+    means = paired.means()
     numbers = {f"{what}_gain": gain, f"{what}_gain_ci_low": low, f"{what}_gain_ci_high": high,
-               f"{what}_key_fact_recall": recall_r, "key_fact_recall": recall_c}
-    summary = f"gain {gain:+.2f} over the {what} (CI [{low:+.2f}, {high:+.2f}]), key-fact recall {recall_r:.0%} -> {recall_c:.0%}"
+               f"{what}_recall_gain": rgain, f"{what}_recall_gain_ci_low": rlow, f"{what}_recall_gain_ci_high": rhigh,
+               f"{what}_key_fact_recall": means["reference_recall"], "key_fact_recall": means["candidate_recall"]}
+    summary = (f"key-fact accuracy {means['reference_recall']:.0%} -> {means['candidate_recall']:.0%} over the {what} "
+               f"({100 * rgain:+.0f} points, CI [{100 * rlow:+.0f}, {100 * rhigh:+.0f}]), mean score gain {gain:+.2f} "
+               f"(CI [{low:+.2f}, {high:+.2f}]) on {len(paired.ids)} questions")
+    if rlow <= 0:
+        return Verdict(False, f"{summary}: no factual gain (the key-fact accuracy interval reaches 0)", numbers)
     if gain < r.min_improvement:
-        return Verdict(False, f"{summary}: below registry.min_improvement {r.min_improvement}", numbers)
+        return Verdict(False, f"{summary}: mean score gain below registry.min_improvement {r.min_improvement}", numbers)
     if low <= 0:
-        return Verdict(False, f"{summary}: inside the judge's noise (interval reaches 0)", numbers)
-    if recall_c < recall_r:
-        return Verdict(False, f"{summary}: key-fact recall went down", numbers)
+        return Verdict(False, f"{summary}: mean score gain inside the judge's noise (interval reaches 0)", numbers)
     return Verdict(True, summary, numbers)
 
 

@@ -4,9 +4,9 @@
     reports/index.md, index.html                   (every SEM: baseline, fine-tuned, decision)
 
 Sections: data (documents, pairs kept and rejected by reason, teacher cost), training (loss
-curve), baseline vs fine-tuned (score distributions, per-tag table, biggest gains and losses
-with the answers side by side), the registry decision, and lineage (dataset digests, run ids,
-git commit). Everything is read from what the stages left: the forge manifest, the adapter
+curve), baseline vs fine-tuned (key-fact accuracy with its paired interval first, the judge's
+validity controls, score distributions, per-tag table, biggest gains and losses with the answers
+side by side), the registry decision, and lineage (dataset digests, run ids, git commit). Everything is read from what the stages left: the forge manifest, the adapter
 folder, and the MLflow runs.
 """
 
@@ -60,19 +60,33 @@ def gather(sem: Sem, cfg: Config) -> dict:
         if before and row["score"] is not None and before["score"] is not None:
             side_by_side.append({"id": row["id"], "question": row["question"], "golden": row["golden_answer"],
                                  "before": before["answer"], "after": row["answer"], "before_score": int(before["score"]),
-                                 "after_score": int(row["score"]), "delta": int(row["score"]) - int(before["score"]), "tags": row["tags"]})
+                                 "after_score": int(row["score"]), "delta": int(row["score"]) - int(before["score"]), "tags": row["tags"],
+                                 "before_recall": before["key_fact_recall"] or 0.0, "after_recall": row["key_fact_recall"] or 0.0})
     side_by_side.sort(key=lambda r: r["delta"])
     tags = sorted({t for r in side_by_side for t in str(r["tags"]).split(",") if t})
     per_tag = []
     for tag in tags:
         rows = [r for r in side_by_side if tag in str(r["tags"]).split(",")]
         per_tag.append({"tag": tag, "n": len(rows), "baseline": sum(r["before_score"] for r in rows) / len(rows),
-                        "tuned": sum(r["after_score"] for r in rows) / len(rows)})
+                        "tuned": sum(r["after_score"] for r in rows) / len(rows),
+                        "baseline_recall": sum(r["before_recall"] for r in rows) / len(rows),
+                        "tuned_recall": sum(r["after_recall"] for r in rows) / len(rows)})
     decision = None
     if promote is not None:
         decision = {"decision": promote.data.tags.get("opensem.decision"), "version": promote.data.tags.get("opensem.model_version"),
                     "reasons": mlflow.artifacts.load_text(f"runs:/{promote.info.run_id}/promote/decision.txt").strip().splitlines()}
+    from opensem.judge.evaluate import CONTROL_LABELS, control_cell
+
+    bm, em = baseline.data.metrics, evaluation.data.metrics
+    controls = [{"label": label, "baseline": control_cell(bm, name), "tuned": control_cell(em, name)}
+                for name, label in CONTROL_LABELS.items() if f"{name}_mean" in em]
+    headline = None
+    if "recall_gain" in em:
+        headline = {k: em[k] for k in ("recall_gain", "recall_gain_ci_low", "recall_gain_ci_high", "delta_mean", "delta_ci_low", "delta_ci_high")}
+    unreliable = [run.data.tags.get("opensem.judge_unreliable_reason") for run in (baseline, evaluation)
+                  if run.data.tags.get("opensem.judge_unreliable") == "true"]
     return {
+        "controls": controls, "headline": headline, "unreliable": unreliable, "selection_note": cfg.golden.selection_note,
         "sem": sem.name, "base_model": evaluation.data.tags.get("opensem.base_model", cfg.model.base),
         "recipe": training.get("recipe"), "manifest": manifest, "training": training, "adapter": adapter,
         "baseline": {"run_id": baseline.info.run_id, **baseline.data.metrics},

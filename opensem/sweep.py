@@ -130,7 +130,7 @@ def _trial(sem: Sem, cfg: Config, study_name: str, trial, pruning: bool) -> floa
     else:
         result = run_eval(sem, trial_cfg, "evaluate", adapter=run_name)
         _tag_run(result.run_id, study_name, trial.number)
-        value = float(result.metrics["mean_score"])
+        value = float(result.metrics["key_fact_recall"])  # what the registry gate needs a gain in
     console.print(f"  trial {trial.number}: {cfg.sweep.objective} {value:.4f}")
     return value
 
@@ -173,7 +173,8 @@ def _identity(sem: Sem, cfg: Config) -> dict:
         from opensem.golden import golden_digest, load_golden
         from opensem.judge.evaluate import find_baseline, judge_name, prompt_digest
 
-        identity |= {"golden": golden_digest(load_golden(sem.golden_set)), "judge": judge_name(cfg), "prompt": prompt_digest(cfg)}
+        identity |= {"golden": golden_digest(load_golden(sem.golden_set)), "judge": judge_name(cfg), "prompt": prompt_digest(cfg),
+                     "judge_metric": "key_fact_recall"}
         find_baseline(sem, cfg, identity["golden"], identity["judge"])  # each trial's evaluation needs it: fail now, not after training
     return identity
 

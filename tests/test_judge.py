@@ -14,7 +14,7 @@ from opensem.cli import app
 from opensem.config import load_config
 from opensem.errors import OpenSEMError
 from opensem.golden import GoldenItem, load_golden
-from opensem.judge.offline import grade, key_fact_recall, rouge_l, token_f1
+from opensem.judge.offline import NAME, grade, key_fact_recall, rouge_l, token_f1
 from opensem.workspace import new_sem
 
 from conftest import REPO
@@ -46,15 +46,23 @@ ITEM = next(GoldenItem(**i) for i in json.loads((REPO / "evals/legal/golden_set.
 
 
 def test_offline_grading_rules():
-    assert key_fact_recall("Six years.", ITEM.key_facts) == 1.0
+    assert key_fact_recall("Six years from the breach.", ITEM.key_facts) == 1.0
+    assert key_fact_recall("Six years.", ITEM.key_facts) == 0.5
+    assert key_fact_recall("Sixteen years after the breach.", ITEM.key_facts) == 0.5  # word-bounded: not "six"
     assert token_f1("six years from the breach", "Six years from the breach.") == 1.0
     assert 0 < rouge_l("you have six years", "Six years from the breach") < 1
     assert grade("", ITEM.key_facts, 0.0, ITEM.answer).score == 1
     assert grade("Six years from the breach.", ITEM.key_facts, 0.9, ITEM.answer).score == 5
-    assert grade("Six years.", ITEM.key_facts, 0.4, ITEM.answer).score == 4
+    assert grade("Six years, from the breach.", ITEM.key_facts, 0.4, ITEM.answer).score == 4
+    assert grade("Six years.", ITEM.key_facts, 0.4, ITEM.answer).score == 3
     # a fluent answer in the golden answer's style, with the wrong number, can never reach 4
-    wrong = grade("Twelve years from the breach, under the Limitation Act 1980.", ITEM.key_facts, 0.95, ITEM.answer)
-    assert wrong.score == 2 and wrong.key_fact_recall == 0
+    wrong = grade("Twelve years from the breach, under the Limitation Act 1980.", ITEM.key_facts, 0.95, ITEM.answer, ITEM.question)
+    assert wrong.score == 3 and wrong.key_fact_recall == 0.5  # the Act and the start date, not the period
+    off = grade("Twelve years, I believe.", ITEM.key_facts, 0.7, ITEM.answer, ITEM.question)
+    assert off.score == 2 and off.key_fact_recall == 0
+    # saying the question back is not "on topic", however similar it is to the golden answer
+    echo = grade(ITEM.question, ITEM.key_facts, 0.8, ITEM.answer, ITEM.question)
+    assert echo.score == 1 and "restates the question" in echo.reason
 
 
 @pytest.mark.slow
@@ -135,23 +143,28 @@ def test_baseline_then_evaluate_prints_the_comparison(tiny):
     runner = CliRunner()
     base = runner.invoke(app, ["baseline", "--sem", "tiny", *sum((["--set", s] for s in FAST), [])])
     assert base.exit_code == 0, base.output
-    assert "controls: echo" in base.output
+    assert "controls: echo" in base.output and "shuffled" in base.output
     train = runner.invoke(app, ["train", "--sem", "tiny", *sum((["--set", s] for s in FAST + [
         "training.max_steps=16", "training.batch_size=3", "training.learning_rate=2e-3", "training.lr_scheduler=constant",
         "training.warmup_ratio=0", "training.run_name=t1"]), [])])
     assert train.exit_code == 0, train.output
     ev = runner.invoke(app, ["evaluate", "--sem", "tiny", *sum((["--set", s] for s in FAST), [])])
     assert ev.exit_code == 0, ev.output
-    assert "Baseline vs Fine-tuned" in ev.output and "Accuracy improved by" in ev.output and "tag animals" in ev.output
+    assert "Baseline vs Fine-tuned" in ev.output and "tag animals" in ev.output
+    headline = next(line for line in ev.output.splitlines() if line.startswith("Key-fact accuracy"))
+    assert "points, 95% CI [" in headline and "Accuracy improved by" not in ev.output
 
     runs = {r.data.tags["opensem.stage"]: r for r in mlflow.search_runs(experiment_names=["opensem-tiny"], output_format="list")}
     b, e = runs["baseline"], runs["evaluate"]
     assert b.data.tags["opensem.golden_digest"] == e.data.tags["opensem.golden_digest"]
     assert e.data.tags["opensem.baseline_run_id"] == b.info.run_id
-    assert e.data.tags["opensem.judge"] == "offline-keyfact-v1" and e.data.tags["opensem.partial"] == "false"
-    for key in ("mean_score", "ci_low", "ci_high", "pass_rate", "key_fact_recall", "echo_mean", "oracle_mean", "gen_tokens_per_s"):
+    assert e.data.tags["opensem.judge"] == NAME and e.data.tags["opensem.partial"] == "false"
+    for key in ("mean_score", "ci_low", "ci_high", "pass_rate", "key_fact_recall", "echo_mean", "oracle_mean", "gen_tokens_per_s",
+                "shuffled_pass_rate", "recall_gain", "recall_gain_ci_low"):
         assert key in e.data.metrics
-    assert e.data.metrics["oracle_mean"] == 5 and e.data.metrics["echo_mean"] < 3
+    assert "soup_mean" not in e.data.metrics  # this SEM has no documents to make a soup from
+    assert e.data.metrics["oracle_pass_rate"] == 1 and e.data.metrics["echo_mean"] == 1 and e.data.metrics["shuffled_pass_rate"] == 0
+    assert e.data.tags["opensem.judge_unreliable"] == "false"
     assert e.data.metrics["key_fact_recall"] > b.data.metrics["key_fact_recall"]  # it learned the facts
     table = mlflow.load_table("eval/per_question.json", run_ids=[e.info.run_id])
     assert list(table["id"]) == ["z1", "z2", "z3"] and {"answer", "score", "reason", "seconds"} <= set(table.columns)
@@ -171,15 +184,31 @@ def test_comparison_refuses_a_changed_golden_set_or_judge(tiny, monkeypatch):
 
     cfg = load_config(tiny.root, "tiny", FAST)
     with pytest.raises(OpenSEMError, match="golden_digest"):
-        find_baseline(tiny, cfg, golden_digest(load_golden(tiny.golden_set)), "offline-keyfact-v1")
+        find_baseline(tiny, cfg, golden_digest(load_golden(tiny.golden_set)), NAME)
     tiny.golden_set.write_text(json.dumps(TINY_GOLDEN))
-    with pytest.raises(OpenSEMError, match="judge 'offline-keyfact-v1' vs 'llm:openai:gpt-4o-mini'"):
+    with pytest.raises(OpenSEMError, match="judge 'offline-keyfact-v2' vs 'llm:openai:gpt-4o-mini'"):
         find_baseline(tiny, cfg, golden_digest(load_golden(tiny.golden_set)), "llm:openai:gpt-4o-mini")
     # the control is asked the same way as the model under test: a new system prompt, a new baseline
     reworded = load_config(tiny.root, "tiny", [*FAST, "model.system_prompt=Answer in one word."])
     with pytest.raises(OpenSEMError, match="prompt_digest"):
-        find_baseline(tiny, reworded, golden_digest(load_golden(tiny.golden_set)), "offline-keyfact-v1")
+        find_baseline(tiny, reworded, golden_digest(load_golden(tiny.golden_set)), NAME)
     assert not adapter.exists()
+
+
+@pytest.mark.slow
+def test_a_judge_that_passes_everything_is_marked_unreliable(tiny, monkeypatch):
+    """An LLM judge (real SDK, local server) that gives 5 to every answer: the shuffled control
+    exposes it, the run is tagged unreliable, and the output says so."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeLLMServer() as server:
+        server.push(*["verdict:5"] * 12)  # 3 answers + echo, oracle and shuffled controls for each
+        sets = [*FAST, "judge.provider=openai", "judge.model=gpt-4o-mini", f"judge.base_url={server.url}/v1"]
+        result = CliRunner().invoke(app, ["baseline", "--sem", "tiny", *sum((["--set", s] for s in sets), [])])
+    assert result.exit_code == 0, result.output
+    assert "judge unreliable: the shuffled control passes 100% of items" in " ".join(result.output.split())
+    run = mlflow.search_runs(experiment_names=["opensem-tiny"], output_format="list")[0]
+    assert run.data.tags["opensem.judge_unreliable"] == "true"
+    assert run.data.metrics["shuffled_pass_rate"] == 1.0 and run.data.metrics["echo_mean"] == 5
 
 
 def test_partial_baseline_is_tagged_and_never_used(tiny):
@@ -191,7 +220,7 @@ def test_partial_baseline_is_tagged_and_never_used(tiny):
     run = mlflow.search_runs(experiment_names=["opensem-tiny"], output_format="list")[0]
     assert run.data.tags["opensem.partial"] == "true" and run.data.metrics["n_items"] == 1
     with pytest.raises(OpenSEMError, match="no complete baseline"):
-        find_baseline(tiny, load_config(tiny.root, "tiny"), golden_digest(load_golden(tiny.golden_set)), "offline-keyfact-v1")
+        find_baseline(tiny, load_config(tiny.root, "tiny"), golden_digest(load_golden(tiny.golden_set)), NAME)
 
 
 def test_example_golden_item_is_refused(project):
@@ -258,5 +287,5 @@ def test_promptfoo_provider_answers_with_the_model_on_a_cache_miss(tiny):
 def test_judge_name_is_known_without_loading_the_judge(project):
     from opensem.judge.evaluate import judge_name
 
-    assert judge_name(load_config(project, "legal")) == "offline-keyfact-v1"
+    assert judge_name(load_config(project, "legal")) == NAME
     assert judge_name(load_config(project, "legal", ["judge.provider=openai", "judge.model=gpt-4o-mini"])) == "llm:openai:gpt-4o-mini"

@@ -111,6 +111,9 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     markdown = (widgets.reports_dir / "report.md").read_text()
     assert "Version 2" in html and markdown.startswith("# OpenSEM report: widgets")
     assert "(recipe `smollm2/135m_lora_cpu`)" in markdown  # lineage: which recipe trained the adapter
+    assert "headline" in page.ids and "**Key-fact accuracy" in markdown  # the factual number first
+    for control in ("echo", "oracle", "shuffled", "term soup"):
+        assert f"| control: {control}" in markdown
     index = (widgets.root / "reports" / "index.html").read_text()
     assert "widgets/report.html" in index
     report_run = stage_runs("report")[0]

@@ -1,6 +1,7 @@
 """The registry gate on a real MLflow registry, with evaluation runs whose per-question scores
-are set by the test: better, worse, tie, inside the noise, mismatched golden set, lower key-fact
-recall, and a current champion that the candidate does not beat / does beat."""
+and key-fact recall are set by the test: better, worse, tie, inside the noise, mismatched golden
+set, fewer facts, more on-topic wording but no more facts, an unreliable judge, failed judgments
+(NaN in MLflow's table), and a champion that the candidate does not beat / does beat."""
 
 from __future__ import annotations
 
@@ -29,18 +30,28 @@ def reg(project):
     return sem
 
 
-def eval_run(stage, scores, recall=0.5, golden="g1", baseline_id=None, model=True):
+def facts(score):
+    """Key-fact recall that goes with an offline-judge score: 4-5 all facts, 3 some, 1-2 none."""
+    return None if score is None else 1.0 if score >= 4 else 0.5 if score == 3 else 0.0
+
+
+def eval_run(stage, scores, recall=None, golden="g1", baseline_id=None, model=True, unreliable="false"):
+    recall = recall if recall is not None else [facts(s) for s in scores]
     with mlflow.start_run() as run:
         mlflow.set_tags({"opensem.sem": "reg", "opensem.stage": stage, "opensem.golden_digest": golden,
-                         "opensem.judge": "offline-keyfact-v1", "opensem.base_model": "B", "opensem.prompt_digest": "p1",
+                         "opensem.judge": "offline-keyfact-v2", "opensem.base_model": "B", "opensem.prompt_digest": "p1",
                          "opensem.partial": "false"})
+        if unreliable is not None:
+            mlflow.set_tags({"opensem.judge_unreliable": unreliable, "opensem.judge_unreliable_reason": "the soup control passes 40% of items"})
         if baseline_id:
             mlflow.set_tag("opensem.baseline_run_id", baseline_id)
         if model:
             info = mlflow.pyfunc.log_model(name="model", python_model=Echo())
             mlflow.set_tag("opensem.candidate_model_uri", info.model_uri)
-        mlflow.log_metrics({"mean_score": sum(scores) / len(scores), "key_fact_recall": recall})
-        mlflow.log_table({"id": [f"q{i}" for i in range(len(scores))], "score": scores}, "eval/per_question.json")
+        scored = [s for s in scores if s is not None]
+        mlflow.log_metrics({"mean_score": sum(scored) / len(scored)})
+        mlflow.log_table({"id": [f"q{i}" for i in range(len(scores))], "score": scores, "key_fact_recall": recall},
+                         "eval/per_question.json")
     return run.info.run_id
 
 
@@ -55,10 +66,12 @@ def aliases():
     return found
 
 
-def gate(reg, scores, recall=0.5, golden="g1", baseline_scores=(2,) * N):
-    base = gate.baselines.setdefault(tuple(baseline_scores), eval_run("baseline", list(baseline_scores), model=False))
-    cand = eval_run("evaluate", list(scores), recall, golden, baseline_id=base)
-    return promote(reg, load_config(reg.root, "reg"), run=cand)
+def gate(reg, scores, recall=None, golden="g1", baseline_scores=(2,) * N, sets=(), **tags):
+    key = tuple(baseline_scores)
+    if key not in gate.baselines:
+        gate.baselines[key] = eval_run("baseline", list(baseline_scores), model=False)
+    cand = eval_run("evaluate", list(scores), recall, golden, baseline_id=gate.baselines[key], **tags)
+    return promote(reg, load_config(reg.root, "reg", list(sets)), run=cand)
 
 
 @pytest.fixture(autouse=True)
@@ -71,15 +84,15 @@ def test_better_is_promoted_and_the_decision_is_recorded(reg):
     assert decision.promoted and aliases() == {"champion": "1", "candidate": "1"}
     version = MlflowClient().get_model_version("opensem-reg", "1")
     assert version.tags["opensem.decision"] == "promoted"
-    assert float(version.tags["opensem.baseline_gain"]) == 2.0
-    assert version.description.startswith("PROMOTED to champion: gain +2.00 over the baseline")
+    assert float(version.tags["opensem.baseline_gain"]) == 2.0 and float(version.tags["opensem.baseline_recall_gain"]) == 1.0
+    assert version.description.startswith("PROMOTED to champion: key-fact accuracy 0% -> 100% over the baseline (+100 points")
 
 
 @pytest.mark.parametrize("scores, recall, golden, why", [
-    ([1] * N, 0.5, "g1", "below registry.min_improvement"),                        # worse
-    ([2] * N, 0.5, "g1", "below registry.min_improvement"),                        # tie
-    ([4] * N, 0.4, "g1", "key-fact recall went down"),                             # better score, fewer facts
-    ([4] * N, 0.5, "g2", "not comparable with the baseline: golden_digest"),       # other golden set
+    ([1] * N, None, "g1", "no factual gain"),                                     # worse
+    ([2] * N, None, "g1", "no factual gain"),                                     # tie
+    ([4] * N, [0.0] * N, "g1", "no factual gain"),                                # better score, no more facts
+    ([4] * N, None, "g2", "not comparable with the baseline: golden_digest"),     # other golden set
 ])
 def test_refused(reg, scores, recall, golden, why):
     decision = gate(reg, scores, recall, golden)
@@ -91,8 +104,47 @@ def test_refused(reg, scores, recall, golden, why):
 def test_a_gain_inside_the_noise_is_refused(reg):
     baseline = [1] * 5 + [3] * 15
     candidate = [5] * 5 + [2] * 14 + [3]  # mean gain +0.3, but most questions got worse
-    decision = gate(reg, candidate, baseline_scores=baseline)
+    recall = [1.0] * 5 + [0.6] * 15       # a factual gain, so the score rule is what refuses
+    decision = gate(reg, candidate, recall=recall, baseline_scores=baseline)
     assert not decision.promoted and "inside the judge's noise" in decision.reasons[0]
+
+
+def test_on_topic_wording_without_more_facts_is_refused(reg):
+    # twelve questions move from 1 (off topic) to 2 (on topic, no key fact): +0.6, CI above 0,
+    # which the old mean-score rule promoted - but not one more fact is stated
+    decision = gate(reg, [2] * 12 + [1] * 8, baseline_scores=[1] * N)
+    assert not decision.promoted
+    assert "key-fact accuracy 0% -> 0%" in decision.reasons[0] and "no factual gain" in decision.reasons[0]
+    tags = MlflowClient().get_model_version("opensem-reg", "1").tags
+    assert float(tags["opensem.baseline_gain"]) == pytest.approx(0.6) and float(tags["opensem.baseline_gain_ci_low"]) > 0
+
+
+@pytest.mark.parametrize("unreliable, why", [
+    ("true", "judge unreliable in this evaluation: the soup control passes 40% of items"),
+    (None, "has no validity controls"),
+])
+def test_an_unreliable_or_uncontrolled_judge_never_promotes(reg, unreliable, why):
+    decision = gate(reg, [5] * N, unreliable=unreliable)
+    assert not decision.promoted and why in decision.reasons[0]
+
+
+def test_a_failed_judgment_read_back_as_nan_is_refused_by_the_offline_limit(reg):
+    # MLflow's table stores the None of a failed judgment; pandas reads it back as NaN, and a NaN
+    # that reached the statistics once made every comparison False - and the gate let it through
+    scores = [5] * (N - 1) + [None]
+    decision = gate(reg, scores)
+    assert not decision.promoted
+    assert "failed to score 5% of the items in this evaluation (judge.max_failures 0%)" in decision.reasons[0]
+
+
+def test_failed_judgments_leave_both_arms_before_any_statistic(reg):
+    # an LLM judge may fail on up to 5% of items: item q0 failed in the baseline, where the
+    # candidate scored 5; counted in one arm only it would add a gain that was never measured
+    scores = [5] + [2] * (N - 1)
+    decision = gate(reg, scores, baseline_scores=[None] + [2] * (N - 1),
+                    sets=["judge.provider=openai", "judge.model=m"])
+    assert not decision.promoted and "on 19 questions" in decision.reasons[0] and "no factual gain" in decision.reasons[0]
+    assert float(MlflowClient().get_model_version("opensem-reg", "1").tags["opensem.baseline_gain"]) == 0.0
 
 
 def test_champion_not_beaten_stays(reg):
@@ -103,7 +155,7 @@ def test_champion_not_beaten_stays(reg):
 
 
 def test_champion_beaten_moves(reg):
-    assert gate(reg, [3] * N).promoted
+    assert gate(reg, [3] * N).promoted  # half the facts of every item
     assert gate(reg, [5] * N).promoted
     assert aliases() == {"champion": "2", "candidate": "2"}
 

@@ -98,7 +98,7 @@ def test_sweep_trains_nested_trials_resumes_the_study_and_refuses_other_data(tin
     assert judged.exit_code == 0, judged.output
     evaluation = mlflow.search_runs(experiment_names=["opensem-tiny"], output_format="list",
                                     filter_string="tags.`opensem.stage` = 'evaluate' AND tags.`opensem.study` = 'j'")
-    assert study(tiny, "j").trials[0].value == pytest.approx(evaluation[0].data.metrics["mean_score"])
+    assert study(tiny, "j").trials[0].value == pytest.approx(evaluation[0].data.metrics["key_fact_recall"])
 
     (tiny.processed_dir / "train.jsonl").write_text(_rows(PAIRS[:2]))  # new data: old losses are not comparable
     refused = sweep("sweep.n_trials=1")

@@ -39,7 +39,7 @@ def _heading(block: str) -> tuple[int, str] | None:
     return None
 
 
-def _sections(text: str) -> Iterator[tuple[str, list[str]]]:
+def sections(text: str) -> Iterator[tuple[str, list[str]]]:
     """Yield (heading path, paragraphs) per section."""
     path: dict[int, str] = {}
     paragraphs: list[str] = []
@@ -68,7 +68,7 @@ def chunk_document(doc: Document, count_tokens: Callable[[str], int], chunk_toke
         if text:
             chunks.append(Chunk(f"{doc.name}#{len(chunks)}", doc.name, heading, text, count_tokens(text)))
 
-    for heading, paragraphs in _sections(doc.text):
+    for heading, paragraphs in sections(doc.text):
         units: list[tuple[str, int]] = []  # (text, tokens) of the chunk being filled
         for paragraph in paragraphs:
             pieces = [paragraph] if count_tokens(paragraph) <= chunk_tokens else _SENTENCE.split(paragraph)

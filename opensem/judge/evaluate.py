@@ -1,10 +1,11 @@
 """`opensem baseline` and `opensem evaluate`: a model answers the golden set, a judge scores it.
 
-Both stages use the same prompt format, decoding and judge, so their numbers are comparable;
-`evaluate` then finds the baseline run with the same SEM, base model, golden-set digest and
-judge, and prints Baseline vs Fine-tuned. Every evaluation also scores two controls with the
-same judge: the question echoed back (the floor a model must clear) and the golden answer
-itself (the ceiling).
+Both stages first check the golden set (golden_lint.py), then use the same prompt format,
+decoding and judge, so their numbers are comparable; `evaluate` finds the baseline run with the
+same SEM, base model, golden-set digest, judge and prompt, and prints Baseline vs Fine-tuned with
+key-fact accuracy first. Every evaluation also scores four controls with the same judge (echo,
+oracle, shuffled, term soup: judge/controls.py) and is tagged unreliable when they show the judge
+rewards answers that state no fact.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ TAG_JUDGE = "opensem.judge"
 TAG_PARTIAL = "opensem.partial"
 TAG_MODEL = "opensem.model_under_test"
 TAG_PROMPT = "opensem.prompt_digest"
+TAG_UNRELIABLE = "opensem.judge_unreliable"
 TABLE = "eval/per_question.json"
-UNRELIABLE_ECHO = 3.0
+CONTROLS_TABLE = "eval/controls.json"
 
 
 def prompt_digest(cfg: Config) -> str:
@@ -69,9 +71,12 @@ def make_judge(cfg: Config, sem: Sem):
 def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, model_uri: str | None = None,
              limit: int | None = None, nested: bool = False) -> EvalResult:
     from opensem import tracking
+    from opensem.golden_lint import check_sem
+    from opensem.judge.controls import unreliable
     from opensem.judge.stats import mean_ci
 
     items = load_golden_for_scoring(sem.golden_set)
+    lint = check_sem(sem, cfg, items, console)  # a golden set that cannot tell right from wrong stops here
     digest = golden_digest(items)  # of the whole set, also when --limit scores only part of it
     if limit is not None:
         if limit < 1:
@@ -82,9 +87,11 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         folder = resolve_adapter(sem, adapter)
         _check_same_base(folder, cfg)
         adapter = folder.name
+    baseline = find_baseline(sem, cfg, digest, judge.name) if stage == "evaluate" else None  # before generating
     under_test = "base" if stage == "baseline" else (model_uri or f"adapter:{adapter}")
     tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PROMPT: prompt_digest(cfg),
-            TAG_PARTIAL: str(limit is not None).lower(), TAG_MODEL: under_test}
+            TAG_PARTIAL: str(limit is not None).lower(), TAG_MODEL: under_test,
+            "opensem.golden_lint": f"passed, {lint.n_warnings} warnings"}
     if stage == "evaluate":  # the MLflow model `opensem promote` would register
         candidate_uri = model_uri or _read_json(sem.adapters_dir / adapter / "opensem_run.json").get("model_uri")
         if candidate_uri:
@@ -94,8 +101,7 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         console.print(f"[bold]{stage}[/bold] {sem.name}: {len(items)} golden questions, model {under_test}, judge {judge.name}")
         answers, seconds, gen_tokens = _answer(sem, cfg, [i.question for i in items], stage, adapter, model_uri)
         verdicts = judge.judge(items, answers)
-        echo = judge.judge(items, [i.question for i in items])
-        oracle = judge.judge(items, [i.answer for i in items])
+        control_metrics, control_rows = _score_controls(sem, cfg, judge, items)
 
         rows = []
         for item, answer, verdict in zip(items, answers, verdicts):
@@ -108,32 +114,53 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         scored = [r["score"] for r in rows if r["score"] is not None]
         r = cfg.registry
         mean, low, high = mean_ci(scored, r.confidence, r.bootstrap_resamples)
-        echo_mean = _mean([v.score for v in echo if v])
         metrics = {
             "mean_score": mean, "ci_low": low, "ci_high": high,
             "pass_rate": _mean([s >= cfg.judge.pass_score for s in scored]),
             "key_fact_recall": _mean([r["key_fact_recall"] for r in rows if r["key_fact_recall"] is not None]),
-            "echo_mean": echo_mean, "oracle_mean": _mean([v.score for v in oracle if v]),
+            **control_metrics,
             "mean_answer_chars": _mean([len(a) for a in answers]),
             "gen_tokens_per_s": gen_tokens / seconds if seconds else 0.0,
             "n_items": len(items), "judge_failures": len(rows) - len(scored),
         }
-        unreliable = echo_mean >= UNRELIABLE_ECHO
-        tracked.set_tags({"opensem.judge_unreliable": str(unreliable).lower()})
-        tracked.log_metrics(metrics)
+        baseline_mean = mean if baseline is None else baseline.data.metrics.get("mean_score", float("nan"))
+        why_unreliable = unreliable(metrics, baseline_mean)
+        tracked.set_tags({TAG_UNRELIABLE: str(bool(why_unreliable)).lower(),
+                          "opensem.judge_unreliable_reason": "; ".join(why_unreliable)[:4000] or "-"})
+        tracked.log_metrics({k: v for k, v in metrics.items() if v == v})  # a control that could not run is left out
         _log_table(tracked, rows)
+        _log_table(tracked, control_rows, CONTROLS_TABLE)
         cost = getattr(judge, "cost_usd", 0.0)
         if cost:
             tracked.log_metrics({"judge_cost_usd": cost})
         result = EvalResult(tracked.run_id, metrics, rows)
 
-        _print_summary(stage, judge.name, metrics, unreliable, limit)
-        if stage == "evaluate":
-            baseline = find_baseline(sem, cfg, digest, judge.name)
+        _print_summary(stage, judge.name, metrics, why_unreliable, limit)
+        if baseline is not None:
             comparison = compare(baseline, result, cfg, items)
-            tracked.log_metrics({k: v for k, v in comparison.items() if isinstance(v, (int, float))})
+            tracked.log_metrics({k: v for k, v in comparison.items() if isinstance(v, (int, float)) and v == v})
             tracked.set_tags({"opensem.baseline_run_id": baseline.info.run_id})
     return result
+
+
+def _score_controls(sem: Sem, cfg: Config, judge, items: list[GoldenItem]) -> tuple[dict, list[dict]]:
+    """Score the four controls (judge/controls.py) with the judge under test: their metrics
+    (<control>_mean, _pass_rate, _recall) and one row per item and control."""
+    from opensem.judge.controls import control_answers
+
+    metrics: dict = {}
+    rows: list[dict] = []
+    for name, answers in control_answers(items, sem.raw_dir, cfg.generation.max_new_tokens).items():
+        if answers is None:  # shuffled needs two items, soup needs the raw documents
+            continue
+        verdicts = judge.judge(items, answers)
+        scores = [v.score for v in verdicts if v]
+        metrics[f"{name}_mean"] = _mean(scores)
+        metrics[f"{name}_pass_rate"] = _mean([s >= cfg.judge.pass_score for s in scores])
+        metrics[f"{name}_recall"] = _mean([v.key_fact_recall for v in verdicts if v])
+        rows += [{"control": name, "id": i.id, "answer": a, "score": v.score if v else None,
+                  "reason": v.reason if v else "judge failed"} for i, a, v in zip(items, answers, verdicts)]
+    return metrics, rows
 
 
 def _read_json(path: Path) -> dict:
@@ -206,19 +233,21 @@ def _check_same_base(folder: Path, cfg: Config) -> None:
                            f"evaluate it with the config it was trained with: {how}")
 
 
-def _log_table(tracked, rows: list[dict]) -> None:
+def _log_table(tracked, rows: list[dict], artifact: str = TABLE) -> None:
+    """An MLflow table (what comparisons read back) and the same rows as CSV, for people."""
     import csv
     import io
 
     import mlflow
 
-    columns = {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
-    mlflow.log_table(data=columns, artifact_file=TABLE, run_id=tracked.run_id)
+    if not rows:
+        return
+    mlflow.log_table(data={k: [r[k] for r in rows] for k in rows[0]}, artifact_file=artifact, run_id=tracked.run_id)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["id"])
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    tracked.log_text(buffer.getvalue(), "eval/per_question.csv")
+    tracked.log_text(buffer.getvalue(), artifact.removesuffix(".json") + ".csv")
 
 
 def find_baseline(sem: Sem, cfg: Config, digest: str, judge_name: str):
@@ -242,69 +271,90 @@ def find_baseline(sem: Sem, cfg: Config, digest: str, judge_name: str):
     )
 
 
-def load_rows(run_id: str) -> list[dict]:
+def load_rows(run_id: str, artifact: str = TABLE) -> list[dict]:
+    """An evaluation's per-question rows as logged; a failed judgment reads back as None, never NaN."""
     import mlflow
+
+    from opensem.judge.paired import is_scored
 
     # The run's own experiment, named: the fluent default is the process's active experiment,
     # which is not set when this process only resumed a run (a re-run pipeline)
     experiment_id = mlflow.get_run(run_id).info.experiment_id
-    frame = mlflow.MlflowClient().load_table(experiment_id, TABLE, run_ids=[run_id])
-    return frame.drop(columns=[c for c in ("run_id",) if c in frame.columns]).to_dict("records")
+    frame = mlflow.MlflowClient().load_table(experiment_id, artifact, run_ids=[run_id])
+    rows = frame.drop(columns=[c for c in ("run_id",) if c in frame.columns]).to_dict("records")
+    for row in rows:
+        for key in ("score", "key_fact_recall"):
+            if key in row and not is_scored(row[key]):
+                row[key] = None
+    return rows
 
 
 def compare(baseline_run, result: EvalResult, cfg: Config, items: list[GoldenItem]) -> dict:
-    """Print Baseline vs Fine-tuned and return the comparison numbers."""
-    from opensem.judge.stats import paired_diff_ci
+    """Print Baseline vs Fine-tuned - key-fact accuracy first - and return the comparison numbers.
+    Items the judge failed on in either run are left out of both (judge/paired.py)."""
+    from opensem.judge.paired import pair
 
-    base_rows = {r["id"]: r for r in load_rows(baseline_run.info.run_id)}
-    pairs = [(base_rows[r["id"]], r) for r in result.rows if r["id"] in base_rows and r["score"] is not None
-             and base_rows[r["id"]]["score"] is not None]
-    if not pairs:
+    paired = pair(load_rows(baseline_run.info.run_id), result.rows)
+    if not paired.ids:
         raise OpenSEMError("the baseline and this evaluation share no scored question; re-run the baseline")
-    b_scores = [float(b["score"]) for b, _ in pairs]
-    f_scores = [float(f["score"]) for _, f in pairs]
-    diff, low, high = paired_diff_ci(f_scores, b_scores, cfg.registry.confidence, cfg.registry.bootstrap_resamples)
-    bm = baseline_run.data.metrics
-    fm = result.metrics
-    better = sum(f > b for b, f in zip(b_scores, f_scores))
-    worse = sum(f < b for b, f in zip(b_scores, f_scores))
+    r = cfg.registry
+    gain, low, high = paired.score_gain(r.confidence, r.bootstrap_resamples)
+    rgain, rlow, rhigh = paired.recall_gain(r.confidence, r.bootstrap_resamples)
+    means = paired.means()
+    better, worse, same = paired.counts()
+    bm, fm = baseline_run.data.metrics, result.metrics
 
     table = Table(title="Baseline vs Fine-tuned")
     for column in ("", "Baseline", "Fine-tuned"):
         table.add_column(column, justify="right" if column else "left")
-    table.add_row("mean score (95% CI)", f"{bm['mean_score']:.2f} [{bm['ci_low']:.2f}, {bm['ci_high']:.2f}]",
-                  f"{fm['mean_score']:.2f} [{fm['ci_low']:.2f}, {fm['ci_high']:.2f}]")
+    table.add_row("key-fact accuracy", f"{means['reference_recall']:.0%}", f"{means['candidate_recall']:.0%}")
+    table.add_row("mean judge score, 1-5", f"{means['reference_score']:.2f}", f"{means['candidate_score']:.2f}")
     table.add_row("pass rate (score >= %d)" % cfg.judge.pass_score, f"{bm['pass_rate']:.0%}", f"{fm['pass_rate']:.0%}")
-    table.add_row("key-fact recall", f"{bm['key_fact_recall']:.0%}", f"{fm['key_fact_recall']:.0%}")
-    table.add_row("echo control / oracle", f"{bm['echo_mean']:.2f} / {bm['oracle_mean']:.2f}", f"{fm['echo_mean']:.2f} / {fm['oracle_mean']:.2f}")
+    for name, label in CONTROL_LABELS.items():
+        if f"{name}_mean" in fm:
+            table.add_row(f"control: {label}", control_cell(bm, name), control_cell(fm, name))
     tag_names = sorted({t for i in items for t in i.tags})
     by_id = {i.id: i for i in items}
     for tag in tag_names:
-        ids = [b["id"] for b, _ in pairs if tag in by_id[b["id"]].tags]
-        if ids:
-            bt = _mean(float(base_rows[i]["score"]) for i in ids)
-            ft = _mean(float(next(r["score"] for r in result.rows if r["id"] == i)) for i in ids)
-            table.add_row(f"  tag {tag} ({len(ids)})", f"{bt:.2f}", f"{ft:.2f}")
+        picked = [k for k, item_id in enumerate(paired.ids) if tag in by_id[item_id].tags]
+        if picked:
+            table.add_row(f"  tag {tag} ({len(picked)}): key-fact accuracy",
+                          f"{_mean(paired.reference_recall[k] for k in picked):.0%}", f"{_mean(paired.candidate_recall[k] for k in picked):.0%}")
     out.print(table)
-    b_mean, f_mean = _mean(b_scores), _mean(f_scores)
-    rel_mean = (f_mean - b_mean) / b_mean * 100 if b_mean else float("nan")
-    verdict = "Accuracy improved by" if f_mean > b_mean else "Accuracy did not improve:"
-    out.print(f"{verdict} {rel_mean:+.1f}% (mean judge score {b_mean:.2f} -> {f_mean:.2f}; pass rate "
-              f"{bm['pass_rate']:.0%} -> {fm['pass_rate']:.0%}; key-fact recall {bm['key_fact_recall']:.0%} -> {fm['key_fact_recall']:.0%})")
-    out.print(f"Paired difference {diff:+.2f}, {cfg.registry.confidence:.0%} CI [{low:+.2f}, {high:+.2f}]; "
-              f"{better} questions better, {worse} worse, {len(pairs) - better - worse} unchanged")
-    return {"delta_mean": diff, "delta_ci_low": low, "delta_ci_high": high, "improvement_pct": rel_mean,
-            "n_better": better, "n_worse": worse, "n_same": len(pairs) - better - worse}
+    points = 100 * rgain
+    out.print(f"Key-fact accuracy {means['reference_recall']:.0%} -> {means['candidate_recall']:.0%} ({points:+.0f} points, "
+              f"{r.confidence:.0%} CI [{100 * rlow:+.0f}, {100 * rhigh:+.0f}]) on {len(paired.ids)} questions")
+    out.print(f"Mean judge score {means['reference_score']:.2f} -> {means['candidate_score']:.2f} on the 1-5 scale "
+              f"({gain:+.2f}, {r.confidence:.0%} CI [{low:+.2f}, {high:+.2f}]); pass rate {bm['pass_rate']:.0%} -> {fm['pass_rate']:.0%}; "
+              f"{better} questions better, {worse} worse, {same} unchanged")
+    if paired.excluded:
+        out.print(f"[yellow]{paired.excluded} questions left out of both: the judge failed to score them in one of the runs[/yellow]")
+    if cfg.golden.selection_note:
+        out.print(f"[yellow]Selection effect:[/yellow] {cfg.golden.selection_note}", highlight=False)
+    return {"recall_gain": rgain, "recall_gain_ci_low": rlow, "recall_gain_ci_high": rhigh,
+            "delta_mean": gain, "delta_ci_low": low, "delta_ci_high": high,
+            "n_better": better, "n_worse": worse, "n_same": same, "n_excluded": paired.excluded}
 
 
-def _print_summary(stage: str, judge: str, m: dict, unreliable: bool, limit: int | None) -> None:
-    line = (f"{stage}: mean {m['mean_score']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}], pass rate {m['pass_rate']:.0%}, "
-            f"key-fact recall {m['key_fact_recall']:.0%} | controls: echo {m['echo_mean']:.2f}, oracle {m['oracle_mean']:.2f} | judge {judge}")
-    out.print(line)
-    if unreliable:
-        out.print(f"[bold red]judge unreliable:[/bold red] the echo control (question restated) averages {m['echo_mean']:.2f} >= {UNRELIABLE_ECHO}")
+CONTROL_LABELS = {"echo": "echo (question restated)", "oracle": "oracle (golden answer)",
+                  "shuffled": "shuffled (another item's answer)", "soup": "term soup (section's words)"}
+
+
+def control_cell(metrics: dict, name: str) -> str:
+    if f"{name}_mean" not in metrics:
+        return "-"
+    return f"mean {metrics[f'{name}_mean']:.2f}, pass {metrics[f'{name}_pass_rate']:.0%}"
+
+
+def _print_summary(stage: str, judge: str, m: dict, why_unreliable: list[str], limit: int | None) -> None:
+    controls = ", ".join(f"{name} {m[f'{name}_mean']:.2f} (pass {m[f'{name}_pass_rate']:.0%})" for name in CONTROL_LABELS if f"{name}_mean" in m)
+    out.print(f"{stage}: key-fact accuracy {m['key_fact_recall']:.0%}, mean score {m['mean_score']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}], "
+              f"pass rate {m['pass_rate']:.0%} | controls: {controls} | judge {judge}")
+    for why in why_unreliable:
+        out.print(f"[bold red]judge unreliable:[/bold red] {why}; its scores are not evidence and the registry gate will refuse")
     if m["judge_failures"]:
-        out.print(f"[yellow]{m['judge_failures']} answers could not be judged (refused or malformed every time)[/yellow]")
+        out.print(f"[yellow]{m['judge_failures']} answers could not be judged (refused or malformed every time); "
+                  f"they are left out of every comparison[/yellow]")
     if limit is not None:
         out.print(f"[yellow]partial run (--limit {limit}): tagged partial, never used by the registry gate[/yellow]")
 

@@ -41,12 +41,14 @@ class LLMJudge:
         self.template = path.read_text(encoding="utf-8")
         self.repeats = j.repeats
         self.concurrency = j.max_concurrency
-        self.client = LLMClient(
+        self.client_settings = dict(
             role="judge", provider=j.provider, model=j.model, base_url=j.base_url, api_key_env=j.api_key_env,
             max_retries=j.max_retries, timeout_s=j.timeout_s, max_tokens=j.max_tokens, temperature=0.0,
             prices=cfg.forge.prices, cache_dir=cache_dir, budget=Budget(None),
         )
-        self.name = f"llm:{self.client.name}"  # the same as evaluate.judge_name(cfg)
+        client = LLMClient(**self.client_settings)  # fails now on a missing key, before any generation
+        self.name = f"llm:{client.name}"  # the same as evaluate.judge_name(cfg)
+        client.close()
         self.cost_usd = 0.0
 
     def prompt(self, item, answer: str, repeat: int) -> str:
@@ -61,19 +63,22 @@ class LLMJudge:
         return asyncio.run(self._judge_all(items, answers))
 
     async def _judge_all(self, items, answers):
+        # A client per call: its HTTP session belongs to this call's event loop (asyncio.run), and
+        # an evaluation judges several times (the answers, then each control)
+        client = LLMClient(**self.client_settings)
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(item, answer, repeat):
             async with gate:
-                done = await self.client.complete(SYSTEM, self.prompt(item, answer, repeat), VERDICT_SCHEMA, "grade", parse_verdict)
+                done = await client.complete(SYSTEM, self.prompt(item, answer, repeat), VERDICT_SCHEMA, "grade", parse_verdict)
             self.cost_usd += done.cost_usd
             return done.result
 
         try:
             results = await asyncio.gather(*(one(i, a, r) for i, a in zip(items, answers) for r in range(self.repeats)))
         finally:
-            await self.client.aclose()
-            self.client.close()
+            await client.aclose()
+            client.close()
         verdicts: list[Verdict | None] = []
         for k, (item, answer) in enumerate(zip(items, answers)):
             got = [r for r in results[k * self.repeats:(k + 1) * self.repeats] if r is not None]

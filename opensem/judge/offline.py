@@ -9,10 +9,13 @@ Cut-offs (the same 1-5 scale as the LLM judge):
     4  every key fact
     3  some but not all key facts
     2  no key fact, but on topic (similarity >= 0.5 or token F1 >= 0.3)
-    1  no key fact and off topic, or empty
+    1  no key fact and off topic, empty, or only the question restated (at most one content
+       word that the question does not already have)
 An answer that misses the key facts cannot reach 4 however similar its wording: we measured that
 similarity alone rewards a fine-tuned model for copying the golden answers' style while its facts
-got no better.
+got no better. v2 (the version is in the judge's name, so its scores are never compared with
+v1's): a restated question is no longer "on topic" - v1 gave the echo control a mean of 1.5,
+more than the base model's answers scored.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from opensem.forge.quality import words
+from opensem.forge.quality import content_words, words
 
-NAME = "offline-keyfact-v1"
+NAME = "offline-keyfact-v2"
 SIMILAR = 0.6
 ON_TOPIC = 0.5
 ON_TOPIC_F1 = 0.3
@@ -97,7 +100,12 @@ class Embedder:
         return [float(x) for x in torch.sum(a * r, dim=1)]
 
 
-def grade(answer: str, key_facts: list[str], similarity: float, reference: str) -> Verdict:
+def restates(answer: str, question: str) -> bool:
+    """The answer adds at most one content word to its question: it only says the question back."""
+    return bool(question) and len(content_words(answer) - content_words(question)) <= 1
+
+
+def grade(answer: str, key_facts: list[str], similarity: float, reference: str, question: str = "") -> Verdict:
     recall = key_fact_recall(answer, key_facts)
     f1, rl = token_f1(answer, reference), rouge_l(answer, reference)
     stated = f"{round(recall * len(key_facts))}/{len(key_facts)} key facts"
@@ -107,6 +115,8 @@ def grade(answer: str, key_facts: list[str], similarity: float, reference: str) 
         score = 5 if similarity >= SIMILAR else 4
     elif recall > 0:
         score = 3
+    elif restates(answer, question):
+        return Verdict(1, f"{stated}; restates the question", recall, similarity, f1, rl)
     elif similarity >= ON_TOPIC or f1 >= ON_TOPIC_F1:
         score = 2
     else:
@@ -122,4 +132,4 @@ class OfflineJudge:
 
     def judge(self, items, answers: list[str]) -> list[Verdict]:
         sims = self.embedder.similarities([a or " " for a in answers], [i.answer for i in items])
-        return [grade(a, i.key_facts, s, i.answer) for i, a, s in zip(items, answers, sims)]
+        return [grade(a, i.key_facts, s, i.answer, i.question) for i, a, s in zip(items, answers, sims)]
