@@ -182,7 +182,8 @@ def check_sem(sem, cfg, items: list[GoldenItem] | None = None, console=None) -> 
     report = check(items, sem.golden_set, cfg.golden.allow_overlap)
     report.raise_on_errors(sem.name)
     if console is not None and report.n_warnings:
-        console.print(f"[yellow]{report.verdict()}[/yellow] - details: opensem golden check --sem {sem.name}", highlight=False)
+        console.print(f"[yellow]{report.verdict()}[/yellow] - details: opensem golden check --sem {sem.name}",
+                      highlight=False, soft_wrap=True)
     return report
 
 

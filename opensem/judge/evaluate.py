@@ -304,7 +304,7 @@ def compare(baseline_run, result: EvalResult, cfg: Config, items: list[GoldenIte
     better, worse, same = paired.counts()
     bm, fm = baseline_run.data.metrics, result.metrics
 
-    table = Table(title="Baseline vs Fine-tuned")
+    table = Table(title="Baseline vs Fine-tuned", caption="tag rows: key-fact accuracy")
     for column in ("", "Baseline", "Fine-tuned"):
         table.add_column(column, justify="right" if column else "left")
     table.add_row("key-fact accuracy", f"{means['reference_recall']:.0%}", f"{means['candidate_recall']:.0%}")
@@ -318,7 +318,7 @@ def compare(baseline_run, result: EvalResult, cfg: Config, items: list[GoldenIte
     for tag in tag_names:
         picked = [k for k, item_id in enumerate(paired.ids) if tag in by_id[item_id].tags]
         if picked:
-            table.add_row(f"  tag {tag} ({len(picked)}): key-fact accuracy",
+            table.add_row(f"  tag {tag} ({len(picked)})",
                           f"{_mean(paired.reference_recall[k] for k in picked):.0%}", f"{_mean(paired.candidate_recall[k] for k in picked):.0%}")
     out.print(table)
     points = 100 * rgain
