@@ -1,4 +1,7 @@
-"""`make bench` / `python -m bench [name ...]`: run the benchmarks and print their ratios."""
+"""`make bench` / `python -m bench [name ...]`: run the benchmarks and print their ratios.
+
+`python -m bench outcome` (the default pipeline on every sample SEM, about 15 minutes) runs
+only when named."""
 
 import importlib
 import sys

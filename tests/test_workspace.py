@@ -48,7 +48,7 @@ def test_new_sem_refuses_existing_and_bad_names(project):
 def test_unknown_sem_says_how_to_create_it(project):
     result = CliRunner().invoke(app, ["forge", "--sem", "nope"])
     assert result.exit_code == 2
-    assert "opensem new-sem nope" in result.output and "known: legal" in result.output
+    assert "opensem new-sem nope" in result.output and "known: debian-policy, legal, sqlite" in result.output
 
 
 def test_project_root_is_found_from_a_subfolder(project, monkeypatch):

@@ -1,7 +1,7 @@
 """Split documents into chunks measured in the base model's tokens.
 
-Headings (markdown `#` lines, or a short stand-alone line without final punctuation in plain
-text) start a new chunk and travel with it as context: "Document title > Section". Inside a
+Headings (markdown `#` lines - the ingest turns underlined and HTML headings into them - or, in a
+document with none, a short stand-alone line without final punctuation) start a new chunk and travel with it as context: "Document title > Section". Inside a
 section, paragraphs are packed up to `chunk_tokens`; a chunk that closes because it is full
 hands its last sentences (up to `overlap` tokens) to the next one, so no fact is cut in half.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from opensem.forge.ingest import Document
+from opensem.forge.reflow import split_sentences
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'*])")
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*$")
 
 
@@ -27,12 +27,14 @@ class Chunk:
     n_tokens: int
 
 
-def _heading(block: str) -> tuple[int, str] | None:
+def _heading(block: str, markdown_only: bool = False) -> tuple[int, str] | None:
     if "\n" in block:
         return None
     m = _MD_HEADING.match(block)
     if m:
         return len(m.group(1)), m.group(2).strip()
+    if markdown_only:  # the document marks its headings: a short line is just a short line
+        return None
     words = block.split()
     if 0 < len(words) <= 10 and block[-1] not in ".:;,?!)" and block[0].isupper() and not block.startswith(("-", "*")):
         return (1 if block.isupper() else 2), block.strip()
@@ -43,10 +45,11 @@ def sections(text: str) -> Iterator[tuple[str, list[str]]]:
     """Yield (heading path, paragraphs) per section."""
     path: dict[int, str] = {}
     paragraphs: list[str] = []
+    marked = any(_MD_HEADING.match(line) for line in text.split("\n"))
     for block in (b.strip() for b in text.split("\n\n")):
         if not block:
             continue
-        found = _heading(block)
+        found = _heading(block, markdown_only=marked)
         if found:
             if paragraphs:
                 yield " > ".join(path[k] for k in sorted(path)), paragraphs
@@ -71,7 +74,7 @@ def chunk_document(doc: Document, count_tokens: Callable[[str], int], chunk_toke
     for heading, paragraphs in sections(doc.text):
         units: list[tuple[str, int]] = []  # (text, tokens) of the chunk being filled
         for paragraph in paragraphs:
-            pieces = [paragraph] if count_tokens(paragraph) <= chunk_tokens else _SENTENCE.split(paragraph)
+            pieces = [paragraph] if count_tokens(paragraph) <= chunk_tokens else split_sentences(paragraph)
             for piece in pieces:
                 for part in _hard_split(piece, count_tokens, chunk_tokens):
                     size = count_tokens(part)
@@ -85,7 +88,7 @@ def chunk_document(doc: Document, count_tokens: Callable[[str], int], chunk_toke
 
 def _tail(units: list[tuple[str, int]], overlap: int) -> list[tuple[str, int]]:
     """The last sentences of a full chunk, up to `overlap` tokens, to open the next one."""
-    sentences = [s for text, _ in units for s in _SENTENCE.split(text)]
+    sentences = [s for text, _ in units for s in split_sentences(text)]
     kept: list[str] = []
     total = 0
     for sentence in reversed(sentences):

@@ -9,7 +9,9 @@ Patterns, strongest first:
                         "... within 6 years of the breach"    -> "... within how many years of the breach?"
 Two rules keep the pairs honest: a question never contains the fact its answer states, and an
 answer never restates its question (either way the model would learn to echo); an answer opens
-with the fact, in the source's own words, so it is grounded in its chunk.
+with the fact, in the source's own words, so it is grounded in its chunk. `unfaithful` checks
+every pair the forge keeps: the answer is the chunk's own words, and a Yes/No agrees with the
+polarity of the source sentence.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import re
 
 from opensem.forge.chunk import Chunk
 from opensem.forge.quality import content_words
+from opensem.forge.reflow import split_sentences
 from opensem.llm import Completion
 
 NUMBER_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|eighteen|twenty"
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(*\"'])")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*]|\d+\.)\s+\*\*(?P<term>[^*]+)\*\*\s*(?:[:\-–—]\s*)(?P<desc>.+)$")
 _ANY_ITEM = re.compile(r"^\s*(?:[-*]|\d+\.)\s+(?P<body>.+)$")
 _DEFINITION = re.compile(
@@ -114,7 +116,7 @@ def extract_pairs(chunk: Chunk) -> list[tuple[str, str]]:
             body = other["body"]
             bold = re.match(r"\*\*(?P<t>[^*]+)\*\*", body)
             items.append(plain(bold["t"]) if bold else plain(body).rstrip(".;"))
-            for sentence in _SENT.split(body):
+            for sentence in split_sentences(body):
                 pairs.extend(_sentence_pairs(sentence, chunk.heading))
             continue
         if list_lead and items:
@@ -123,7 +125,7 @@ def extract_pairs(chunk: Chunk) -> list[tuple[str, str]]:
             q = _question(f"{subject} how many {what}")
             pairs.append((q, f"{_cap(count)}: {', '.join(items)}."))
         list_lead, items = None, []
-        for raw in _SENT.split(line.strip()):
+        for raw in split_sentences(line):
             if not raw:
                 continue
             counted = _COUNT.search(raw)
@@ -263,7 +265,7 @@ def _statement_pairs(
         answer = f"{answer.rstrip('.')} ({topic})."
     if antecedent and re.match(r"It\s(?!is\s+(?:not\s+)?(?:possible|common|usual|important|necessary))", answer):
         answer = _cap(antecedent) + answer[2:]
-    sentence = _SENT.split(answer)[0].rstrip(".")
+    sentence = (split_sentences(answer) or [answer])[0].rstrip(".")
     m = _LEAD.match(sentence)
     if m and re.search(r"\sv\.?\s", m["lead"]):
         return []  # "In <case>, ..." is the cloze rule's
@@ -410,6 +412,64 @@ def _reverse_definition_pairs(raw: str) -> list[tuple[str, str]]:
         article = _article(term)
         out.append((_question(f"What kind of {head} is it when {plain(i['clause'])}"), f"{article} {_term(term)}."))
     return out
+
+
+# -- the faithfulness check every extractive pair passes (forge/stage.py counts the rejections) ------
+_YES_NO = re.compile(r"^(?P<polarity>Yes|No)\.\s+")
+_CLOSING_TOPIC = re.compile(r"\s\([^()]{1,60}\)\.$")  # the section's term that closes an answer
+_FIRST_CLAUSE = re.compile(r"\s*[;:]\s+|\s\(|\s+(?:but|because|except|unless|although|though|however|while|whereas)\b|,\s+(?:and|or|so)\s+")
+_NEGATION = re.compile(r"\b(?:no|not|never|cannot|none|neither|nor)\b|n't\b", re.I)
+_UNGRAMMATICAL = re.compile(
+    r"\[\d+\]|(?:^|\s)(?:--|/\*|\*\*)|^(?:\w+\s+)(?:however|for example|additionally|thus|also|instead|similarly|in addition|"
+    r"therefore|hence|otherwise|in general|in other words|finally|note that|so|and|but)\b", re.I)
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"\s+", " ", plain(text)).strip().lower()
+
+
+def _negations(clause: str) -> int:
+    return len(_NEGATION.findall(_FIRST_CLAUSE.split(clause)[0]))
+
+
+def _in_source(core: str, source: str) -> bool:
+    """The answer's words stand in the source: whole, or sentence by sentence (two definitions
+    side by side), or item by item ("Six: offer, acceptance, ..."), or with the term that
+    replaced an opening "It" put back."""
+    if core in source or re.sub(r"^(?:the|a|an) ", "", core) in source:  # a cloze answer adds its article
+        return True
+    for sentence in re.split(r"(?<=\.)\s+", core):
+        sentence = sentence.rstrip(".")
+        words = sentence.split()
+        if sentence in source or any(" ".join(["it", *words[k:]]) in source for k in range(1, min(5, len(words)))):
+            continue
+        parts = [p for p in re.split(r":\s+|,\s+(?:and\s+)?|\s+and\s+", sentence) if len(p) > 2]
+        if not parts or not all(p in source for p in parts):
+            return False
+    return True
+
+
+def unfaithful(question: str, answer: str, chunk: Chunk) -> str | None:
+    """Why a pair may not be trained on, or None. Training data must never say more, or the
+    opposite, of what its source says:
+        ungrammatical  the question carries a footnote mark, a code comment, or a discourse word
+                       where its subject should be ("Do however, X ...?")
+        not_verbatim   the answer (less its Yes/No and a closing section term) is not the source's
+                       own words: each of its parts must stand in the chunk
+        polarity       "No." where the source sentence does not negate the question's statement,
+                       or "Yes." where it does (compared clause against clause)
+    """
+    if _UNGRAMMATICAL.search(question.rstrip("?")):
+        return "ungrammatical"
+    m = _YES_NO.match(answer)
+    body = _CLOSING_TOPIC.sub(".", answer[m.end():] if m else answer)
+    source = _normal(chunk.heading + " . " + chunk.text)
+    core = _normal(body).rstrip(".")
+    if not _in_source(core, source):
+        return "not_verbatim"
+    if m and (m["polarity"] == "No") != (_negations(body) > _negations(question)):
+        return "polarity"
+    return None
 
 
 def _unique(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -1,7 +1,8 @@
 """Read a SEM's raw documents into normalised text.
 
 .txt and .md are read as UTF-8; .pdf (pypdf), .html (BeautifulSoup) and .docx (python-docx)
-through their libraries. A file that cannot be used is skipped with its reason - never a crash -
+through their libraries. Hard-wrapped text is reflowed into paragraphs and HTML navigation is
+dropped (reflow.py), so a sentence is never cut where its source line wrapped. A file that cannot be used is skipped with its reason - never a crash -
 and the reasons end up in the forge manifest.
 """
 
@@ -51,7 +52,7 @@ def ingest(raw_dir: Path) -> tuple[list[Document], list[Skipped]]:
         except Exception:  # a corrupt PDF/DOCX must not stop the other documents
             skipped.append(Skipped(name, "unreadable"))
             continue
-        text = normalise(text, markdown=suffix in (".md", ".markdown"))
+        text = normalise(text, markdown=suffix in (".md", ".markdown"), wrapped=suffix not in (".html", ".htm", ".docx"))
         if not text.strip():
             skipped.append(Skipped(name, "empty"))
             continue
@@ -76,15 +77,9 @@ def _read(path: Path, suffix: str) -> str:
         except UnicodeDecodeError:
             raise _Skip("not_utf8") from None
         if suffix in (".html", ".htm"):
-            from bs4 import BeautifulSoup
+            from opensem.forge.reflow import html_to_text
 
-            soup = BeautifulSoup(text, "html.parser")
-            for tag in soup(["script", "style", "nav", "footer"]):
-                tag.decompose()
-            for level in range(1, 7):  # keep headings recognisable for the chunker
-                for h in soup.find_all(f"h{level}"):
-                    h.replace_with(f"\n\n{'#' * level} {h.get_text(' ', strip=True)}\n\n")
-            text = soup.get_text("\n")
+            text = html_to_text(text)
         return text
     if suffix == ".pdf":
         from pypdf import PdfReader
@@ -108,11 +103,16 @@ def _read(path: Path, suffix: str) -> str:
 _FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n---\s*\n", re.S)
 
 
-def normalise(text: str, markdown: bool = False) -> str:
-    """NFC, Unix newlines, no front matter, no trailing spaces, at most one blank line in a row."""
+def normalise(text: str, markdown: bool = False, wrapped: bool = False) -> str:
+    """NFC, Unix newlines, no front matter, hard-wrapped lines reflowed into paragraphs (`wrapped`:
+    plain text, Markdown, PDF; see reflow.py), no trailing spaces, at most one blank line in a row."""
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
     if markdown:
         text = _FRONT_MATTER.sub("", text, count=1)
-    text = text.replace("\u00a0", " ").replace("\t", " ")
+    text = text.replace("\u00a0", " ").replace("\t", "    ")
+    if wrapped:
+        from opensem.forge.reflow import reflow
+
+        text = reflow(text)
     lines = [re.sub(r" {2,}", " ", line).rstrip() for line in text.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

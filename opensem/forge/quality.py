@@ -59,6 +59,17 @@ def is_english(text: str) -> bool:
     return latin >= 0.9 and (len(ws) < 8 or any(w in STOPWORDS for w in ws))
 
 
+_OPENS_POLAR = re.compile(r"^(?:yes|no)[.,]\s+", re.I)
+
+
+def is_complete_sentence(answer: str) -> bool:
+    """At least five words, opening with a capital or a digit and closing with . ! or ? (after a
+    leading Yes./No.): a statement, not a fragment such as "Six years." or "A voidable."."""
+    body = _OPENS_POLAR.sub("", answer.strip())
+    opens = body[:1].isupper() or body[:1].isdigit()
+    return len(body.split()) >= 5 and opens and bool(re.search(r"[.!?][\"'”’)]*$", body))
+
+
 def check_pair(question: str, answer: str, chunk_text: str, fcfg, chunk_words: set[str] | None = None) -> str | None:
     """The reason to reject a pair, or None to keep it."""
     if len(question) < 10 or len(answer) < fcfg.min_answer_chars:

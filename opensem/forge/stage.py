@@ -19,8 +19,9 @@ from rich.table import Table
 
 from opensem.config import Config
 from opensem.forge.chunk import Chunk, chunk_document
+from opensem.forge.extractive import unfaithful
 from opensem.forge.ingest import ingest
-from opensem.forge.quality import Decontaminator, NearDuplicates, check_pair, content_words
+from opensem.forge.quality import Decontaminator, NearDuplicates, check_pair, content_words, is_complete_sentence
 from opensem.forge.teachers import make_teacher
 from opensem.generate import build_messages
 from opensem.llm import Budget, Completion
@@ -73,6 +74,7 @@ def run(sem: Sem, cfg: Config) -> dict:
         atomic_write_jsonl(out / "rejected.jsonl", rejected)
 
         reasons = Counter(r["reason"] for r in rejected)
+        text_kb = sum(len(d.text.encode()) for d in docs) / 1000  # what the teacher read, markup removed
         usage = _usage(replies, getattr(teacher, "http_requests", None))
         manifest = {
             "sem": sem.name,
@@ -83,6 +85,9 @@ def run(sem: Sem, cfg: Config) -> dict:
             "chunks": len(chunks),
             "pairs_generated": sum(len(r.result or []) for _, r in replies),
             "pairs_kept": len(kept),
+            "text_kb": round(text_kb, 1),
+            "pairs_per_kb": round(len(kept) / text_kb, 2) if text_kb else 0.0,
+            "complete_sentence_share": round(sum(is_complete_sentence(p.answer) for p in kept) / len(kept), 3) if kept else 0.0,
             "train": len(train),
             "test": len(test),
             "rejected": dict(sorted(reasons.items())),
@@ -105,6 +110,8 @@ def run(sem: Sem, cfg: Config) -> dict:
                 "chunks": len(chunks),
                 "pairs_generated": manifest["pairs_generated"],
                 "pairs_kept": len(kept),
+                "pairs_per_kb": manifest["pairs_per_kb"],
+                "complete_sentence_share": manifest["complete_sentence_share"],
                 "pairs_train": len(train),
                 "pairs_test": len(test),
                 **{f"rejected_{k}": v for k, v in reasons.items()},
@@ -170,6 +177,7 @@ def _filter(replies: list[tuple[Chunk, Completion]], cfg: Config, golden: list[d
     fc = cfg.forge
     decon = Decontaminator(golden, fc.decontam_threshold)
     dedup = NearDuplicates(fc.dedup_threshold)
+    extractive = fc.teacher.provider == "extractive"  # its answers are the chunk's own words: checked as such
     kept: list[Pair] = []
     rejected: list[dict] = []
     for chunk, reply in replies:
@@ -179,6 +187,8 @@ def _filter(replies: list[tuple[Chunk, Completion]], cfg: Config, golden: list[d
         chunk_words = content_words(chunk.heading + " " + chunk.text)
         for question, answer in reply.result or []:
             reason = check_pair(question, answer, chunk.text, fc, chunk_words)
+            if reason is None and extractive:
+                reason = unfaithful(question, answer, chunk)
             if reason is None and decon.is_contaminated(question, answer):
                 reason = "contaminated"
             if reason is None and dedup.seen(question, answer):
@@ -278,6 +288,8 @@ def _print_summary(sem: Sem, m: dict) -> None:
     table.add_row("pairs", f"{m['pairs_generated']} generated, {m['pairs_kept']} kept -> {m['train']} train / {m['test']} test")
     for reason, n in m["rejected"].items():
         table.add_row(f"  rejected: {reason}", str(n))
+    table.add_row("yield", f"{m['pairs_per_kb']} pairs per KB of text ({m['text_kb']} KB); "
+                           f"{m['complete_sentence_share']:.0%} of answers are complete sentences")
     table.add_row("requests", f"{m['requests']} sent, {m['cache_hits']} from cache")
     table.add_row("tokens", f"{m['tokens_input']} in / {m['tokens_output']} out")
     table.add_row("cost", f"${m['cost_usd']:.4f}" + ("  (budget reached: stopped early)" if m["budget_exhausted"] else ""))

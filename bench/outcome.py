@@ -1,0 +1,86 @@
+"""`python -m bench outcome [SEM ...]`: does the default pipeline make a better expert, per sample SEM?
+
+Each SEM (legal, written for this project; debian-policy and sqlite, documentation that Debian
+ships) runs `opensem pipeline` with every default, in a fresh copy of the project with its own
+MLflow store, in a subprocess, as a user would. Printed per SEM: key-fact accuracy baseline ->
+fine-tuned with the paired 95% interval, the shuffled and echo controls, the forge's yield
+(pairs per KB of text), the registry gate's decision, and minutes.
+
+Target (issue 12): on every SEM a key-fact gain of at least +10 points with its interval above 0,
+and the gate promotes. Takes about 5 minutes a SEM on 2 cores; not part of `make bench`'s default set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEMS = ["legal", "debian-policy", "sqlite"]
+TARGET_POINTS = 10
+
+
+def _project_copy(tmp: Path, sem: str) -> Path:
+    root = tmp / "project"
+    for folder in ("configs", "evals"):
+        shutil.copytree(ROOT / folder, root / folder)
+    shutil.copytree(ROOT / "data" / sem / "raw", root / "data" / sem / "raw")
+    (ROOT / "models" / "base").mkdir(parents=True, exist_ok=True)
+    (root / "models").mkdir()
+    os.symlink(ROOT / "models" / "base", root / "models" / "base")  # the bundled model, built once
+    return root
+
+
+def measure(sem: str) -> dict:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _project_copy(Path(tmp), sem)
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        env = {**os.environ, "OPENSEM_HOME": str(root), "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env = {k: v for k, v in env.items() if not k.startswith(("MLFLOW_RUN", "MLFLOW_EXPERIMENT"))}
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "opensem", "pipeline", "--sem", sem], cwd=root, env=env,
+                              capture_output=True, text=True)
+        minutes = (time.perf_counter() - started) / 60
+        if done.returncode != 0:
+            return {"sem": sem, "error": (done.stderr or done.stdout).strip().splitlines()[-1:], "minutes": minutes}
+        mlflow.set_tracking_uri(uri)
+        runs = {r.data.tags.get("opensem.stage"): r for r in mlflow.search_runs(experiment_names=[f"opensem-{sem}"], output_format="list")}
+        base, tuned, promote = runs["baseline"].data.metrics, runs["evaluate"].data.metrics, runs["promote"].data.tags
+        manifest = json.loads((root / "data" / sem / "processed" / "manifest.json").read_text())
+        return {
+            "sem": sem, "minutes": minutes, "pairs_per_kb": manifest.get("pairs_per_kb"), "pairs": manifest["pairs_kept"],
+            "baseline": base["key_fact_recall"], "tuned": tuned["key_fact_recall"], "gain": tuned["recall_gain"],
+            "low": tuned["recall_gain_ci_low"], "high": tuned["recall_gain_ci_high"],
+            "shuffled_pass": tuned.get("shuffled_pass_rate"), "echo_mean": tuned.get("echo_mean"),
+            "unreliable": runs["evaluate"].data.tags.get("opensem.judge_unreliable"), "decision": promote.get("opensem.decision"),
+        }
+
+
+def main(sems: list[str] | None = None) -> list[dict]:
+    results = []
+    for sem in sems or SEMS:
+        print(f"outcome: running the default pipeline on {sem} ...", flush=True)
+        results.append(measure(sem))
+    print("\n| SEM | key-fact accuracy | gain (95% CI) | controls: shuffled pass, echo mean | pairs per KB | gate | minutes | target |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['sem']} | failed: {r['error']} | | | | | {r['minutes']:.1f} | no |")
+            continue
+        met = r["low"] > 0 and 100 * r["gain"] >= TARGET_POINTS and r["decision"] == "promoted"
+        print(f"| {r['sem']} | {r['baseline']:.0%} -> {r['tuned']:.0%} | {100 * r['gain']:+.0f} points [{100 * r['low']:+.0f}, {100 * r['high']:+.0f}] "
+              f"| {r['shuffled_pass']:.0%}, {r['echo_mean']:.2f}{' (judge unreliable)' if r['unreliable'] == 'true' else ''} "
+              f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {r['decision']} | {r['minutes']:.1f} | {'met' if met else 'not met'} |")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or None)
