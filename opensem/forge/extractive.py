@@ -224,6 +224,7 @@ _NON_SUBJECT = {  # a sentence opening with these has no subject a question can 
     "and", "or", "so", "then", "however", "also", "only", "even", "most", "some", "many", "all", "not", "no",
     "under", "in", "after", "before", "for", "with", "as", "to", "at", "on", "by", "if", "when", "once",
     "while", "although", "unless", "where", "which", "who", "whom", "whose", "what", "whether", "until", "nor",
+    "thus", "hence", "therefore", "additionally", "instead", "likewise", "similarly", "note", "finally", "otherwise",
 }
 _CLAUSE_WORD = re.compile(
     r"\b(?:if|when|because|unless|until|whether|only|that|which|who|it|before|after|whereas|while|although|though|as)\b", re.I
@@ -279,7 +280,7 @@ def _statement_pairs(
     subject_words = subject.split()
     if (
         not (1 <= len(subject_words) <= (10 if lead else 16) and rest)
-        or subject_words[0].lower() in _NON_SUBJECT
+        or subject_words[0].lower().rstrip(",;:") in _NON_SUBJECT
         or _CLAUSE_WORD.search(subject)
         or '"' in subject
         or (lead and "," in subject)
@@ -306,9 +307,34 @@ def _statement_pairs(
     if why and 0 < len(rest[: why.start()].split()) <= 8:
         neg = " not" if negated else ""
         out.append((_question(f"{lead}{'why' if lead else 'Why'} {asked.lower()} {subj}{neg} {rest[: why.start() - 1]}"), answer))
+    out.extend(_obligation_pairs(lead, verb, negated, subj, rest, answer))
     if verb in ("is", "are") and not negated and not lead and _DETERMINER.match(rest) and len(subject_words) >= 2:
         out.append((_question(f"What {verb} {_lower_first(subject)}"), answer))
     return [(q, a) for q, a in out if a.startswith(("Yes. ", "No. ")) or _informative(q, a)]
+
+
+_MODALS = {"must", "may", "should", "can", "will"}
+_VERB_OBJECT = re.compile(r"^(?P<adv>(?:[a-z]+ly\s+)*)(?P<verb>[a-z]{2,})\s+(?P<obj>\S.*)$")
+_NOT_AN_OBJECT = {"to", "in", "on", "at", "by", "for", "with", "from", "into", "as", "if", "when", "whether", "about", "of",
+                  "and", "or", "only", "not", "also", "be", "been", "than", "so", "because", "unless", "until", "once",
+                  "sometimes", "often", "always", "never", "still", "even", "just", "already", "then", "again", "either"}
+_PASSIVE_PLACE = re.compile(r"^be\s+(?P<participle>[a-z]+ed)\s+(?:in|into|on)\s+(?P<where>(?:the|a|an)\s.+)$")
+
+
+def _obligation_pairs(lead: str, verb: str, negated: bool, subj: str, rest: str, answer: str) -> list[tuple[str, str]]:
+    """What a modal sentence obliges or allows, asked about its object: "The license must permit
+    distribution of ..." -> "What must the license permit?"; "The maintainer must be specified in
+    the Maintainer field" -> "Where must the maintainer be specified?". The answer is the sentence."""
+    if verb not in _MODALS or negated:
+        return []
+    what, where = ("what", "where") if lead else ("What", "Where")
+    placed = _PASSIVE_PLACE.match(rest)
+    if placed:
+        return [(_question(f"{lead}{where} {verb} {subj} be {placed['participle']}"), answer)]
+    m = _VERB_OBJECT.match(rest)
+    if not m or m["verb"] in _NOT_AN_OBJECT or m["verb"].endswith("ly") or m["obj"].split()[0].lower() in _NOT_AN_OBJECT:
+        return []
+    return [(_question(f"{lead}{what} {verb} {subj} {m['adv']}{m['verb']}"), answer)]
 
 
 _VERB_S = re.compile(
