@@ -196,3 +196,45 @@ def test_a_chatml_base_gets_generation_markers_and_another_template_is_refused(b
     tokenizer.chat_template = LLAMA_LIKE
     with pytest.raises(OpenSEMError, match=r"no \{% generation %\} markers"):
         ensure_generation_markers(tokenizer)
+
+
+def test_a_conversation_longer_than_max_length_is_left_out(bundled_model_dir):
+    # transformers 5.23 returns a BatchEncoding by default, whose len() is 2: nothing was ever dropped
+    from opensem.models import load_model_and_tokenizer
+    from opensem.train.stage import _fit_length
+
+    _, tokenizer = load_model_and_tokenizer(bundled_model_dir)
+    short = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
+    long = {"messages": [{"role": "user", "content": "Tell me. " * 40}, {"role": "assistant", "content": "Fine. " * 40}]}
+    kept, dropped = _fit_length([short, long], tokenizer, max_length=64)
+    assert kept == [short] and dropped == 1
+
+
+def test_resume_skips_a_checkpoint_cut_off_while_saving(tmp_path):
+    from opensem.train.stage import _last_checkpoint
+
+    for step, complete in ((50, True), (100, True), (150, False)):  # preempted while writing checkpoint-150
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"x")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-notes").mkdir()
+    assert _last_checkpoint(tmp_path) == tmp_path / "checkpoint-100"
+    assert _last_checkpoint(tmp_path / "missing") is None
+
+
+def test_checkpointing_is_set_by_the_name_the_installed_transformers_knows():
+    # transformers 5.17 (the Unsloth stack) has only gradient_checkpointing; 5.23 renamed it
+    from dataclasses import dataclass
+
+    from trl import SFTConfig
+
+    from opensem.train.hf_backend import checkpointing_field
+
+    @dataclass
+    class Old:
+        gradient_checkpointing: bool = False
+
+    assert checkpointing_field(Old) == "gradient_checkpointing"
+    assert checkpointing_field(SFTConfig) == "activation_checkpointing"  # what this CPU stack installs

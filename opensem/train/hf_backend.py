@@ -65,12 +65,21 @@ def lora_config(cfg: Config):
     )
 
 
+def checkpointing_field(config_class) -> str:
+    """transformers 5.23 renamed `gradient_checkpointing` to `activation_checkpointing` (the old
+    name a deprecated alias); 5.17, the newest Unsloth accepts, knows only the old one and raises
+    TypeError on the new. Use whichever this install's config class has."""
+    fields = getattr(config_class, "__dataclass_fields__", {})
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+
+
 def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool):
     """Every training setting comes from the config; the plan decides precision and memory."""
     from trl import SFTConfig
 
     t = cfg.training
     padding_free = t.padding_free and not t.packing
+    checkpointing = {checkpointing_field(SFTConfig): plan.gradient_checkpointing}  # set explicitly: TRL's own default is on
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
@@ -86,7 +95,7 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
         bf16=plan.precision == "bf16",  # TRL would otherwise default to bf16, emulated (slow) on most CPUs
         fp16=plan.precision == "fp16",
         use_cpu=plan.device == "cpu",
-        activation_checkpointing=plan.gradient_checkpointing,  # set explicitly: TRL's own default is on
+        **checkpointing,
         # Padding-free batches carry no padding, so there is nothing to truncate against: long
         # examples are dropped beforehand (see stage.py) instead.
         max_length=None if padding_free else t.max_length,

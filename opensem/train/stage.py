@@ -10,6 +10,7 @@ in the same MLflow run; a finished name is refused rather than overwritten.
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -170,7 +171,13 @@ def _final_eval_loss(trainer) -> float:
 
 
 def _fit_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
-    kept = [r for r in rows if len(tokenizer.apply_chat_template(r["messages"], tokenize=True)) <= max_length]
+    """Rows whose whole conversation fits in max_length tokens, and how many did not. (The token
+    ids are asked for by name: transformers 5.23 returns a BatchEncoding by default, whose len()
+    is its number of fields, 2, so a bare len() dropped nothing.)"""
+    def length(messages) -> int:
+        return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+
+    kept = [r for r in rows if length(r["messages"]) <= max_length]
     return kept, len(rows) - len(kept)
 
 
@@ -184,12 +191,17 @@ def _write_state(out_dir: Path, state: dict) -> None:
 
 
 def _last_checkpoint(folder: Path) -> Path | None:
+    """The newest *complete* checkpoint-N: the Trainer writes trainer_state.json last, so a folder
+    without it was cut off mid-save (a preemption) and resuming from it would fail every time.
+    (transformers' get_last_checkpoint takes the highest number whatever its state.)"""
     if not folder.is_dir():
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(folder))
-    return Path(last) if last else None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    for _, path in sorted(found, reverse=True):
+        if (path / "trainer_state.json").is_file():
+            return path
+        console.print(f"  [yellow]{path.name} is incomplete (cut off while saving): skipped[/yellow]")
+    return None
 
 
 def _loss_curve(history: list[dict], path: Path) -> None:
