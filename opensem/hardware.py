@@ -1,6 +1,6 @@
 """What hardware is here, and what training setup follows from it.
 
-`detect()` looks (nvidia-ml-py for GPU names and VRAM, torch for CUDA/MPS); `plan()` is a pure
+`detect()` looks (torch for the CUDA devices this process sees, and for MPS); `plan()` is a pure
 function of what was detected plus the config, so every rule is testable without a GPU.
 """
 
@@ -71,11 +71,15 @@ def detect() -> Hardware:
 
     gpus: list[Gpu] = []
     if torch.cuda.is_available():
-        gpus = _nvml_gpus() or [
+        # torch's view, not NVML's: it is the devices this process can use, in the order it numbers
+        # them (CUDA_VISIBLE_DEVICES applied), and a MIG slice reports the slice's memory. NVML
+        # lists every GPU of the machine in PCI order at full size, so a plan made from it could
+        # describe a card the trainer never sees (or a whole H100 for a 10 GB slice).
+        gpus = [
             Gpu(
                 torch.cuda.get_device_name(i),
-                torch.cuda.get_device_properties(i).total_memory / 1024**3,
-                torch.cuda.get_device_capability(i),
+                round(torch.cuda.get_device_properties(i).total_memory / 1024**3, 1),
+                tuple(torch.cuda.get_device_capability(i)),
             )
             for i in range(torch.cuda.device_count())
         ]
@@ -89,27 +93,6 @@ def detect() -> Hardware:
         cuda_version=torch.version.cuda,
         unsloth_installed=importlib.util.find_spec("unsloth") is not None,
     )
-
-
-def _nvml_gpus() -> list[Gpu]:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no driver / library: fall back to torch's view
-        return []
-    try:
-        found = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            name = name.decode() if isinstance(name, bytes) else name
-            total = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1024**3
-            cc = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            found.append(Gpu(name, round(total, 1), tuple(cc)))
-        return found
-    finally:
-        pynvml.nvmlShutdown()
 
 
 def plan(hw: Hardware, training) -> TrainingPlan:

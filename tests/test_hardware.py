@@ -58,3 +58,40 @@ def test_datacenter_card_gets_full_use():
 def test_impossible_requests_are_refused(hw, training, message):
     with pytest.raises(OpenSEMError, match=message):
         plan(hw, training)
+
+
+class _FakeNvml:
+    """NVML as on a machine with two GPUs in PCI order: it ignores CUDA_VISIBLE_DEVICES and MIG."""
+
+    cards = [("NVIDIA H100 80GB HBM3", 80 * 1024**3, (9, 0)), ("NVIDIA GeForce RTX 4090", 24 * 1024**3, (8, 9))]
+
+    def nvmlInit(self): pass
+    def nvmlShutdown(self): pass
+    def nvmlDeviceGetCount(self): return len(self.cards)
+    def nvmlDeviceGetHandleByIndex(self, i): return i
+    def nvmlDeviceGetName(self, i): return self.cards[i][0]
+    def nvmlDeviceGetMemoryInfo(self, i): return type("Mem", (), {"total": self.cards[i][1]})()
+    def nvmlDeviceGetCudaComputeCapability(self, i): return self.cards[i][2]
+
+
+@pytest.mark.parametrize("visible, expected", [
+    # CUDA_VISIBLE_DEVICES=1: the process sees only the 4090, as its device 0
+    ([("NVIDIA GeForce RTX 4090", 24.0, (8, 9))], ("NVIDIA GeForce RTX 4090", "24 GB consumer card")),
+    # a 1g.10gb MIG slice of the H100 reports the slice's memory, not 80 GB
+    ([("NVIDIA H100 80GB HBM3 MIG 1g.10gb", 9.5, (9, 0))], ("NVIDIA H100 80GB HBM3 MIG 1g.10gb", "10 GB consumer card")),
+])
+def test_the_plan_describes_the_devices_this_process_sees(monkeypatch, visible, expected):
+    import sys
+
+    import torch
+
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml())  # what the machine has; not what torch will use
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(visible))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: visible[i][0])
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": visible[i][1] * 1024**3})())
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: visible[i][2])
+    hw = detect()
+    assert [g.name for g in hw.gpus] == [v[0] for v in visible]
+    p = plan(hw, TrainingConfig())
+    assert p.device == "cuda" and any(expected[1] in r for r in p.reasons), p.reasons
