@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from opensem.errors import OpenSEMError
+from opensem.errors import Interrupted, OpenSEMError
 from opensem.stages import STAGES
 
 app = typer.Typer(
@@ -40,7 +40,8 @@ OverridesOpt = Annotated[
 
 
 def user_errors(fn):
-    """Turn an OpenSEMError into one red line and exit code 2 (no traceback)."""
+    """Turn an OpenSEMError into one red line and exit code 2 (no traceback); a SIGTERM that
+    stopped work after a checkpoint into exit code 143."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -49,6 +50,9 @@ def user_errors(fn):
         except OpenSEMError as exc:
             err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Interrupted as exc:
+            err.print(f"[yellow]interrupted:[/yellow] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(Interrupted.exit_code) from None
 
     return wrapper
 

@@ -15,3 +15,12 @@ class ConfigError(OpenSEMError):
 
 class NotBuiltError(OpenSEMError):
     """A stage whose implementation has not landed yet."""
+
+
+class Interrupted(Exception):
+    """Work stopped by SIGTERM (a spot preemption, `sky jobs cancel`, Ctrl-C of a supervisor) after
+    saving a checkpoint. Not a success: the command exits 143 (128 + SIGTERM), so a scheduler such
+    as a SkyPilot managed job does not report SUCCEEDED for a run that left no adapter. Running
+    the same command again resumes."""
+
+    exit_code = 143

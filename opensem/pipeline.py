@@ -83,7 +83,9 @@ def run(sem: Sem, cfg: Config) -> dict:
             atomic_write_json(path, state)
             train_cfg = cfg.model_copy(deep=True)
             train_cfg.training.run_name = name
-            train.run(sem, train_cfg)
+            from opensem.stages import raise_if_interrupted
+
+            raise_if_interrupted(train.run(sem, train_cfg))  # a preempted run is resumed by the next pipeline
             record("train", key, run_name=name)
         adapter = done["train"]["run_name"]
 

@@ -30,4 +30,13 @@ def run_stage(stage: str, sem_name: str, overrides: list[str], **options) -> Non
     cfg = load_config(sem.root, sem.name, overrides)
     options = {k: v for k, v in options.items() if v is not None}
     module = importlib.import_module(STAGES[stage][0])
-    module.run(sem, cfg, **options)
+    raise_if_interrupted(module.run(sem, cfg, **options))
+
+
+def raise_if_interrupted(result) -> None:
+    """A stage that stopped on SIGTERM returns {"status": "preempted", ...}: not a success."""
+    if isinstance(result, dict) and result.get("status") == "preempted":
+        from opensem.errors import Interrupted
+
+        raise Interrupted(f"stopped by SIGTERM at step {result.get('step')} of run {result.get('run_name')}, checkpoint saved; "
+                          "run the same command again to resume")
