@@ -166,6 +166,10 @@ def test_head_only_where_labelled_loss_equals_trls(tiny, bundled_model_dir):
             mine = ours.compute_loss(ours.model, dict(batch))
             theirs = SFTTrainer.compute_loss(ours, ours.model, dict(batch))
         assert abs(mine.item() - theirs.item()) < 1e-4, (padding_free, mine.item(), theirs.item())
+        # with more than one GPU the Trainer wraps the model in DataParallel, which has no .model
+        with torch.no_grad():
+            wrapped = ours.compute_loss(torch.nn.DataParallel(ours.model), dict(batch))
+        assert abs(wrapped.item() - theirs.item()) < 1e-4
 
 
 QWEN_LIKE = (  # ChatML as Qwen2.5 ships it: no {% generation %} markers

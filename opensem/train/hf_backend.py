@@ -132,6 +132,8 @@ def assistant_only_trainer_class():
 
     class AssistantOnlyLossTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if isinstance(model, torch.nn.DataParallel):  # several visible GPUs: DataParallel must split
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # the batch itself
             labels = inputs["labels"]
             causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
             decoder_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
