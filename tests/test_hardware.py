@@ -95,3 +95,13 @@ def test_the_plan_describes_the_devices_this_process_sees(monkeypatch, visible, 
     assert [g.name for g in hw.gpus] == [v[0] for v in visible]
     p = plan(hw, TrainingConfig())
     assert p.device == "cuda" and any(expected[1] in r for r in p.reasons), p.reasons
+
+
+def test_unsloth_refuses_fp32_instead_of_silently_training_in_fp16():
+    import torch
+
+    from opensem.train.unsloth_backend import unsloth_dtype  # importable without a GPU: unsloth itself is not imported
+
+    assert unsloth_dtype("bf16") is torch.bfloat16 and unsloth_dtype("fp16") is torch.float16
+    with pytest.raises(OpenSEMError, match="training.precision=fp32 is not supported by the Unsloth backend"):
+        unsloth_dtype("fp32")

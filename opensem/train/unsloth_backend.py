@@ -21,9 +21,21 @@ from opensem.train.hf_backend import ensure_generation_markers
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+def unsloth_dtype(precision: str):
+    """The dtype Unsloth loads the model in. It trains in 16 bits; fp32 used to become float16
+    silently (no AMP, no grad scaler), so it is refused instead."""
+    import torch
+
+    if precision == "fp32":
+        raise OpenSEMError("training.precision=fp32 is not supported by the Unsloth backend (it trains in bf16 or fp16); "
+                           "use training.precision=bf16/fp16/auto, or training.backend=hf for fp32")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
 def prepare(model_dir: Path | str, cfg: Config, plan: TrainingPlan):
     import torch
 
+    dtype = unsloth_dtype(plan.precision)  # refuses before any GPU work
     if not torch.cuda.is_available():
         raise OpenSEMError("training.backend=unsloth needs a CUDA GPU; use training.backend=auto or hf")
     if plan.vram_cap_gb:
@@ -34,7 +46,7 @@ def prepare(model_dir: Path | str, cfg: Config, plan: TrainingPlan):
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=str(model_dir),
         max_seq_length=cfg.training.max_length,
-        dtype=torch.bfloat16 if plan.precision == "bf16" else torch.float16,
+        dtype=dtype,
         load_in_4bit=plan.load_in_4bit,
     )
     targets = ALL_LINEAR if cfg.lora.target_modules == "all-linear" else list(cfg.lora.target_modules)
