@@ -79,6 +79,22 @@ def test_short_training_lowers_loss_and_changes_the_answer(tiny, bundled_model_d
     assert after[0] != before
     assert "teal" in after[0].lower() and "oslo" in after[1].lower(), after
 
+    # an adapter trained on a 4-bit base is merged into a fresh 16-bit load of the base, never into
+    # NF4 weights (no 4-bit here: the path that reloads the base is what is exercised)
+    import dataclasses
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from opensem.hardware import detect, plan as make_plan
+    from opensem.train.stage import merge_adapter
+
+    qlora_plan = dataclasses.replace(make_plan(detect(), cfg.training), load_in_4bit=True, precision="bf16")
+    folder = merge_adapter(out, bundled_model_dir, qlora_plan, trained_model=None)
+    merged = AutoModelForCausalLM.from_pretrained(folder)
+    assert merged.dtype == torch.bfloat16 and not hasattr(merged, "peft_config")
+    assert (folder / "tokenizer.json").is_file() and not getattr(merged.config, "quantization_config", None)
+
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tiny):
     env = dict(os.environ, OPENSEM_HOME=str(tiny.root))
