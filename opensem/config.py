@@ -403,7 +403,8 @@ class SweepConfig(Section):
     objective: Literal["eval_loss", "judge"] = "eval_loss"
     """What a trial is scored by. eval_loss: loss on the forge's held-out split (minimised; cheap,
     and it keeps the golden set unseen until the registry gate). judge: key-fact accuracy on
-    the golden set (maximised, the number the registry gate needs a gain in; costs an evaluation per trial, and since the gate then grades on the
+    the golden set (maximised, the number the registry gate needs a gain in; costs an evaluation
+    per trial, and since the gate then grades on the
     same questions, the best of many trials looks better there than it is)."""
 
     storage: str | None = None

@@ -50,7 +50,7 @@ class Decision:
 
 def beats(candidate_run, reference_run, cfg: Config, what: str) -> Verdict:
     """Apply the rule to two evaluation runs (the candidate's and the baseline's or champion's)."""
-    from opensem.judge.evaluate import TAG_UNRELIABLE, load_rows
+    from opensem.judge.evaluate import TAG_UNRELIABLE, TAG_UNRELIABLE_REASON, load_rows
     from opensem.judge.paired import pair
 
     for tag in COMPARABLE:
@@ -62,7 +62,7 @@ def beats(candidate_run, reference_run, cfg: Config, what: str) -> Verdict:
         if state is None:
             return Verdict(False, f"{whose} (run {run.info.run_id[:8]}) has no validity controls; re-run it with this version")
         if state != "false":
-            return Verdict(False, f"judge unreliable in {whose}: {run.data.tags.get('opensem.judge_unreliable_reason', '?')}")
+            return Verdict(False, f"judge unreliable in {whose}: {run.data.tags.get(TAG_UNRELIABLE_REASON, '?')}")
     paired = pair(load_rows(reference_run.info.run_id), load_rows(candidate_run.info.run_id))
     allowed = cfg.judge.failures_allowed()
     for share, whose in zip(paired.failure_shares(), (f"the {what}'s evaluation", "this evaluation")):

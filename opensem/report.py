@@ -6,8 +6,9 @@
 Sections: data (documents, pairs kept and rejected by reason, teacher cost), training (loss
 curve), baseline vs fine-tuned (key-fact accuracy with its paired interval first, the judge's
 validity controls, score distributions, per-tag table, biggest gains and losses with the answers
-side by side), the registry decision, and lineage (dataset digests, run ids, git commit). Everything is read from what the stages left: the forge manifest, the adapter
-folder, and the MLflow runs.
+side by side), the registry decision, and lineage (dataset digests, run ids, git commit).
+Everything is read from what the stages left: the forge manifest, the adapter folder, and the
+MLflow runs.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def gather(sem: Sem, cfg: Config) -> dict:
     if promote is not None:
         decision = {"decision": promote.data.tags.get("opensem.decision"), "version": promote.data.tags.get("opensem.model_version"),
                     "reasons": mlflow.artifacts.load_text(f"runs:/{promote.info.run_id}/promote/decision.txt").strip().splitlines()}
-    from opensem.judge.evaluate import CONTROL_LABELS, control_cell
+    from opensem.judge.evaluate import CONTROL_LABELS, TAG_UNRELIABLE, TAG_UNRELIABLE_REASON, control_cell
 
     bm, em = baseline.data.metrics, evaluation.data.metrics
     controls = [{"label": label, "baseline": control_cell(bm, name), "tuned": control_cell(em, name)}
@@ -83,8 +84,8 @@ def gather(sem: Sem, cfg: Config) -> dict:
     headline = None
     if "recall_gain" in em:
         headline = {k: em[k] for k in ("recall_gain", "recall_gain_ci_low", "recall_gain_ci_high", "delta_mean", "delta_ci_low", "delta_ci_high")}
-    unreliable = [run.data.tags.get("opensem.judge_unreliable_reason") for run in (baseline, evaluation)
-                  if run.data.tags.get("opensem.judge_unreliable") == "true"]
+    unreliable = [run.data.tags.get(TAG_UNRELIABLE_REASON) for run in (baseline, evaluation)
+                  if run.data.tags.get(TAG_UNRELIABLE) == "true"]
     return {
         "controls": controls, "headline": headline, "unreliable": unreliable, "selection_note": cfg.golden.selection_note,
         "sem": sem.name, "base_model": evaluation.data.tags.get("opensem.base_model", cfg.model.base),

@@ -90,7 +90,7 @@ def test_short_training_lowers_loss_and_changes_the_answer(tiny, bundled_model_d
     from opensem.train.stage import merge_adapter
 
     qlora_plan = dataclasses.replace(make_plan(detect(), cfg.training), load_in_4bit=True, precision="bf16")
-    folder = merge_adapter(out, bundled_model_dir, qlora_plan, trained_model=None)
+    folder = merge_adapter(out, bundled_model_dir, qlora_plan, trained_model=None, tokenizer=tok)
     merged = AutoModelForCausalLM.from_pretrained(folder)
     assert merged.dtype == torch.bfloat16 and not hasattr(merged, "peft_config")
     assert (folder / "tokenizer.json").is_file() and not getattr(merged.config, "quantization_config", None)

@@ -1,7 +1,8 @@
 """Split documents into chunks measured in the base model's tokens.
 
 Headings (markdown `#` lines - the ingest turns underlined and HTML headings into them - or, in a
-document with none, a short stand-alone line without final punctuation) start a new chunk and travel with it as context: "Document title > Section". Inside a
+document with none, a short stand-alone line without final punctuation) start a new chunk and
+travel with it as context: "Document title > Section". Inside a
 section, paragraphs are packed up to `chunk_tokens`; a chunk that closes because it is full
 hands its last sentences (up to `overlap` tokens) to the next one, so no fact is cut in half.
 """

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from opensem.forge.chunk import Chunk
-from opensem.forge.quality import content_words
+from opensem.forge.quality import NEGATION, content_words
 from opensem.forge.reflow import split_sentences
 from opensem.llm import Completion
 
@@ -444,7 +444,6 @@ def _reverse_definition_pairs(raw: str) -> list[tuple[str, str]]:
 _YES_NO = re.compile(r"^(?P<polarity>Yes|No)\.\s+")
 _CLOSING_TOPIC = re.compile(r"\s\([^()]{1,60}\)\.$")  # the section's term that closes an answer
 _FIRST_CLAUSE = re.compile(r"\s*[;:]\s+|\s\(|\s+(?:but|because|except|unless|although|though|however|while|whereas)\b|,\s+(?:and|or|so)\s+")
-_NEGATION = re.compile(r"\b(?:no|not|never|cannot|none|neither|nor)\b|n't\b", re.I)
 _UNGRAMMATICAL = re.compile(
     r"\[\d+\]|(?:^|\s)(?:--|/\*|\*\*)|^(?:\w+\s+)(?:however|for example|additionally|thus|also|instead|similarly|in addition|"
     r"therefore|hence|otherwise|in general|in other words|finally|note that|so|and|but)\b", re.I)
@@ -455,7 +454,7 @@ def _normal(text: str) -> str:
 
 
 def _negations(clause: str) -> int:
-    return len(_NEGATION.findall(_FIRST_CLAUSE.split(clause)[0]))
+    return len(NEGATION.findall(_FIRST_CLAUSE.split(clause)[0]))
 
 
 def _in_source(core: str, source: str) -> bool:

@@ -2,8 +2,9 @@
 
 .txt and .md are read as UTF-8; .pdf (pypdf), .html (BeautifulSoup) and .docx (python-docx)
 through their libraries. Hard-wrapped text is reflowed into paragraphs and HTML navigation is
-dropped (reflow.py), so a sentence is never cut where its source line wrapped. A file that cannot be used is skipped with its reason - never a crash -
-and the reasons end up in the forge manifest.
+dropped (reflow.py), so a sentence is never cut where its source line wrapped. A file that
+cannot be used is skipped with its reason - never a crash - and the reasons end up in the
+forge manifest.
 """
 
 from __future__ import annotations

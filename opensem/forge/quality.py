@@ -28,7 +28,7 @@ STOPWORDS = frozenset(
     it's i'm don't yes""".split()
 )
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
-_NEGATION = re.compile(r"\b(?:no|not|never|cannot|none)\b|n't\b", re.I)
+NEGATION = re.compile(r"\b(?:no|not|never|cannot|none|neither|nor)\b|n't\b", re.I)
 _REFUSAL = re.compile(r"\b(as an ai|i cannot|i can't|i'm sorry|i am sorry|i am unable|i'm unable|cannot help with)\b", re.I)
 
 
@@ -85,7 +85,7 @@ def check_pair(question: str, answer: str, chunk_text: str, fcfg, chunk_words: s
     if answer_words and len(answer_words & source) / len(answer_words) < fcfg.min_grounding:
         return "not_grounded"
     question_words = content_words(question)
-    negates = bool(_NEGATION.search(answer)) and not _NEGATION.search(question)  # "Is X Y?" "No. X is not Y."
+    negates = bool(NEGATION.search(answer)) and not NEGATION.search(question)  # "Is X Y?" "No. X is not Y."
     if answer_words and len(answer_words - question_words) == 0 and not negates:
         return "echo"
     return None

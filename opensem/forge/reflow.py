@@ -107,7 +107,8 @@ def reflow(text: str) -> str:
     while k < len(lines):
         line = lines[k]
         if _FENCE.match(line):
-            flush() if not in_fence else None
+            if not in_fence:
+                flush()
             in_fence = not in_fence
             out.append(line)
             if not in_fence:
@@ -121,7 +122,6 @@ def reflow(text: str) -> str:
         nxt = lines[k + 1] if k + 1 < len(lines) else ""
         under = _UNDERLINE.match(nxt)
         if line.strip() and not block and under and len(nxt.strip()) >= 0.6 * len(line.strip()) and not _UNDERLINE.match(line):
-            flush()
             char = under.group(1)
             if char not in levels:
                 levels.append(char)

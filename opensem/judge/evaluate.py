@@ -33,6 +33,7 @@ TAG_PARTIAL = "opensem.partial"
 TAG_MODEL = "opensem.model_under_test"
 TAG_PROMPT = "opensem.prompt_digest"
 TAG_UNRELIABLE = "opensem.judge_unreliable"
+TAG_UNRELIABLE_REASON = "opensem.judge_unreliable_reason"
 TABLE = "eval/per_question.json"
 CONTROLS_TABLE = "eval/controls.json"
 
@@ -126,7 +127,7 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         baseline_mean = mean if baseline is None else baseline.data.metrics.get("mean_score", float("nan"))
         why_unreliable = unreliable(metrics, baseline_mean)
         tracked.set_tags({TAG_UNRELIABLE: str(bool(why_unreliable)).lower(),
-                          "opensem.judge_unreliable_reason": "; ".join(why_unreliable)[:4000] or "-"})
+                          TAG_UNRELIABLE_REASON: "; ".join(why_unreliable)[:4000] or "-"})
         tracked.log_metrics({k: v for k, v in metrics.items() if v == v})  # a control that could not run is left out
         _log_table(tracked, rows)
         _log_table(tracked, control_rows, CONTROLS_TABLE)
@@ -271,7 +272,7 @@ def find_baseline(sem: Sem, cfg: Config, digest: str, judge_name: str):
     )
 
 
-def load_rows(run_id: str, artifact: str = TABLE) -> list[dict]:
+def load_rows(run_id: str) -> list[dict]:
     """An evaluation's per-question rows as logged; a failed judgment reads back as None, never NaN."""
     import mlflow
 
@@ -280,7 +281,7 @@ def load_rows(run_id: str, artifact: str = TABLE) -> list[dict]:
     # The run's own experiment, named: the fluent default is the process's active experiment,
     # which is not set when this process only resumed a run (a re-run pipeline)
     experiment_id = mlflow.get_run(run_id).info.experiment_id
-    frame = mlflow.MlflowClient().load_table(experiment_id, artifact, run_ids=[run_id])
+    frame = mlflow.MlflowClient().load_table(experiment_id, TABLE, run_ids=[run_id])
     rows = frame.drop(columns=[c for c in ("run_id",) if c in frame.columns]).to_dict("records")
     for row in rows:
         for key in ("score", "key_fact_recall"):

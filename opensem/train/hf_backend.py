@@ -14,6 +14,13 @@ from opensem.errors import OpenSEMError
 from opensem.hardware import TrainingPlan
 
 
+def half_dtype(precision: str):
+    """The 16-bit dtype a GPU plan's precision names: bf16 -> bfloat16, anything else float16."""
+    import torch
+
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
 def load_model(model_dir: Path | str, plan: TrainingPlan):
     """The base model in the plan's precision (4-bit through bitsandbytes for QLoRA)."""
     import torch
@@ -23,13 +30,13 @@ def load_model(model_dir: Path | str, plan: TrainingPlan):
     if plan.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
-        compute = torch.bfloat16 if plan.precision == "bf16" else torch.float16
+        compute = half_dtype(plan.precision)
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
         )
         kwargs["device_map"] = {"": 0}
     elif plan.device == "cuda":
-        kwargs["dtype"] = torch.bfloat16 if plan.precision == "bf16" else torch.float16
+        kwargs["dtype"] = half_dtype(plan.precision)
     else:
         # CPU/MPS keep fp32 weights; bf16 (when chosen) is applied as autocast by the trainer.
         kwargs["dtype"] = torch.float32

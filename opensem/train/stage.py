@@ -124,7 +124,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
         tracked.log_artifact(out_dir / "training_metadata.json", "training")
 
         if t.merge:
-            merge_adapter(out_dir, base_dir, plan, trainer.model)
+            merge_adapter(out_dir, base_dir, plan, trainer.model, tokenizer)
 
         from opensem.train.pyfunc import log_adapter_model
 
@@ -157,25 +157,23 @@ def _load(plan, base_dir, cfg: Config):
     return model, tokenizer, False
 
 
-def merge_adapter(out_dir: Path, base_dir, plan, trained_model) -> Path:
+def merge_adapter(out_dir: Path, base_dir, plan, trained_model, tokenizer) -> Path:
     """out_dir/merged: the base model with the adapter merged in, in 16 bits. A model trained on a
     4-bit base is merged into a fresh 16-bit load of the base instead: merging into the NF4 weights
     would re-quantize them (lossy) and save a 4-bit model."""
     folder = out_dir / "merged"
     if plan.load_in_4bit:
-        import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
-        dtype = torch.bfloat16 if plan.precision == "bf16" else torch.float16
-        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+        from opensem.train.hf_backend import half_dtype
+
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=half_dtype(plan.precision))
         merged = PeftModel.from_pretrained(base, str(out_dir)).merge_and_unload()
     else:
         merged = trained_model.merge_and_unload()
     merged.save_pretrained(str(folder))
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(str(out_dir)).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
     return folder
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from opensem.config import Config
 from opensem.errors import OpenSEMError
 from opensem.hardware import TrainingPlan
-from opensem.train.hf_backend import ensure_generation_markers
+from opensem.train.hf_backend import ensure_generation_markers, half_dtype
 
 # Unsloth's get_peft_model takes module names, not "all-linear": these are the linear layers of
 # the Llama/Qwen/Mistral families it supports.
@@ -24,12 +24,10 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 def unsloth_dtype(precision: str):
     """The dtype Unsloth loads the model in. It trains in 16 bits; fp32 used to become float16
     silently (no AMP, no grad scaler), so it is refused instead."""
-    import torch
-
     if precision == "fp32":
         raise OpenSEMError("training.precision=fp32 is not supported by the Unsloth backend (it trains in bf16 or fp16); "
                            "use training.precision=bf16/fp16/auto, or training.backend=hf for fp32")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
+    return half_dtype(precision)
 
 
 def prepare(model_dir: Path | str, cfg: Config, plan: TrainingPlan):
