@@ -37,7 +37,7 @@ def _project_copy(tmp: Path, sem: str) -> Path:
     return root
 
 
-def measure(sem: str) -> dict:
+def measure(sem: str, overrides: list[str] = ()) -> dict:
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,7 +46,7 @@ def measure(sem: str) -> dict:
         env = {**os.environ, "OPENSEM_HOME": str(root), "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
         env = {k: v for k, v in env.items() if not k.startswith(("MLFLOW_RUN", "MLFLOW_EXPERIMENT"))}
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "opensem", "pipeline", "--sem", sem], cwd=root, env=env,
+        done = subprocess.run([sys.executable, "-m", "opensem", "pipeline", "--sem", sem, *overrides], cwd=root, env=env,
                               capture_output=True, text=True)
         minutes = (time.perf_counter() - started) / 60
         if done.returncode != 0:
@@ -54,6 +54,7 @@ def measure(sem: str) -> dict:
         mlflow.set_tracking_uri(uri)
         runs = {r.data.tags.get("opensem.stage"): r for r in mlflow.search_runs(experiment_names=[f"opensem-{sem}"], output_format="list")}
         base, tuned, promote = runs["baseline"].data.metrics, runs["evaluate"].data.metrics, runs["promote"].data.tags
+        trained = runs["train"].data.metrics
         manifest = json.loads((root / "data" / sem / "processed" / "manifest.json").read_text())
         return {
             "sem": sem, "minutes": minutes, "pairs_per_kb": manifest.get("pairs_per_kb"), "pairs": manifest["pairs_kept"],
@@ -61,24 +62,31 @@ def measure(sem: str) -> dict:
             "low": tuned["recall_gain_ci_low"], "high": tuned["recall_gain_ci_high"],
             "shuffled_pass": tuned.get("shuffled_pass_rate"), "echo_mean": tuned.get("echo_mean"),
             "unreliable": runs["evaluate"].data.tags.get("opensem.judge_unreliable"), "decision": promote.get("opensem.decision"),
+            # held-out loss on the forge's test pairs (chunks no training pair came from): a
+            # development measure that does not look at the golden set
+            "eval_loss": trained.get("eval_loss_final"),
         }
 
 
-def main(sems: list[str] | None = None) -> list[dict]:
+def main(args: list[str] | None = None) -> list[dict]:
+    """args: SEM names (default: all three) and `--set KEY=VALUE` overrides for every pipeline."""
+    args = list(args or [])
+    overrides = [a for i, a in enumerate(args) if a == "--set" or (i and args[i - 1] == "--set")]
+    sems = [a for a in args if a not in overrides] or SEMS
     results = []
-    for sem in sems or SEMS:
-        print(f"outcome: running the default pipeline on {sem} ...", flush=True)
-        results.append(measure(sem))
-    print("\n| SEM | key-fact accuracy | gain (95% CI) | controls: shuffled pass, echo mean | pairs per KB | gate | minutes | target |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for sem in sems:
+        print(f"outcome: running the pipeline on {sem} {' '.join(overrides)}...", flush=True)
+        results.append(measure(sem, overrides))
+    print("\n| SEM | key-fact accuracy | gain (95% CI) | controls: shuffled pass, echo mean | pairs per KB | held-out loss | gate | minutes | target |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         if "error" in r:
-            print(f"| {r['sem']} | failed: {r['error']} | | | | | {r['minutes']:.1f} | no |")
+            print(f"| {r['sem']} | failed: {r['error']} | | | | | | {r['minutes']:.1f} | no |")
             continue
         met = r["low"] > 0 and 100 * r["gain"] >= TARGET_POINTS and r["decision"] == "promoted"
         print(f"| {r['sem']} | {r['baseline']:.0%} -> {r['tuned']:.0%} | {100 * r['gain']:+.0f} points [{100 * r['low']:+.0f}, {100 * r['high']:+.0f}] "
               f"| {r['shuffled_pass']:.0%}, {r['echo_mean']:.2f}{' (judge unreliable)' if r['unreliable'] == 'true' else ''} "
-              f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {r['decision']} | {r['minutes']:.1f} | {'met' if met else 'not met'} |")
+              f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {r['eval_loss']:.3f} | {r['decision']} | {r['minutes']:.1f} | {'met' if met else 'not met'} |")
     return results
 
 

@@ -96,6 +96,11 @@ class TrainingConfig(Section):
     max_steps: int = -1
     """Stop after this many optimizer steps; -1 means train for `epochs`."""
 
+    cpt_epochs: float = Field(0.0, ge=0)
+    """Continued pre-training: passes over the documents themselves (data/<sem>/processed/
+    corpus.jsonl, a loss on every token) before the question/answer pairs, with the same
+    adapter and learning rate. 0 turns it off."""
+
     batch_size: int = Field(8, gt=0)
     """Examples per device step."""
 

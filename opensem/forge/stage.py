@@ -1,4 +1,4 @@
-"""`opensem forge`: data/<sem>/raw -> data/<sem>/processed/{train,test}.jsonl.
+"""`opensem forge`: data/<sem>/raw -> data/<sem>/processed/{train,test,corpus}.jsonl.
 
     ingest -> chunk -> teacher (cached, budgeted, concurrent) -> quality filters, dedup,
     decontamination -> split 90/10 by chunk -> atomic writes + manifest -> MLflow run
@@ -72,6 +72,8 @@ def run(sem: Sem, cfg: Config) -> dict:
         atomic_write_jsonl(out / "train.jsonl", (p.messages(system) for p in train))
         atomic_write_jsonl(out / "test.jsonl", (p.messages(system) for p in test))
         atomic_write_jsonl(out / "rejected.jsonl", rejected)
+        # the documents as read (reflowed, markup removed): what training's cpt phase reads
+        atomic_write_jsonl(out / "corpus.jsonl", ({"document": d.name, "text": d.text} for d in docs))
 
         reasons = Counter(r["reason"] for r in rejected)
         text_kb = sum(len(d.text.encode()) for d in docs) / 1000  # what the teacher read, markup removed
@@ -97,6 +99,7 @@ def run(sem: Sem, cfg: Config) -> dict:
             "digests": {
                 "train": sha256_file(out / "train.jsonl"),
                 "test": sha256_file(out / "test.jsonl"),
+                "corpus": sha256_file(out / "corpus.jsonl"),
                 "raw": _raw_digest(sem, docs),
             },
             "seconds": round(time.time() - started, 2),

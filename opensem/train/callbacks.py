@@ -13,8 +13,9 @@ class TrackingCallback(TrainerCallback):
     """Forward loss, eval loss, learning rate and grad norm, plus real (non-padding) tokens/s and
     peak memory, to the StageRun at each logging step."""
 
-    def __init__(self, tracked, device: str):
+    def __init__(self, tracked, device: str, prefix: str = ""):
         self.tracked = tracked
+        self.prefix = prefix  # "cpt_" for the continued pre-training phase, whose steps restart at 0
         self.device = device
         self.last_time = time.perf_counter()
         self.last_tokens = 0
@@ -36,7 +37,7 @@ class TrackingCallback(TrainerCallback):
         metrics["peak_memory_gb"] = peak_memory_gb(self.device)
         metrics["epoch"] = float(state.epoch or 0)
         self.history.append({"step": state.global_step, **metrics})
-        self.tracked.log_metrics(metrics, step=state.global_step)
+        self.tracked.log_metrics({self.prefix + k: v for k, v in metrics.items()}, step=state.global_step)
 
 
 def peak_memory_gb(device: str) -> float:

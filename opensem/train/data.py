@@ -37,3 +37,25 @@ def load_conversations(path: Path, sem_name: str, required: bool = True) -> list
     if required and not rows:
         raise OpenSEMError(f"{path} is empty: forge kept no pairs; check data/{sem_name}/processed/rejected.jsonl")
     return rows
+
+
+def corpus_windows(path: Path, sem_name: str, tokenizer, max_length: int) -> list[dict]:
+    """The forge's copy of the documents (corpus.jsonl) as token windows of at most max_length
+    for continued pre-training: each document tokenized whole, ended with EOS, and cut into
+    consecutive windows (a short last window is kept; it is the end of a document)."""
+    if not path.is_file():
+        raise OpenSEMError(f"no corpus at {path}: training.cpt_epochs > 0 needs it; run `opensem forge --sem {sem_name}` again")
+    windows: list[dict] = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise OpenSEMError(f'{path} line {number}: expected {{"document": ..., "text": ...}}; re-run forge') from None
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            windows += [{"input_ids": ids[i:i + max_length]} for i in range(0, len(ids), max_length)]
+    if not windows:
+        raise OpenSEMError(f"{path} is empty: forge read no documents; check data/{sem_name}/raw")
+    return windows

@@ -80,8 +80,11 @@ def checkpointing_field(config_class) -> str:
     return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
-def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool):
-    """Every training setting comes from the config; the plan decides precision and memory."""
+def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool, cpt: bool = False):
+    """Every training setting comes from the config; the plan decides precision and memory.
+    cpt=True: the continued pre-training phase, a loss on every token of the documents for
+    training.cpt_epochs, no held-out evaluation and no checkpoints (it is short; a preempted
+    run repeats it)."""
     from trl import SFTConfig
 
     t = cfg.training
@@ -89,8 +92,8 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
     checkpointing = {checkpointing_field(SFTConfig): plan.gradient_checkpointing}  # set explicitly: TRL's own default is on
     return SFTConfig(
         output_dir=str(output_dir),
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
+        num_train_epochs=t.cpt_epochs if cpt else t.epochs,
+        max_steps=-1 if cpt else t.max_steps,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -109,10 +112,10 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
         packing=t.packing,
         padding_free=padding_free,
         train_sampling_strategy="group_by_length" if t.group_by_length and not padding_free else "random",
-        assistant_only_loss=True,
+        assistant_only_loss=not cpt,
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        save_strategy="steps",
+        save_strategy="no" if cpt else "steps",
         save_steps=t.checkpoint_steps,
         save_total_limit=2,
         eval_strategy="epoch" if has_eval else "no",
@@ -158,19 +161,23 @@ def assistant_only_trainer_class():
     return AssistantOnlyLossTrainer
 
 
-def build_trainer(model, tokenizer, train_rows, eval_rows, cfg: Config, plan: TrainingPlan, output_dir: Path, callbacks, peft=True):
+def build_trainer(model, tokenizer, train_rows, eval_rows, cfg: Config, plan: TrainingPlan, output_dir: Path, callbacks,
+                  apply_lora: bool = True, stock_loss: bool = False, cpt: bool = False):
+    """An SFTTrainer for the question/answer pairs, or (cpt=True) for token windows of the
+    documents ({"input_ids": [...]}, see data.corpus_windows). apply_lora=False when the model
+    already carries its adapter (Unsloth's, or the one the cpt phase trained)."""
     from datasets import Dataset
     from trl import SFTTrainer
 
     # Unsloth brings its own fused loss; the head-only-where-labelled loss is for the hf backend.
-    trainer_class = assistant_only_trainer_class() if peft else SFTTrainer
+    trainer_class = SFTTrainer if stock_loss else assistant_only_trainer_class()
     return trainer_class(
         model=model,
-        args=sft_config(cfg, plan, output_dir, bool(eval_rows)),
+        args=sft_config(cfg, plan, output_dir, bool(eval_rows), cpt=cpt),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg) if peft else None,
+        peft_config=lora_config(cfg) if apply_lora else None,
         callbacks=callbacks,
     )
 

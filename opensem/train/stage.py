@@ -1,6 +1,7 @@
 """`opensem train`: data/<sem>/processed/train.jsonl -> models/<sem>/adapters/<run_name>/.
 
-    check data -> detect hardware, plan -> (resume?) -> backend loads model -> SFTTrainer
+    check data -> detect hardware, plan -> (resume?) -> backend loads model
+    -> [cpt: the documents themselves, training.cpt_epochs] -> SFTTrainer on the pairs
     -> adapter + tokenizer + config + metadata -> loss curve, MLflow pyfunc model
 
 A run name is a resumable unit: re-running the same name continues from its newest checkpoint
@@ -74,12 +75,26 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
         preempt = PreemptionCallback()
         stopper = EvalStopCallback(should_stop) if should_stop and eval_rows else None
         callbacks = [metrics_cb, preempt] + ([stopper] if stopper else [])
-        trainer = build_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, checkpoints, callbacks, peft=not peft_applied)
-        started = time.time()
+        stock_loss = plan.backend == "unsloth"
+        cpt, trainer = None, None
         try:
-            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            # A resumed run's checkpoint already holds the adapter the cpt phase trained.
+            if t.cpt_epochs and not resume_from:
+                cpt = _continued_pretraining(model, tokenizer, sem, cfg, plan, checkpoints, tracked, preempt,
+                                             apply_lora=not peft_applied, stock_loss=stock_loss)
+                model, peft_applied = cpt["model"], True
+            if not preempt.requested:
+                trainer = build_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, checkpoints, callbacks,
+                                        apply_lora=not peft_applied, stock_loss=stock_loss)
+                started = time.time()  # the pairs phase alone: tokens/s below is its own
+                result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         finally:
             preempt.restore()
+        if trainer is None:  # SIGTERM arrived during the cpt phase
+            tracked.end_status = "KILLED"
+            console.print("[yellow]SIGTERM during continued pre-training: nothing to keep yet.[/yellow] "
+                          f"Run the same command (training.run_name={run_name}) to start again.")
+            return {"run_name": run_name, "status": "preempted", "step": 0}
         seconds = time.time() - started
 
         if preempt.requested:
@@ -108,6 +123,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             "eval_loss": _final_eval_loss(trainer) if eval_rows else None,
             "stopped_early_at_epoch": stopper.stopped_at_epoch if stopper else None,
             "tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
+            "cpt": {k: v for k, v in cpt.items() if k != "model"} if cpt else None,
             "train_seconds": round(seconds, 1),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config_digest": cfg.digest(),
@@ -142,6 +158,29 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
         f"{metadata['tokens_seen'] / max(seconds, 1e-9):.0f} tokens/s -> {out_dir}"
     )
     return metadata | {"status": "finished", "adapter_dir": str(out_dir), "model_uri": info.model_uri}
+
+
+def _continued_pretraining(model, tokenizer, sem: Sem, cfg: Config, plan, checkpoints: Path, tracked, preempt,
+                           apply_lora: bool, stock_loss: bool) -> dict:
+    """Train the adapter on the documents themselves (every token) before the pairs, so the
+    facts are seen as the text states them and not only through the forge's questions. Returns
+    the model with its adapter, and what the phase did (also logged as cpt_* metrics)."""
+    from opensem.train.callbacks import TrackingCallback
+    from opensem.train.data import corpus_windows
+    from opensem.train.hf_backend import build_trainer
+
+    t = cfg.training
+    windows = corpus_windows(sem.processed_dir / "corpus.jsonl", sem.name, tokenizer, t.max_length)
+    console.print(f"  continued pre-training: {len(windows)} windows of <= {t.max_length} tokens, {t.cpt_epochs:g} epochs")
+    metrics = TrackingCallback(tracked, plan.device, prefix="cpt_")
+    trainer = build_trainer(model, tokenizer, windows, [], cfg, plan, checkpoints / "cpt", [metrics, preempt],
+                            apply_lora=apply_lora, stock_loss=stock_loss, cpt=True)
+    started = time.time()
+    result = trainer.train()
+    summary = {"windows": len(windows), "epochs": t.cpt_epochs, "steps": trainer.state.global_step,
+               "loss": result.training_loss, "seconds": round(time.time() - started, 1)}
+    tracked.log_metrics({"cpt_loss_final": result.training_loss, "cpt_seconds": summary["seconds"]})
+    return summary | {"model": trainer.model}
 
 
 def _load(plan, base_dir, cfg: Config):
