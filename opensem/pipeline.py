@@ -34,11 +34,12 @@ def _key(cfg: Config, sections: tuple[str, ...], *inputs: str) -> str:
 
 
 def run(sem: Sem, cfg: Config) -> dict:
-    from opensem import forge, registry, tracking, train
+    from opensem import forge, hardware, registry, tracking, train
     from opensem.golden import golden_digest, load_golden_for_scoring
     from opensem.golden_lint import check_sem
     from opensem.judge.evaluate import find_baseline, judge_name, run_eval
 
+    hardware.import_unsloth_first(hardware.plan(hardware.detect(), cfg.training))
     # the golden set is needed from the baseline on: check it before forge spends anything
     items = load_golden_for_scoring(sem.golden_set)
     check_sem(sem, cfg, items, console)

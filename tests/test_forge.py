@@ -196,6 +196,9 @@ def test_forge_sample_sem_offline(project):
     assert manifest["train"] == len(train) and manifest["test"] == len(test)
     assert manifest["pairs_kept"] == manifest["pairs_generated"] - sum(manifest["rejected"].values())
     assert manifest["teacher"] == "extractive" and manifest["cost_usd"] == 0
+    corpus = read_jsonl(sem.processed_dir / "corpus.jsonl")  # the documents as read, for training's cpt phase
+    assert sorted(r["document"] for r in corpus) == sorted(p.name for p in sem.raw_dir.iterdir() if not p.name.startswith("."))
+    assert all(r["text"].strip() for r in corpus) and manifest["digests"]["corpus"]
 
     run = mlflow.search_runs(experiment_names=["opensem-legal"], output_format="list")[0]
     assert run.data.tags["opensem.stage"] == "forge"

@@ -105,3 +105,33 @@ def test_unsloth_refuses_fp32_instead_of_silently_training_in_fp16():
     assert unsloth_dtype("bf16") is torch.bfloat16 and unsloth_dtype("fp16") is torch.float16
     with pytest.raises(OpenSEMError, match="training.precision=fp32 is not supported by the Unsloth backend"):
         unsloth_dtype("fp32")
+
+
+def test_unsloth_is_imported_before_transformers(tmp_path):
+    # Unsloth patches transformers/trl/peft when imported, so it must come first. A stand-in
+    # `unsloth` package (the real one needs a CUDA GPU) records what was already loaded when the
+    # train stage's and the pipeline's first step imports it.
+    import subprocess
+    import sys
+
+    fake = tmp_path / "unsloth"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import sys\nLOADED_BEFORE = sorted(m for m in ('transformers', 'trl', 'peft') if m in sys.modules)\n"
+    )
+    script = (
+        "import dataclasses, sys\n"
+        "import opensem.cli, opensem.pipeline, opensem.train.stage, opensem.forge.stage, opensem.judge.evaluate\n"
+        "from opensem.config import TrainingConfig\n"
+        "from opensem.hardware import detect, import_unsloth_first, plan\n"
+        "p = plan(detect(), TrainingConfig())\n"
+        "import_unsloth_first(p)\n"
+        "assert 'unsloth' not in sys.modules  # the hf plan of this CPU machine does not import it\n"
+        "import_unsloth_first(dataclasses.replace(p, backend='unsloth'))\n"
+        "import unsloth\n"
+        "print(unsloth.LOADED_BEFORE)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -132,6 +132,23 @@ def test_finished_run_name_is_not_overwritten(tiny):
     assert result.exit_code == 2 and "already finished" in result.output
 
 
+def test_run_state_lives_beside_checkpoints_on_the_bucket(tiny, tmp_path):
+    # A managed cloud job recovers on a new node: local disk (the adapter folder) is gone, the
+    # mounted bucket is not. The MLflow run id must be found there, so the job goes on in the
+    # same run (and a finished run is not trained again).
+    bucket = tmp_path / "bucket"
+    cfg = load_config(tiny.root, "tiny", FAST + ["training.max_steps=2", "training.run_name=b1", f"training.checkpoint_dir={bucket}"])
+    result = train(tiny, cfg)
+    state = json.loads((bucket / "tiny" / "b1" / "opensem_run.json").read_text())  # one SEM level, then the run
+    assert state["mlflow_run_id"] == result["mlflow_run_id"] and state["status"] == "finished"
+    assert not (bucket / "tiny" / "tiny").exists()
+    import shutil
+
+    shutil.rmtree(tiny.adapters_dir / "b1")  # the new node
+    result = CliRunner().invoke(app, ["train", "--sem", "tiny", "--set", "training.run_name=b1", "--set", f"training.checkpoint_dir={bucket}"])
+    assert result.exit_code == 2 and "already finished" in result.output
+
+
 @pytest.mark.parametrize(
     "setup, overrides, expected",
     [
@@ -142,6 +159,8 @@ def test_finished_run_name_is_not_overwritten(tiny):
         ("malformed", [], "train.jsonl line 2: not valid JSON"),
         ("no_assistant", [], 'train.jsonl line 1: expected {"messages"'),
         ("missing", [], "run `opensem forge --sem tiny` first"),
+        (None, ["training.cpt_epochs=1"], "no corpus at"),
+        (None, ["training.cpt_epochs=-1"], "training.cpt_epochs = -1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tiny, setup, overrides, expected):
@@ -164,13 +183,18 @@ def test_bad_input_is_one_line_exit_2(tiny, setup, overrides, expected):
 
 
 def test_head_only_where_labelled_loss_equals_trls(tiny, bundled_model_dir):
-    """The faster loss (LM head only on labelled positions) is the same number TRL computes."""
+    """The faster loss (LM head only on labelled positions) is the same number as the model's own
+    full-head loss and as TRL's. TRL 1.15 (the Unsloth stack) computes its loss with a Triton
+    kernel that needs a GPU: there, on CPU, only the model's own loss is compared."""
     import torch
+    import trl
+    from packaging.version import Version
     from trl import SFTTrainer
 
     from opensem.hardware import detect, plan
     from opensem.train.hf_backend import build_trainer, prepare
 
+    trl_runs_on_cpu = Version(trl.__version__) >= Version("1.16")
     for padding_free in (False, True):
         cfg = load_config(tiny.root, "tiny", FAST + ["training.max_steps=1", f"training.padding_free={padding_free}"])
         p = plan(detect(), cfg.training)
@@ -179,13 +203,16 @@ def test_head_only_where_labelled_loss_equals_trls(tiny, bundled_model_dir):
         batch = next(iter(ours.get_train_dataloader()))
         assert (batch["labels"] != -100).sum() < batch["input_ids"].numel() / 2  # most tokens carry no label
         with torch.no_grad():
-            mine = ours.compute_loss(ours.model, dict(batch))
-            theirs = SFTTrainer.compute_loss(ours, ours.model, dict(batch))
-        assert abs(mine.item() - theirs.item()) < 1e-4, (padding_free, mine.item(), theirs.item())
-        # with more than one GPU the Trainer wraps the model in DataParallel, which has no .model
-        with torch.no_grad():
-            wrapped = ours.compute_loss(torch.nn.DataParallel(ours.model), dict(batch))
-        assert abs(wrapped.item() - theirs.item()) < 1e-4
+            mine = ours.compute_loss(ours.model, dict(batch)).item()
+            full_head = ours.model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids", "labels")}).loss.item()
+            assert abs(mine - full_head) < 1e-4, (padding_free, mine, full_head)
+            if not trl_runs_on_cpu:
+                continue
+            theirs = SFTTrainer.compute_loss(ours, ours.model, dict(batch)).item()
+            assert abs(mine - theirs) < 1e-4, (padding_free, mine, theirs)
+            # with more than one GPU the Trainer wraps the model in DataParallel, which has no .model
+            wrapped = ours.compute_loss(torch.nn.DataParallel(ours.model), dict(batch)).item()
+            assert abs(wrapped - theirs) < 1e-4
 
 
 QWEN_LIKE = (  # ChatML as Qwen2.5 ships it: no {% generation %} markers
@@ -216,6 +243,56 @@ def test_a_chatml_base_gets_generation_markers_and_another_template_is_refused(b
     tokenizer.chat_template = LLAMA_LIKE
     with pytest.raises(OpenSEMError, match=r"no \{% generation %\} markers"):
         ensure_generation_markers(tokenizer)
+
+
+CORPUS = "The Vexloom of Pardia is painted crimson every spring by the guild of lantern makers. "
+
+
+def _text_loss(model, tokenizer, text: str) -> float:
+    import torch
+
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return float(model(input_ids=ids, labels=ids).loss)
+
+
+def test_cpt_trains_the_adapter_on_the_documents_before_the_pairs(tiny, bundled_model_dir):
+    # A fact that only the documents state (no pair mentions it): after the cpt phase the adapter
+    # finds that text far more likely than the base model does. Were the cpt adapter dropped or
+    # replaced by a fresh one for the pairs, the loss would stay near the base model's.
+    (tiny.processed_dir / "corpus.jsonl").write_text(json.dumps({"document": "a.txt", "text": CORPUS * 6}) + "\n")
+    cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=6", "training.max_length=32", "training.max_steps=1",
+                                                "training.run_name=cpt"])
+    result = train(tiny, cfg)
+    assert result["cpt"]["windows"] >= 3 and result["cpt"]["steps"] >= 6  # windows of <= 32 tokens, 6 passes
+    run = mlflow.get_run(result["mlflow_run_id"])
+    cpt_losses = [m.value for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "cpt_loss")]
+    assert len(cpt_losses) >= 4 and cpt_losses[-1] < 0.5 * cpt_losses[0]
+    assert "cpt_loss_final" in run.data.metrics and "loss" in run.data.metrics  # the pairs phase ran after it
+
+    from peft import PeftModel
+
+    from opensem.models import load_model_and_tokenizer
+
+    base, tok = load_model_and_tokenizer(bundled_model_dir)
+    before = _text_loss(base, tok, CORPUS)
+    tuned = PeftModel.from_pretrained(base, str(tiny.adapters_dir / "cpt"))
+    assert _text_loss(tuned, tok, CORPUS) < 0.5 * before
+
+
+def test_corpus_windows_cover_every_token_once(bundled_model_dir, tmp_path):
+    from opensem.models import load_model_and_tokenizer
+    from opensem.train.data import corpus_windows
+
+    _, tok = load_model_and_tokenizer(bundled_model_dir)
+    path = tmp_path / "corpus.jsonl"
+    texts = ["First document. " * 30, "Second."]
+    path.write_text("".join(json.dumps({"document": f"{i}.txt", "text": t}) + "\n" for i, t in enumerate(texts)))
+    windows = corpus_windows(path, "tiny", tok, max_length=16)
+    assert all(1 <= len(w["input_ids"]) <= 16 for w in windows)
+    flat = [i for w in windows for i in w["input_ids"]]
+    expected = [i for t in texts for i in tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
+    assert flat == expected  # nothing lost or repeated; each document ends with EOS
 
 
 def test_a_conversation_longer_than_max_length_is_left_out(bundled_model_dir):

@@ -39,13 +39,17 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     train_rows = load_conversations(sem.processed_dir / "train.jsonl", sem.name)
     eval_rows = load_conversations(sem.processed_dir / "test.jsonl", sem.name, required=False)
     plan = hardware.plan(hardware.detect(), t)
+    hardware.import_unsloth_first(plan)
 
     run_name = t.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = sem.adapters_dir / run_name
-    state = _read_state(out_dir)
-    if state.get("status") == "finished":
-        raise OpenSEMError(f"run {run_name!r} already finished ({out_dir}); pick a new name: --set training.run_name=...")
     checkpoints = Path(t.checkpoint_dir) / sem.name / run_name if t.checkpoint_dir else out_dir / "checkpoints"
+    # The run's state (its MLflow run id) lives beside its checkpoints: on a cloud bucket when
+    # checkpoint_dir is one, so a job recovered on a new node continues the same MLflow run.
+    state_dir = checkpoints if t.checkpoint_dir else out_dir
+    state = _read_state(state_dir)
+    if state.get("status") == "finished":
+        raise OpenSEMError(f"run {run_name!r} already finished ({state_dir}); pick a new name: --set training.run_name=...")
     resume_from = _last_checkpoint(checkpoints)
     base_dir = resolve_base_model(cfg.model.base, sem.base_models_dir)
 
@@ -59,7 +63,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
 
     with tracking.stage_run(sem, "train", cfg, run_name=run_name, run_id=state.get("mlflow_run_id"),
                             tags={"opensem.run_name": run_name}) as tracked:
-        _write_state(out_dir, {"mlflow_run_id": tracked.run_id, "status": "running"})
+        _write_state(state_dir, {"mlflow_run_id": tracked.run_id, "status": "running"})
         tracked.log_params({f"plan.{k}": v for k, v in plan.as_dict().items() if k != "reasons"} | {"plan.reasons": "; ".join(plan.reasons)})
         if not resume_from:
             tracking.log_jsonl_dataset(sem.processed_dir / "train.jsonl", f"{sem.name}-train", "training")
@@ -149,7 +153,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             cfg.generation.max_new_tokens, cfg.generation.batch_size,
         )
         tracked.set_tags({"opensem.model_uri": info.model_uri})
-        _write_state(out_dir, {"mlflow_run_id": tracked.run_id, "status": "finished", "model_uri": info.model_uri})
+        _write_state(state_dir, {"mlflow_run_id": tracked.run_id, "status": "finished", "model_uri": info.model_uri})
 
     console.print(
         f"[green]trained[/green] {run_name}: {metadata['global_step']} steps"
@@ -238,13 +242,13 @@ def _fit_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict
     return kept, len(rows) - len(kept)
 
 
-def _read_state(out_dir: Path) -> dict:
-    path = out_dir / STATE_FILE
+def _read_state(folder: Path) -> dict:
+    path = folder / STATE_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _write_state(out_dir: Path, state: dict) -> None:
-    atomic_write_json(out_dir / STATE_FILE, state)
+def _write_state(folder: Path, state: dict) -> None:
+    atomic_write_json(folder / STATE_FILE, state)
 
 
 def _last_checkpoint(folder: Path) -> Path | None:

@@ -1,0 +1,124 @@
+"""The sky/*.yaml tasks. There is no cloud here, so: SkyPilot's own parser reads them (in its
+own venv, .venv-sky from `make setup-sky`: its pins conflict with ours), SkyPilot's own upload
+filter decides what of the workdir reaches a node, and each task's `run` step is executed with
+stand-ins for the commands a node would run (mlflow, opensem), which record how they were called."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+SKY_PYTHON = REPO / ".venv-sky" / "bin" / "python"
+TASKS = ["sky/train.yaml", "sky/sweep.yaml", "sky/pipeline.yaml"]
+needs_skypilot = pytest.mark.skipif(not SKY_PYTHON.exists(), reason="SkyPilot's venv is missing: run `make setup-sky`")
+
+PARSE = """
+import json, sys
+import sky, yaml
+out = {}
+for path in sys.argv[1:]:
+    config = yaml.safe_load(open(path))
+    task = sky.Task.from_yaml_config(config, env_overrides=[("CHECKPOINT_BUCKET", "s3://b/opensem"), ("OPTUNA_STORAGE", "sqlite:///s.db")])
+    out[path] = {"name": task.name, "workdir": task.workdir, "setup": task.setup, "run": task.run,
+                 "mounts": {k: [v.source, v.mode.value] for k, v in (task.storage_mounts or {}).items()},
+                 "spot": sorted({r.use_spot for r in task.resources})}
+print(json.dumps(out))
+"""
+
+
+@needs_skypilot
+def test_tasks_parse_under_skypilot():
+    done = subprocess.run([str(SKY_PYTHON), "-c", PARSE, *TASKS], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tasks = json.loads(done.stdout)
+    assert [tasks[t]["name"] for t in TASKS] == ["opensem-train", "opensem-sweep", "opensem-pipeline"]
+    for task in tasks.values():
+        assert task["workdir"] == "." and "make setup-gpu" in task["setup"]
+    # checkpoints on the bucket in SkyPilot's mode for them; spot instances for the resumable tasks
+    assert tasks["sky/train.yaml"]["mounts"] == {"/checkpoints": ["s3://b/opensem", "MOUNT_CACHED"]}
+    assert tasks["sky/train.yaml"]["spot"] == [True] and tasks["sky/sweep.yaml"]["spot"] == [True]
+
+
+@needs_skypilot
+def test_the_upload_carries_forged_pairs_but_not_venvs_or_run_outputs(tmp_path):
+    # SkyPilot uploads the workdir less what .skyignore (or, without it, .gitignore) lists
+    shutil.copy(REPO / ".skyignore", tmp_path / ".skyignore")
+    files = ["data/legal/processed/train.jsonl", "data/legal/raw/a.txt", "data/legal/cache/teacher/x", ".venv/bin/python",
+             "mlruns/0/meta.yaml", "models/legal/adapters/r/x", "mlflow.db", "opensem/__pycache__/x.pyc", "opensem/cli.py"]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    script = "import json, sys; from sky.data import storage_utils; print(json.dumps(storage_utils.get_excluded_files(sys.argv[1])))"
+    done = subprocess.run([str(SKY_PYTHON), "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    excluded = [p.rstrip("/") for p in json.loads(done.stdout)]
+
+    def uploaded(name: str) -> bool:
+        return not any(name == p or name.startswith(p + "/") for p in excluded)
+
+    assert uploaded("data/legal/processed/train.jsonl") and uploaded("data/legal/raw/a.txt") and uploaded("opensem/cli.py")
+    for name in files[2:-1]:
+        assert not uploaded(name), name
+
+
+STAND_IN = """#!/usr/bin/env bash
+# stand-in for a node's command: records its arguments, one per line, then a blank line
+{ basename "$0"; printf '%s\n' "$@"; echo; } >> "$CALLS"
+"""
+
+
+def _run_step(task: str, tmp_path, env: dict, forged: bool) -> list[list[str]]:
+    """Execute the task's `run` script as a node would, in a copy of the workdir's relevant parts."""
+    work = tmp_path / "node"
+    (work / "sky").mkdir(parents=True)
+    shutil.copy(REPO / "sky" / "prepare.sh", work / "sky" / "prepare.sh")
+    bin_dir = work / "fakebin"
+    bin_dir.mkdir()
+    for name in ("opensem", "mlflow"):
+        (bin_dir / name).write_text(STAND_IN)
+        (bin_dir / name).chmod(0o755)
+    (work / ".venv" / "bin").mkdir(parents=True)
+    (work / ".venv" / "bin" / "activate").write_text(f'export PATH="{bin_dir}:$PATH"\n')
+    (work / "lora.target_modules=q").write_text("")  # an unquoted [q,v] would glob-match this file
+    if forged:
+        (work / "data" / "legal" / "processed").mkdir(parents=True)
+        (work / "data" / "legal" / "processed" / "train.jsonl").write_text('{"messages": []}\n')
+    calls = tmp_path / "calls.txt"
+    run = yaml.safe_load((REPO / task).read_text())["run"]
+    done = subprocess.run(["bash", "-c", run], cwd=work, capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ["PATH"], "CALLS": str(calls), "SEM": "legal", **env})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [block.splitlines() for block in calls.read_text().strip().split("\n\n")]
+
+
+@pytest.mark.parametrize("task", ["sky/train.yaml", "sky/sweep.yaml"])
+def test_train_and_sweep_tasks_forge_when_the_upload_has_no_pairs(task, tmp_path):
+    env = {"OVERRIDES": "training.epochs=1 lora.target_modules=[q,v]", "SKYPILOT_TASK_ID": "sky-managed-7_opensem-train_1-0",
+           "OPTUNA_STORAGE": "sqlite:///s.db"}
+    calls = _run_step(task, tmp_path, env, forged=False)
+    stage = "train" if "train" in task else "sweep"
+    assert calls[0] == ["opensem", "doctor", "--sem", "legal", "--set", "training.epochs=1", "--set", "lora.target_modules=[q,v]"]
+    assert calls[1][:4] == ["mlflow", "run", ".", "-e"] and calls[1][4] == "forge"
+    assert "overrides=training.epochs=1 lora.target_modules=[q,v]" in calls[1]
+    assert calls[2][4] == stage and len(calls) == 3
+    overrides = next(a for a in calls[2] if a.startswith("overrides="))
+    if stage == "train":
+        # one SEM level in the checkpoint path (the train stage adds <sem>/<run name> itself)
+        assert "training.checkpoint_dir=/checkpoints " in overrides
+        assert "training.run_name=sky-managed-7_opensem-train_1-0" in overrides
+
+    again = _run_step(task, tmp_path / "second", env, forged=True)
+    assert [c[4] if c[0] == "mlflow" else c[1] for c in again] == ["doctor", stage]  # pairs uploaded: no forge
+
+
+def test_without_overrides_doctor_gets_none(tmp_path):
+    calls = _run_step("sky/train.yaml", tmp_path, {"SKYPILOT_TASK_ID": "t1"}, forged=True)
+    assert calls[0] == ["opensem", "doctor", "--sem", "legal"]
