@@ -56,6 +56,10 @@ def measure(sem: str, overrides: list[str] = ()) -> dict:
         base, tuned, promote = runs["baseline"].data.metrics, runs["evaluate"].data.metrics, runs["promote"].data.tags
         trained = runs["train"].data.metrics
         manifest = json.loads((root / "data" / sem / "processed" / "manifest.json").read_text())
+        # the fine-tuned model's answers, to read after the project copy is gone
+        kept = Path(tempfile.gettempdir()) / "opensem-outcome" / f"{sem}-report.md"
+        kept.parent.mkdir(exist_ok=True)
+        shutil.copy(root / "reports" / sem / "report.md", kept)
         return {
             "sem": sem, "minutes": minutes, "pairs_per_kb": manifest.get("pairs_per_kb"), "pairs": manifest["pairs_kept"],
             "baseline": base["key_fact_recall"], "tuned": tuned["key_fact_recall"], "gain": tuned["recall_gain"],
@@ -64,7 +68,8 @@ def measure(sem: str, overrides: list[str] = ()) -> dict:
             "unreliable": runs["evaluate"].data.tags.get("opensem.judge_unreliable"), "decision": promote.get("opensem.decision"),
             # held-out loss on the forge's test pairs (chunks no training pair came from): a
             # development measure that does not look at the golden set
-            "eval_loss": trained.get("eval_loss_final"),
+            "eval_loss": trained.get("eval_loss_final"), "report": str(kept),
+            "complete": tuned.get("complete_answer_share"), "short": tuned.get("short_answer_share"),
         }
 
 
@@ -74,20 +79,23 @@ def main(args: list[str] | None = None) -> list[dict]:
     overrides = [a for i, a in enumerate(args) if a == "--set" or (i and args[i - 1] == "--set")]
     sems = [a for a in args if a not in overrides] or SEMS
     results = []
+    print("| SEM | key-fact accuracy | gain (95% CI) | controls: shuffled pass, echo mean | pairs per KB | held-out loss | answers: complete, <= 2 sentences | gate | minutes | target |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     for sem in sems:
-        print(f"outcome: running the pipeline on {sem} {' '.join(overrides)}...", flush=True)
-        results.append(measure(sem, overrides))
-    print("\n| SEM | key-fact accuracy | gain (95% CI) | controls: shuffled pass, echo mean | pairs per KB | held-out loss | gate | minutes | target |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in results:
-        if "error" in r:
-            print(f"| {r['sem']} | failed: {r['error']} | | | | | | {r['minutes']:.1f} | no |")
-            continue
-        met = r["low"] > 0 and 100 * r["gain"] >= TARGET_POINTS and r["decision"] == "promoted"
-        print(f"| {r['sem']} | {r['baseline']:.0%} -> {r['tuned']:.0%} | {100 * r['gain']:+.0f} points [{100 * r['low']:+.0f}, {100 * r['high']:+.0f}] "
-              f"| {r['shuffled_pass']:.0%}, {r['echo_mean']:.2f}{' (judge unreliable)' if r['unreliable'] == 'true' else ''} "
-              f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {r['eval_loss']:.3f} | {r['decision']} | {r['minutes']:.1f} | {'met' if met else 'not met'} |")
+        r = measure(sem, overrides)
+        results.append(r)
+        print(_row(r), flush=True)
+    print(f"overrides: {' '.join(overrides) or 'none'}; the fine-tuned models' answers: {Path(tempfile.gettempdir()) / 'opensem-outcome'}")
     return results
+
+
+def _row(r: dict) -> str:
+    if "error" in r:
+        return f"| {r['sem']} | failed: {r['error']} | | | | | | | {r['minutes']:.1f} | no |"
+    met = r["low"] > 0 and 100 * r["gain"] >= TARGET_POINTS and r["decision"] == "promoted"
+    return (f"| {r['sem']} | {r['baseline']:.0%} -> {r['tuned']:.0%} | {100 * r['gain']:+.0f} points [{100 * r['low']:+.0f}, {100 * r['high']:+.0f}] "
+            f"| {r['shuffled_pass']:.0%}, {r['echo_mean']:.2f}{' (judge unreliable)' if r['unreliable'] == 'true' else ''} "
+            f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {r['eval_loss']:.3f} | {r['complete']:.0%}, {r['short']:.0%} | {r['decision']} | {r['minutes']:.1f} | {'met' if met else 'not met'} |")
 
 
 if __name__ == "__main__":

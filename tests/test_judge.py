@@ -289,3 +289,16 @@ def test_judge_name_is_known_without_loading_the_judge(project):
 
     assert judge_name(load_config(project, "legal")) == NAME
     assert judge_name(load_config(project, "legal", ["judge.provider=openai", "judge.model=gpt-4o-mini"])) == "llm:openai:gpt-4o-mini"
+
+
+def test_answer_format_counts_fragments_and_long_answers():
+    from opensem.judge.evaluate import answer_format
+
+    answers = [
+        "A contract needs six essential elements.",                      # complete, one sentence
+        "No. A minor's contract is voidable at the minor's option.",     # complete after Yes./No.
+        "The limitation period for a simple contract is six",            # trailing fragment
+        "One. Two sentences here. Three sentences here. And this is the fourth one.",  # four sentences
+    ]
+    shape = answer_format(answers)
+    assert shape["complete_answer_share"] == 0.75 and shape["short_answer_share"] == 0.75

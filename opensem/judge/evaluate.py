@@ -69,6 +69,20 @@ def make_judge(cfg: Config, sem: Sem):
     return LLMJudge(cfg, sem.cache_dir / "judge")
 
 
+def answer_format(answers: list[str]) -> dict:
+    """How the answers are shaped (issue 12's format: a complete sentence, the fact first, one or
+    two sentences): share that end as a complete sentence (no trailing fragment), and share of at
+    most two sentences (pysbd, as the forge splits)."""
+    from opensem.forge.quality import is_complete_sentence
+    from opensem.forge.reflow import split_sentences
+
+    sentences = [split_sentences(a.strip()) or [""] for a in answers]
+    return {
+        "complete_answer_share": _mean([is_complete_sentence(s[-1]) for s in sentences]),
+        "short_answer_share": _mean([len(s) <= 2 for s in sentences]),
+    }
+
+
 def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, model_uri: str | None = None,
              limit: int | None = None, nested: bool = False) -> EvalResult:
     from opensem import tracking
@@ -121,6 +135,7 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
             "key_fact_recall": _mean([r["key_fact_recall"] for r in rows if r["key_fact_recall"] is not None]),
             **control_metrics,
             "mean_answer_chars": _mean([len(a) for a in answers]),
+            **answer_format(answers),
             "gen_tokens_per_s": gen_tokens / seconds if seconds else 0.0,
             "n_items": len(items), "judge_failures": len(rows) - len(scored),
         }
