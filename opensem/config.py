@@ -420,9 +420,11 @@ class SweepConfig(Section):
     @field_validator("storage")
     @classmethod
     def _no_literal_password(cls, url: str | None) -> str | None:
-        password = re.match(r"^[^:/]+://[^/@]*?:([^/@]*)@", url or "")
-        if password and not re.fullmatch(r"\$\{\w+\}", password.group(1)):
-            raise ValueError("holds a password, and the config is logged: write it as ${VARIABLE} and export VARIABLE")
+        # user:PASSWORD@host, or a query parameter libpq and the MySQL drivers read (?password=...)
+        found = re.finditer(r"^[^:/]+://[^/@]*?:(?P<v>[^/@]*)@|[?&](?:password|passwd|pwd|sslpassword)=(?P<q>[^&#]*)", url or "", re.I)
+        for match in found:
+            if not re.fullmatch(r"\$\{\w+\}", match.group("v") if match.group("v") is not None else match.group("q")):
+                raise ValueError("holds a password, and the config is logged: write it as ${VARIABLE} and export VARIABLE")
         return url
 
     study_name: str | None = None

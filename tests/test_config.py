@@ -113,3 +113,24 @@ def test_error_blames_the_layer_that_set_the_key_not_the_last_to_touch_its_secti
     layers = [("defaults.yaml", {"training": {"epochs": 2}}), ("sems/x.yaml", {"training": {"epochs": -1}})]
     with pytest.raises(ConfigError, match=r"^sems/x\.yaml: training\.epochs = -1"):
         resolve(layers)
+
+
+@pytest.mark.parametrize(
+    "url, refused",
+    [
+        ("postgresql+psycopg2://sweeper:hunter2@db/optuna", True),
+        ("postgresql://sweeper@db/optuna?password=hunter2", True),  # libpq reads it from the query too
+        ("postgresql://sweeper@db/optuna?sslmode=require&PASSWORD=hunter2", True),
+        ("mysql+pymysql://sweeper@db/optuna?passwd=hunter2", True),
+        ("postgresql://sweeper:${OPTUNA_DB_PASSWORD}@db/optuna", False),
+        ("postgresql://sweeper@db/optuna?password=${OPTUNA_DB_PASSWORD}", False),
+        ("postgresql://sweeper@db/optuna?sslmode=require", False),
+    ],
+)
+def test_a_literal_storage_password_is_refused_and_not_echoed(project, url, refused):
+    if not refused:
+        assert load_config(project, "legal", [f"sweep.storage={url}"]).sweep.storage == url
+        return
+    with pytest.raises(ConfigError) as exc:
+        load_config(project, "legal", [f"sweep.storage={url}"])
+    assert "holds a password" in str(exc.value) and "hunter2" not in str(exc.value)

@@ -311,6 +311,17 @@ def test_budget_cap_stops_spending_and_keeps_what_was_made(mini, monkeypatch):
     assert manifest["train"] + manifest["test"] == manifest["pairs_kept"] > 0
 
 
+def test_a_budget_without_a_price_is_refused_before_any_request(mini, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeLLMServer() as server:
+        args = ["forge", "--sem", "mini"] + sum((["--set", o] for o in api(server, "openai", "forge.teacher.model=unpriced",
+                                                                            "forge.max_cost_usd=1.0")), [])
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and len(server.log) == 0
+    assert "forge.prices has no price for 'unpriced'" in result.output
+    assert not (mini.processed_dir / "train.jsonl").exists()
+
+
 def test_malformed_every_time_is_rejected_not_fatal(mini, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with FakeLLMServer() as server:

@@ -159,6 +159,12 @@ def make_teacher(cfg: Config, cache_dir: Path, budget: Budget, base_model_dir: P
 
         return ExtractiveTeacher()
     if t.provider in ("openai", "anthropic"):
+        if cfg.forge.max_cost_usd is not None and t.model not in cfg.forge.prices:
+            # without a price every request counts as $0 and the cap could never stop anything
+            raise OpenSEMError(
+                f"forge.max_cost_usd is set but forge.prices has no price for {t.model!r}: add "
+                f"forge.prices.{t.model}.input_per_mtok and .output_per_mtok (USD per million tokens; 0 for a free server)"
+            )
         return APITeacher(t, cfg.forge.prices, cache_dir, budget)
     if t.provider == "local":
         return LocalTeacher(t, Path(t.model) if t.model and Path(t.model).is_dir() else base_model_dir)
