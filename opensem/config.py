@@ -99,7 +99,8 @@ class TrainingConfig(Section):
     cpt_epochs: float = Field(0.0, ge=0)
     """Continued pre-training: passes over the documents themselves (data/<sem>/processed/
     corpus.jsonl, a loss on every token) before the question/answer pairs, with the same
-    adapter and learning rate. 0 turns it off."""
+    adapter and learning rate (max_steps, when set, caps this phase too). 0 turns it off; the
+    bundled model's recipe sets 4, chosen on held-out loss."""
 
     batch_size: int = Field(8, gt=0)
     """Examples per device step."""

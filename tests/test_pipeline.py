@@ -33,7 +33,7 @@ GOLDEN = {"items": [
     {"id": "w2", "question": "When did the widget makers form their guild?", "answer": "In 1950.", "key_facts": ["1950"]},
 ]}
 FAST = ["model.system_prompt=Answer briefly.", "generation.max_new_tokens=12", "training.max_steps=4", "training.batch_size=4",
-        "training.logging_steps=1"]
+        "training.logging_steps=1", "training.cpt_epochs=0"]
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def test_serve_answers_over_http_with_the_champion(project, tmp_path):
     sem.processed_dir.mkdir(parents=True)
     row = {"messages": [{"role": "user", "content": "What colour is a Zorblat?"}, {"role": "assistant", "content": "A Zorblat is teal."}]}
     (sem.processed_dir / "train.jsonl").write_text(json.dumps(row) + "\n")
-    cfg = load_config(sem.root, "srv", ["training.max_steps=12", "training.batch_size=1", "training.learning_rate=2e-3",
+    cfg = load_config(sem.root, "srv", ["training.max_steps=12", "training.batch_size=1", "training.cpt_epochs=0", "training.learning_rate=2e-3",
                                         "training.lr_scheduler=constant", "training.warmup_ratio=0", "model.system_prompt=Answer briefly."])
     result = train(sem, cfg)
 

@@ -30,6 +30,7 @@ generation:
   max_new_tokens: 12
 training:
   max_steps: 4
+  cpt_epochs: 0
   batch_size: 3
   warmup_ratio: 0
   logging_steps: 1

@@ -37,6 +37,7 @@ FAST = [
     "training.lr_scheduler=constant",
     "lora.r=8",
     "lora.alpha=16",
+    "training.cpt_epochs=0",  # the tiny SEM has no corpus.jsonl; the cpt tests turn it on
 ]
 
 
@@ -261,8 +262,7 @@ def test_cpt_trains_the_adapter_on_the_documents_before_the_pairs(tiny, bundled_
     # finds that text far more likely than the base model does. Were the cpt adapter dropped or
     # replaced by a fresh one for the pairs, the loss would stay near the base model's.
     (tiny.processed_dir / "corpus.jsonl").write_text(json.dumps({"document": "a.txt", "text": CORPUS * 6}) + "\n")
-    cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=6", "training.max_length=32", "training.max_steps=1",
-                                                "training.run_name=cpt"])
+    cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=6", "training.max_length=32", "training.run_name=cpt"])
     result = train(tiny, cfg)
     assert result["cpt"]["windows"] >= 3 and result["cpt"]["steps"] >= 6  # windows of <= 32 tokens, 6 passes
     run = mlflow.get_run(result["mlflow_run_id"])
@@ -278,6 +278,14 @@ def test_cpt_trains_the_adapter_on_the_documents_before_the_pairs(tiny, bundled_
     before = _text_loss(base, tok, CORPUS)
     tuned = PeftModel.from_pretrained(base, str(tiny.adapters_dir / "cpt"))
     assert _text_loss(tuned, tok, CORPUS) < 0.5 * before
+
+
+def test_max_steps_caps_the_cpt_phase_too(tiny):
+    (tiny.processed_dir / "corpus.jsonl").write_text(json.dumps({"document": "a.txt", "text": CORPUS * 6}) + "\n")
+    cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=6", "training.max_length=32", "training.max_steps=2",
+                                                "training.run_name=quick"])
+    result = train(tiny, cfg)
+    assert result["cpt"]["steps"] == 2 and result["global_step"] == 2
 
 
 def test_corpus_windows_cover_every_token_once(bundled_model_dir, tmp_path):

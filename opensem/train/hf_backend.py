@@ -83,8 +83,8 @@ def checkpointing_field(config_class) -> str:
 def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool, cpt: bool = False):
     """Every training setting comes from the config; the plan decides precision and memory.
     cpt=True: the continued pre-training phase, a loss on every token of the documents for
-    training.cpt_epochs, no held-out evaluation and no checkpoints (it is short; a preempted
-    run repeats it)."""
+    training.cpt_epochs (or max_steps), no held-out evaluation and no checkpoints (it is short;
+    a preempted run repeats it)."""
     from trl import SFTConfig
 
     t = cfg.training
@@ -93,7 +93,7 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=t.cpt_epochs if cpt else t.epochs,
-        max_steps=-1 if cpt else t.max_steps,
+        max_steps=t.max_steps,  # caps each phase, so a quick run (max_steps=N) stays quick
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
