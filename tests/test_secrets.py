@@ -1,0 +1,64 @@
+"""Secrets never reach what OpenSEM writes. Fake keys are planted in the environment, the whole
+pipeline runs with an OpenAI teacher and an Anthropic judge (real SDKs against the local server,
+which must have received the keys: so they were really in use) and W&B mirroring on (offline
+files), and then every file under the project - the MLflow store and artifacts, W&B's files,
+reports, adapters and checkpoints, the forge cache and processed data - and everything printed is
+searched for them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llm_server import FakeLLMServer
+from opensem.cli import app
+from opensem.workspace import new_sem
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("bundled_model_dir")]
+
+PLANTED = {
+    "OPENAI_API_KEY": "sk-PLANTEDopenai0c7e1f",
+    "ANTHROPIC_API_KEY": "sk-ant-PLANTEDanthropic9b2d",
+    "WANDB_API_KEY": "PLANTEDwandb" + "5" * 28,
+    "OPTUNA_DB_PASSWORD": "PLANTEDdbpassword71",
+}
+DOC = "# Widgets\n\nA **Zorblat** is a teal widget. The largest widget weighs 400 grams.\n\nWidget makers formed a guild in 1950.\n"
+GOLDEN = {"items": [
+    {"id": "w1", "question": "What colour is a Zorblat widget?", "answer": "A Zorblat is teal.", "key_facts": ["teal"]},
+    {"id": "w2", "question": "When did the widget makers form their guild?", "answer": "In 1950.", "key_facts": ["1950"]},
+]}
+
+
+def test_planted_secrets_reach_no_file_and_no_output(project, monkeypatch):
+    sem = new_sem("widgets")
+    (sem.raw_dir / "widgets.md").write_text(DOC)
+    sem.golden_set.write_text(json.dumps(GOLDEN))
+    for name, value in PLANTED.items():
+        monkeypatch.setenv(name, value)
+    with FakeLLMServer() as server:
+        sets = [
+            "forge.teacher.provider=openai", "forge.teacher.model=gpt-4o-mini", f"forge.teacher.base_url={server.url}/v1",
+            "judge.provider=anthropic", "judge.model=claude-3-5-haiku-latest", f"judge.base_url={server.url}",
+            "tracking.wandb.enabled=true", "tracking.wandb.mode=offline",
+            # the password stays a ${VARIABLE} in the (logged) config; sqlite ignores it here
+            "sweep.storage=sqlite:///optuna-${OPTUNA_DB_PASSWORD}.db",
+            "model.system_prompt=Answer briefly.", "generation.max_new_tokens=12",
+            "training.max_steps=4", "training.batch_size=4", "training.cpt_epochs=1", "training.checkpoint_steps=2",
+        ]
+        result = CliRunner().invoke(app, ["pipeline", "--sem", "widgets", *sum((["--set", s] for s in sets), [])])
+    assert result.exit_code == 0, result.output
+    sent = {(e["path"].rsplit("/", 1)[-1], e["api_key"].removeprefix("Bearer ")) for e in server.log}  # header as each SDK sends it
+    assert ("completions", PLANTED["OPENAI_API_KEY"]) in sent and ("messages", PLANTED["ANTHROPIC_API_KEY"]) in sent
+
+    needles = [v.encode() for v in PLANTED.values()]
+    top = project.parent  # the test's folder: the project and the MLflow store beside it
+    written = [Path(d) / f for d, _, files in os.walk(top) for f in files if not (Path(d) / f).is_symlink()]  # models/base is a link
+    assert any(p.name == "mlflow.db" for p in written) and any("wandb" in p.parts for p in written)
+    assert any("checkpoint-" in str(p) for p in written) and any(p.suffix == ".safetensors" for p in written)
+    leaks = [str(p.relative_to(top)) for p in written for needle in needles if needle in p.read_bytes()]
+    assert leaks == []
+    assert not any(v in result.output for v in PLANTED.values())
