@@ -155,7 +155,7 @@ def test_run_state_lives_beside_checkpoints_on_the_bucket(tiny, tmp_path):
     [
         (None, ["training.learning_rate=-1e-4"], "training.learning_rate = -0.0001: input should be greater than 0"),
         (None, ["lora.r=0"], "lora.r = 0: input should be greater than 0"),
-        (None, ["lora.target_modules=[q_proj, nonsense_proj]"], "lora.target_modules ['nonsense_proj'] not found"),
+        (None, ["lora.target_modules=[q_proj, nonsense_proj]", "training.cpt_epochs=0"], "lora.target_modules ['nonsense_proj'] not found"),
         ("empty", [], "train.jsonl is empty"),
         ("malformed", [], "train.jsonl line 2: not valid JSON"),
         ("no_assistant", [], 'train.jsonl line 1: expected {"messages"'),

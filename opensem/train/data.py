@@ -39,12 +39,17 @@ def load_conversations(path: Path, sem_name: str, required: bool = True) -> list
     return rows
 
 
+def check_corpus(path: Path, sem_name: str) -> None:
+    if not path.is_file():
+        raise OpenSEMError(f"no corpus at {path}: training.cpt_epochs > 0 needs it (forge writes it); "
+                           f"run `opensem forge --sem {sem_name}` again, or --set training.cpt_epochs=0")
+
+
 def corpus_windows(path: Path, sem_name: str, tokenizer, max_length: int) -> list[dict]:
     """The forge's copy of the documents (corpus.jsonl) as token windows of at most max_length
     for continued pre-training: each document tokenized whole, ended with EOS, and cut into
     consecutive windows (a short last window is kept; it is the end of a document)."""
-    if not path.is_file():
-        raise OpenSEMError(f"no corpus at {path}: training.cpt_epochs > 0 needs it; run `opensem forge --sem {sem_name}` again")
+    check_corpus(path, sem_name)
     windows: list[dict] = []
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):

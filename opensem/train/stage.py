@@ -33,11 +33,13 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     held-out evaluation; True ends training there (recorded as stopped_early_at_epoch)."""
     from opensem import hardware, recipes, tracking
     from opensem.models import resolve_base_model
-    from opensem.train.data import load_conversations
+    from opensem.train.data import check_corpus, load_conversations
 
     t = cfg.training
     train_rows = load_conversations(sem.processed_dir / "train.jsonl", sem.name)
     eval_rows = load_conversations(sem.processed_dir / "test.jsonl", sem.name, required=False)
+    if t.cpt_epochs:
+        check_corpus(sem.processed_dir / "corpus.jsonl", sem.name)
     plan = hardware.plan(hardware.detect(), t)
     hardware.import_unsloth_first(plan)
 
