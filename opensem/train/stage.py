@@ -38,8 +38,6 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     t = cfg.training
     train_rows = load_conversations(sem.processed_dir / "train.jsonl", sem.name)
     eval_rows = load_conversations(sem.processed_dir / "test.jsonl", sem.name, required=False)
-    if t.cpt_epochs:
-        check_corpus(sem.processed_dir / "corpus.jsonl", sem.name)
     plan = hardware.plan(hardware.detect(), t)
     hardware.import_unsloth_first(plan)
 
@@ -52,6 +50,8 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     state = _read_state(state_dir)
     if state.get("status") == "finished":
         raise OpenSEMError(f"run {run_name!r} already finished ({state_dir}); pick a new name: --set training.run_name=...")
+    if t.cpt_epochs:
+        check_corpus(sem.processed_dir / "corpus.jsonl", sem.name)
     resume_from = _last_checkpoint(checkpoints)
     base_dir = resolve_base_model(cfg.model.base, sem.base_models_dir)
 
