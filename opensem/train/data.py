@@ -18,22 +18,15 @@ def load_conversations(path: Path, sem_name: str, required: bool = True) -> list
             return []
         raise OpenSEMError(f"no training data at {path}: run `opensem forge --sem {sem_name}` first")
     rows: list[dict] = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise OpenSEMError(f"{path} line {number}: not valid JSON ({exc.msg}); re-run forge or fix the line") from None
-            messages = row.get("messages") if isinstance(row, dict) else None
-            roles = [m.get("role") for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
-            if "user" not in roles or "assistant" not in roles or not all(isinstance(m.get("content"), str) for m in messages):
-                raise OpenSEMError(
-                    f'{path} line {number}: expected {{"messages": [{{"role": "user", "content": ...}}, '
-                    f'{{"role": "assistant", "content": ...}}]}}'
-                )
-            rows.append({"messages": messages})
+    for number, row in _jsonl(path):
+        messages = row.get("messages") if isinstance(row, dict) else None
+        roles = [m.get("role") for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+        if "user" not in roles or "assistant" not in roles or not all(isinstance(m.get("content"), str) for m in messages):
+            raise OpenSEMError(
+                f'{path} line {number}: expected {{"messages": [{{"role": "user", "content": ...}}, '
+                f'{{"role": "assistant", "content": ...}}]}}'
+            )
+        rows.append({"messages": messages})
     if required and not rows:
         raise OpenSEMError(f"{path} is empty: forge kept no pairs; check data/{sem_name}/processed/rejected.jsonl")
     return rows
@@ -51,16 +44,23 @@ def corpus_windows(path: Path, sem_name: str, tokenizer, max_length: int) -> lis
     consecutive windows (a short last window is kept; it is the end of a document)."""
     check_corpus(path, sem_name)
     windows: list[dict] = []
+    for number, row in _jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise OpenSEMError(f'{path} line {number}: expected {{"document": ..., "text": ...}}; re-run forge')
+        ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        windows += [{"input_ids": ids[i:i + max_length]} for i in range(0, len(ids), max_length)]
+    if not windows:
+        raise OpenSEMError(f"{path} is empty: forge read no documents; check data/{sem_name}/raw")
+    return windows
+
+
+def _jsonl(path: Path):
+    """(line number, parsed row) for every non-blank line; a line that is not JSON is one error."""
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise OpenSEMError(f'{path} line {number}: expected {{"document": ..., "text": ...}}; re-run forge') from None
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            windows += [{"input_ids": ids[i:i + max_length]} for i in range(0, len(ids), max_length)]
-    if not windows:
-        raise OpenSEMError(f"{path} is empty: forge read no documents; check data/{sem_name}/raw")
-    return windows
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise OpenSEMError(f"{path} line {number}: not valid JSON ({exc.msg}); re-run forge or fix the line") from None
