@@ -11,7 +11,8 @@ import pytest
 from opensem.forge.chunk import Chunk, chunk_document
 from opensem.forge.extractive import extract_pairs, unfaithful
 from opensem.forge.ingest import ingest
-from opensem.forge.quality import is_complete_sentence
+from opensem.config import load_config
+from opensem.forge.quality import check_pair, is_complete_sentence
 
 from conftest import REPO
 
@@ -71,3 +72,40 @@ def test_complete_sentences_are_told_from_fragments():
     assert not is_complete_sentence("Six years.")
     assert not is_complete_sentence("A voidable.")
     assert not is_complete_sentence("the maintainer is responsible for the package")
+
+
+@pytest.mark.parametrize("sentence, absent, expected", [
+    # an opening phrase the lead pattern does not know is not the subject
+    ("Unlike most other SQL engines, SQLite does not have a separate BOOLEAN storage type.", "unlike", None),
+    ("Since these packages cannot be easily removed, the essential flag must not be used lightly.", "since", None),
+    # a subject that names nothing outside its paragraph
+    ("The value is a NULL value stored in the record header.", "what is the value", None),
+    # a polar question asks the first clause only
+    ("The file named by the INTO clause must not previously exist, or else it must be an empty file.", ", or",
+     "Must the file named by the INTO clause previously exist?"),
+    # a framing lead stays in the answer, not in the question
+    ("For example, the license must not insist that other programs on the medium are free software.", "for example",
+     "Must the license insist that other programs on the medium are free software?"),
+])
+def test_questions_do_not_inherit_the_sentences_framing(sentence, absent, expected):
+    questions = [q for q, _ in extract_pairs(chunk(sentence))]
+    assert not any(absent in q.lower() for q in questions), questions
+    if expected:
+        assert expected in questions
+
+
+@pytest.mark.parametrize("question, reason", [
+    ("Under circumstances described below, may the engine convert values?", "needs_context"),
+    ("Does SQLite enforce this restriction?", "needs_context"),
+    ("Are the following targets required by debian/rules?", "needs_context"),
+    ('Is "this" a reserved word in SQLite?', None),  # quoted: a name, not a pointer
+    ("Does SQLite enforce the length of a VARCHAR column?", None),
+])
+def test_questions_that_lean_on_the_surrounding_text_are_rejected(question, reason):
+    answer = "No. SQLite does not enforce the length of a VARCHAR column in a table."
+    assert check_pair(question, answer, PLANTED, load_config(REPO, "legal", []).forge) == reason
+
+
+def test_a_question_cut_inside_a_quote_is_ungrammatical():
+    text = 'Conversions in comparisons of the form "x IN (SELECT y)" are handled as if the comparison were x=y.'
+    assert unfaithful('Are conversions in comparisons of the form "x IN?', "Yes. " + text, chunk(text)) == "ungrammatical"

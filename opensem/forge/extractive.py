@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from opensem.forge.chunk import Chunk
-from opensem.forge.quality import NEGATION, content_words
+from opensem.forge.quality import NEGATION, content_words, points_outside
 from opensem.forge.reflow import split_sentences
 from opensem.llm import Completion
 
@@ -140,7 +140,7 @@ def extract_pairs(chunk: Chunk) -> list[tuple[str, str]]:
             pairs.extend(_sentence_pairs(raw, chunk.heading, antecedent if not term else None, section_term, terms))
         antecedent = None  # a paragraph ends
     pairs.extend(difference_pairs(definitions))
-    return _unique(pairs)
+    return _unique([(q, a) for q, a in pairs if not points_outside(q)])
 
 
 def _sentence_pairs(
@@ -225,9 +225,25 @@ _NON_SUBJECT = {  # a sentence opening with these has no subject a question can 
     "under", "in", "after", "before", "for", "with", "as", "to", "at", "on", "by", "if", "when", "once",
     "while", "although", "unless", "where", "which", "who", "whom", "whose", "what", "whether", "until", "nor",
     "thus", "hence", "therefore", "additionally", "instead", "likewise", "similarly", "note", "finally", "otherwise",
+    "since", "unlike", "like", "because", "despite", "though", "besides", "during", "within", "among", "from",
+    "following", "given", "per", "via", "regardless", "due", "except", "apart", "according", "upon", "through",
+    "throughout", "against", "beyond", "between", "whereas", "above", "below", "one", "sometimes", "usually",
+    "generally", "normally", "typically", "always", "never", "currently",
 }
+# A lead that frames the sentence rather than conditions it: dropped from the question ("For
+# example, must the license ...?" is not how anyone asks), kept in the answer.
+_DISCOURSE_LEAD = re.compile(
+    r"^(?:For (?:example|instance)|In (?:general|particular|practice|addition|other words|short|fact|most cases)|Of course"
+    r"|As a rule|Typically|Usually|Normally|Generally)$", re.I)
+# A subject that names nothing without its paragraph ("What is the value?", "What will the new
+# database contain?"): the question cannot be answered by anyone who has not just read the text.
+_VAGUE_SUBJECT = re.compile(
+    r"^(?:the|a|an)\s+(?:(?:new|old|same|other|first|second|last|original|resulting|current|given)\s+)?"
+    r"(?:values?|columns?|results?|files?|database|tables?|data|content|strings?|numbers?|text|expressions?|operands?"
+    r"|functions?|options?|commands?|statements?|process|entry|entries|fields?|items?|objects?|names?|types?|things?"
+    r"|ones?|cases?|rules?|way|group|list)$", re.I)
 _CLAUSE_WORD = re.compile(
-    r"\b(?:if|when|because|unless|until|whether|only|that|which|who|it|before|after|whereas|while|although|though|as)\b", re.I
+    r"\b(?:if|when|because|unless|until|whether|only|that|which|who|whose|it|before|after|whereas|while|although|though|as)\b", re.I
 )
 _CONDITION = re.compile(r"\s(?P<mark>(?:only\s+)?(?:when|as soon as|once|until|if|unless))\s")
 _BECAUSE = re.compile(r"\s(?:because|since)\s")
@@ -271,6 +287,8 @@ def _statement_pairs(
     if m and re.search(r"\sv\.?\s", m["lead"]):
         return []  # "In <case>, ..." is the cloze rule's
     lead, main = (m["lead"] + ", ", m["main"]) if m else ("", sentence)
+    if m and _DISCOURSE_LEAD.match(m["lead"]):
+        lead = ""
     main = re.split(r"\s*[;:]\s+|\s+\(", main)[0]
     aux = _AUX.search(" " + main + " ")
     if not aux:
@@ -283,7 +301,9 @@ def _statement_pairs(
         or subject_words[0].lower().rstrip(",;:") in _NON_SUBJECT
         or _CLAUSE_WORD.search(subject)
         or '"' in subject
-        or (lead and "," in subject)
+        or "," in subject  # an opening phrase the lead pattern did not know ("Unlike X, SQLite ...")
+        or not subject[:1].isalnum()
+        or _VAGUE_SUBJECT.match(subject)
     ):
         return []
     verb, negated = aux["aux"], bool(aux["neg"]) or aux["aux"] == "cannot"
@@ -294,8 +314,9 @@ def _statement_pairs(
     subj = _lower_first(subject) + (aux["adv"] or "")
     answer = _cap(answer)
     out = []
-    polar_rest = re.split(r"\s+(?:but|because)\s+", rest)[0] if negated else rest
-    polar_rest = re.sub(r"\s+simply$", "", polar_rest)
+    # the question asks the first clause only: "Must the file exist, or else ..., or ...?" is no question
+    polar_rest = re.split(r"\s+(?:but|because)\s+|,\s+(?:or|so|and|but|which|thus)\s+|,\s+(?:since|as|unless|except)\b", rest)[0]
+    polar_rest = re.sub(r"\s+(?:simply|merely|only|either|also)$", "", polar_rest)
     polar = _question(f"{lead}{asked} {subj} {polar_rest}")
     if negated or content_words(answer) - content_words(polar):  # a bare "Yes." + echo teaches nothing
         out.append((polar, f"{'No' if negated else 'Yes'}. {answer}"))
@@ -306,7 +327,8 @@ def _statement_pairs(
     why = _BECAUSE.search(" " + rest + " ")
     if why and 0 < len(rest[: why.start()].split()) <= 8:
         neg = " not" if negated else ""
-        out.append((_question(f"{lead}{'why' if lead else 'Why'} {asked.lower()} {subj}{neg} {rest[: why.start() - 1]}"), answer))
+        cause = re.sub(r"\s+(?:simply|merely|only)$", "", rest[: why.start() - 1])
+        out.append((_question(f"{lead}{'why' if lead else 'Why'} {asked.lower()} {subj}{neg} {cause}"), answer))
     out.extend(_obligation_pairs(lead, verb, negated, subj, rest, answer))
     if verb in ("is", "are") and not negated and not lead and _DETERMINER.match(rest) and len(subject_words) >= 2:
         out.append((_question(f"What {verb} {_lower_first(subject)}"), answer))
@@ -364,6 +386,7 @@ def _do_support_pairs(lead: str, main: str, answer: str) -> list[tuple[str, str]
     head = subject.split(" of ")[0].split()
     if (
         len(words_) > 8 or words_[0].lower() in _NON_SUBJECT or _CLAUSE_WORD.search(subject) or not subject[:1].isupper()
+        or _VAGUE_SUBJECT.match(subject)
         or any(w.endswith("s") and not w.endswith("ss") for w in head)  # a plural word: "periods" was no verb
         or re.search(r"\b(?:this|it|that|them)$", rest)
     ):
@@ -371,7 +394,7 @@ def _do_support_pairs(lead: str, main: str, answer: str) -> list[tuple[str, str]
     subj, does = _lower_first(subject), "does" if lead else "Does"
     polar = _question(f"{lead}{does} {subj} {_lemma(verb)} {rest}")
     out = [(polar, f"Yes. {_cap(answer)}")] if content_words(answer) - content_words(polar) else []
-    if re.match(r"(?:a|an|the|to)\s", rest):
+    if re.match(r"(?:a|an|the)\s", rest):  # not "to": "SQLite strives to be ..." has no object to ask for
         out.append((_question(f"{lead}{'what' if lead else 'What'} does {subj} {_lemma(verb)}"), _cap(answer)))
     cond = _CONDITION.search(" " + rest + " ")
     if cond and 0 < len(rest[: cond.start()].split()) <= 6:
@@ -449,6 +472,11 @@ _UNGRAMMATICAL = re.compile(
     r"therefore|hence|otherwise|in general|in other words|finally|note that|so|and|but)\b", re.I)
 
 
+def _unbalanced(text: str) -> bool:
+    """A quote or bracket left open: the question was cut inside it ("... of the form "x IN?")."""
+    return text.count('"') % 2 == 1 or text.count("(") != text.count(")") or text.count("“") != text.count("”")
+
+
 def _normal(text: str) -> str:
     return re.sub(r"\s+", " ", plain(text)).strip().lower()
 
@@ -478,13 +506,14 @@ def unfaithful(question: str, answer: str, chunk: Chunk) -> str | None:
     """Why a pair may not be trained on, or None. Training data must never say more, or the
     opposite, of what its source says:
         ungrammatical  the question carries a footnote mark, a code comment, or a discourse word
-                       where its subject should be ("Do however, X ...?")
+                       where its subject should be ("Do however, X ...?"), or a quote or bracket it
+                       never closes
         not_verbatim   the answer (less its Yes/No and a closing section term) is not the source's
                        own words: each of its parts must stand in the chunk
         polarity       "No." where the source sentence does not negate the question's statement,
                        or "Yes." where it does (compared clause against clause)
     """
-    if _UNGRAMMATICAL.search(question.rstrip("?")):
+    if _UNGRAMMATICAL.search(question.rstrip("?")) or _unbalanced(question):
         return "ungrammatical"
     m = _YES_NO.match(answer)
     body = _CLOSING_TOPIC.sub(".", answer[m.end():] if m else answer)

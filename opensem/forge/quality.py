@@ -6,6 +6,9 @@ Reasons (counted in the manifest, rows in processed/rejected.jsonl):
     language              not in the SEM's language (forge.language)
     not_grounded          the answer's content words are mostly absent from its chunk
     echo                  the answer only restates the question
+    needs_context         the question points outside itself ("described above", "this restriction",
+                          "the following targets"): a user never asks it that way, and the answer
+                          teaches a fact without what it is about
     duplicate             a near-duplicate of a pair already kept (MinHash over word shingles)
     contaminated          a near-copy of a golden question, or of a golden question/answer pair
 Decontamination targets the test items, not the knowledge: the documents the golden set was
@@ -29,6 +32,8 @@ STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
 NEGATION = re.compile(r"\b(?:no|not|never|cannot|none|neither|nor)\b|n't\b", re.I)
+# Words that point at the surrounding text (outside quotes, where they may be part of a name).
+_POINTS_OUTSIDE = re.compile(r"\b(?:above|below|aforementioned|latter|former|the following|this|these|those)\b", re.I)
 _REFUSAL = re.compile(r"\b(as an ai|i cannot|i can't|i'm sorry|i am sorry|i am unable|i'm unable|cannot help with)\b", re.I)
 
 
@@ -70,6 +75,11 @@ def is_complete_sentence(answer: str) -> bool:
     return len(body.split()) >= 5 and opens and bool(re.search(r"[.!?][\"'”’)]*$", body))
 
 
+def points_outside(question: str) -> bool:
+    """The question leans on text it does not carry ("the rule described above")."""
+    return bool(_POINTS_OUTSIDE.search(re.sub(r"[\"“][^\"”]*[\"”]", "", question)))
+
+
 def check_pair(question: str, answer: str, chunk_text: str, fcfg, chunk_words: set[str] | None = None) -> str | None:
     """The reason to reject a pair, or None to keep it."""
     if len(question) < 10 or len(answer) < fcfg.min_answer_chars:
@@ -80,6 +90,8 @@ def check_pair(question: str, answer: str, chunk_text: str, fcfg, chunk_words: s
         return "refusal"
     if fcfg.language == "en" and not (is_english(question) and is_english(answer)):
         return "language"
+    if points_outside(question):
+        return "needs_context"
     answer_words = content_words(answer)
     source = chunk_words if chunk_words is not None else content_words(chunk_text)
     if answer_words and len(answer_words & source) / len(answer_words) < fcfg.min_grounding:
