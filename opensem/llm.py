@@ -1,7 +1,8 @@
 """Structured calls to hosted LLMs, shared by the forge teacher and the LLM judge.
 
     openai      the official `openai` SDK (and any OpenAI-compatible server through base_url),
-                JSON-schema structured output
+                JSON-schema structured output; or, for servers that reject that (llama.cpp's
+                answers HTTP 500), JSON mode with the schema attached (`response_format`)
     anthropic   the official `anthropic` SDK, structured output through a forced tool call
 
 Every call goes through `LLMClient.complete`: answered from the on-disk cache when the same
@@ -105,6 +106,7 @@ class LLMClient:
         prices: dict[str, PriceConfig],
         cache_dir: Path,
         budget: Budget,
+        response_format: str = "auto",
     ):
         if provider not in DEFAULT_KEY_ENV:
             raise OpenSEMError(f"{role}.provider={provider!r} is not an API provider (use openai or anthropic)")
@@ -114,6 +116,11 @@ class LLMClient:
         self.max_retries, self.max_tokens, self.temperature = max_retries, max_tokens, temperature
         self.budget = budget
         self.price = prices.get(model)
+        # openai only: the format asked for. "auto" is settled by the first request (json_schema
+        # if the server takes it, else json_object); `response_format_used` says which, for the logs.
+        self.response_format = response_format
+        self.response_format_used: str | None = None if response_format == "auto" else response_format
+        self._probe = asyncio.Lock()
         key_env = api_key_env or DEFAULT_KEY_ENV[provider]
         api_key = os.environ.get(key_env)
         if not api_key:
@@ -134,6 +141,8 @@ class LLMClient:
             from openai.types.chat import ChatCompletion
 
             self._errors = (openai.AuthenticationError, openai.PermissionDeniedError)
+            # what a server that cannot do json_schema answers it with (llama.cpp: 500, others 400/422)
+            self._format_refused = (openai.BadRequestError, openai.UnprocessableEntityError, openai.InternalServerError)
             self.response_type = ChatCompletion  # imported once here: the import alone takes ~1 s
             self.client = openai.AsyncOpenAI(
                 api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_s,
@@ -217,17 +226,11 @@ class LLMClient:
         # ~4 ms of CPU each, which capped forge at ~100 requests/s on 2 cores. Retries, backoff,
         # Retry-After, timeouts and response parsing are the SDK's either way.
         if self.provider == "openai":
-            body = {
-                "model": self.model,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
-                "temperature": self.temperature,
-                "max_tokens": self.max_tokens,
-                "response_format": {"type": "json_schema", "json_schema": {"name": schema_name, "strict": True, "schema": schema}},
-            }
-            response = await self.client.post("/chat/completions", cast_to=self.response_type, body=body)
-            usage = response.usage
-            content = response.choices[0].message.content if response.choices else None
-            return content or "", (usage.prompt_tokens if usage else 0), (usage.completion_tokens if usage else 0)
+            if self.response_format_used is None:
+                async with self._probe:  # the first request settles "auto" for all the others
+                    if self.response_format_used is None:
+                        return await self._probe_json_schema(system, prompt, schema, schema_name)
+            return await self._send_openai(system, prompt, schema, schema_name, self.response_format_used)
         body = {
             "model": self.model,
             "max_tokens": self.max_tokens,  # (the current Messages API takes no temperature)
@@ -240,6 +243,42 @@ class LLMClient:
         tool = next((b for b in response.content if getattr(b, "type", "") == "tool_use"), None)
         text = next((b.text for b in response.content if getattr(b, "type", "") == "text"), "")
         return (tool.input if tool is not None else text), response.usage.input_tokens, response.usage.output_tokens
+
+    async def _probe_json_schema(self, system: str, prompt: str, schema: dict, schema_name: str) -> tuple[Any, int, int]:
+        """response_format auto: try json_schema once (with at most one retry, so a server that
+        never takes it costs seconds, not the full backoff); on a refusal use json_object from now on."""
+        try:
+            reply = await self._send_openai(system, prompt, schema, schema_name, "json_schema", max_retries=min(1, self.max_retries))
+        except self._format_refused as exc:
+            from rich.console import Console
+
+            Console(stderr=True).print(
+                f"[yellow]{self.role}[/yellow]: {self.base_url or 'the server'} refused response_format json_schema "
+                f"(HTTP {exc.status_code}); using json_object with the schema (set {self.role}.response_format to choose)",
+                highlight=False, soft_wrap=True)
+            self.response_format_used = "json_object"
+            return await self._send_openai(system, prompt, schema, schema_name, "json_object")
+        self.response_format_used = "json_schema"
+        return reply
+
+    async def _send_openai(self, system: str, prompt: str, schema: dict, schema_name: str, fmt: str,
+                           max_retries: int | None = None) -> tuple[Any, int, int]:
+        if fmt == "json_schema":
+            response_format = {"type": "json_schema", "json_schema": {"name": schema_name, "strict": True, "schema": schema}}
+        else:  # JSON mode; servers that constrain output by a schema (llama.cpp) read it from here
+            response_format = {"type": "json_object", "schema": schema}
+        body = {
+            "model": self.model,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "response_format": response_format,
+        }
+        client = self.client if max_retries is None else self.client.with_options(max_retries=max_retries)
+        response = await client.post("/chat/completions", cast_to=self.response_type, body=body)
+        usage = response.usage
+        content = response.choices[0].message.content if response.choices else None
+        return content or "", (usage.prompt_tokens if usage else 0), (usage.completion_tokens if usage else 0)
 
     async def aclose(self) -> None:
         """Close the HTTP client inside the event loop that used it."""

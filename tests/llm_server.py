@@ -13,6 +13,8 @@ scripted per request with `push(...)`:
     "pairs:JSON"    reply with exactly these pairs (a JSON list of [question, answer])
     "verdict:N"     a judge reply with score N
     "refuse"        a refusal (OpenAI: `refusal` and no content; Anthropic: text, no tool call)
+With `reject_json_schema` set it behaves as llama.cpp's server does: a `response_format` of type
+json_schema gets HTTP 500, and {"type": "json_object", "schema": ...} is honoured.
 Judge requests (schema "grade") get, by default, 5 when the graded answer contains the reference
 answer and 2 otherwise.
 When the script is empty every request gets `default` ("ok"), after `latency` seconds.
@@ -37,6 +39,7 @@ class FakeLLMServer:
     def __init__(self, latency: float = 0.0):
         self.latency = latency
         self.default = "ok"
+        self.reject_json_schema = False
         self.script: deque[str] = deque()
         self.lock = threading.Lock()
         self.release = threading.Event()
@@ -113,12 +116,17 @@ class FakeLLMServer:
             "path": request.path, "behaviour": behaviour, "status": 200, "time": time.time(),
             "prompt": hashlib.sha256(prompt.encode()).hexdigest(),
             "api_key": request.headers.get("x-api-key") or request.headers.get("authorization"),
+            "format": (body.get("response_format") or {}).get("type"),
         }
         with self.lock:
             self.log.append(entry)  # logged on arrival, so a reply the client gave up on still counts
         if self.latency:
             await asyncio.sleep(self.latency)
         kind, _, arg = behaviour.partition(":")
+        if self.reject_json_schema and entry["format"] == "json_schema":
+            entry["status"] = 500
+            return web.json_response({"error": {"code": 500, "type": "server_error",
+                                                "message": "Unrecognized response_format type: json_schema"}}, status=500)
         if kind == "hold":
             entry["status"] = 0  # never answered
             while not self.release.is_set():
@@ -132,7 +140,10 @@ class FakeLLMServer:
             headers = {"Retry-After": arg or "0"} if kind == "429" else {}
             error = {"type": "error", "error": {"type": "rate_limit_error" if kind == "429" else "api_error", "message": f"scripted {kind}"}}
             return web.json_response(error, status=int(kind), headers=headers)
-        schema_name = (body.get("response_format") or {}).get("json_schema", {}).get("name") or (body.get("tools") or [{}])[0].get("name")
+        response_format = body.get("response_format") or {}
+        schema_name = response_format.get("json_schema", {}).get("name") or (body.get("tools") or [{}])[0].get("name")
+        if response_format.get("type") == "json_object":  # no name: tell the judge's schema by its fields
+            schema_name = "grade" if "score" in response_format.get("schema", {}).get("properties", {}) else "record_pairs"
         refusal = None
         if kind == "malformed":
             pairs, pairs_json = None, "this is not JSON {"

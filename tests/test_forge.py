@@ -261,6 +261,28 @@ def test_api_teacher_retries_429_500_malformed_and_slow(mini, monkeypatch, provi
     assert "SECRET-KEY" not in blob
 
 
+@pytest.mark.parametrize("setting, used", [("auto", "json_object"), ("json_object", "json_object"), ("json_schema", None)])
+def test_a_server_that_refuses_json_schema_gets_json_object(mini, monkeypatch, setting, used):
+    """llama.cpp's server answers response_format json_schema with HTTP 500; auto falls back once."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeLLMServer() as server:
+        server.reject_json_schema = True
+        cfg = load_config(mini.root, "mini", api(server, "openai", f"forge.teacher.response_format={setting}",
+                                                 "forge.teacher.max_retries=1"))
+        manifest = forge(mini, cfg) if used else None
+        if not used:  # told to use json_schema: every chunk fails, nothing is kept, and forge says so
+            with pytest.raises(OpenSEMError):
+                forge(mini, cfg)
+    formats = [e["format"] for e in server.log]
+    if used:
+        assert manifest["pairs_kept"] > 0 and manifest["teacher_response_format"] == "json_object"
+        # auto: the first request and its one retry asked for json_schema, every other json_object
+        assert formats.count("json_schema") == (2 if setting == "auto" else 0)
+        assert formats.count("json_object") == 6
+    else:
+        assert set(formats) == {"json_schema"}
+
+
 def test_cache_means_a_rerun_sends_nothing(mini, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with FakeLLMServer() as server:

@@ -116,6 +116,21 @@ def test_llm_judge_parses_retries_refusals_and_takes_the_median(project, monkeyp
     assert judge.name == f"llm:{provider}:gpt-4o-mini"
 
 
+def test_llm_judge_falls_back_to_json_object_when_the_server_refuses_json_schema(project, monkeypatch):
+    from opensem.judge.llm_judge import LLMJudge
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeLLMServer() as server:
+        server.reject_json_schema = True
+        cfg = load_config(project, "legal", ["judge.provider=openai", "judge.model=local", f"judge.base_url={server.url}/v1",
+                                             "judge.max_retries=1"])
+        judge = LLMJudge(cfg, project / "judge-cache")
+        verdicts = judge.judge([ITEM, ITEM], [ITEM.answer, "Six years."])
+    assert [v.score for v in verdicts] == [5, 2]
+    assert judge.response_format_used == "json_object"
+    assert [e["format"] for e in server.log].count("json_object") == 2
+
+
 # -- baseline, evaluate, comparison ----------------------------------------------------------------
 TINY_GOLDEN = {"items": [
     {"id": "z1", "question": "What colour is a Zorblat?", "answer": "A Zorblat is teal.", "key_facts": ["teal"], "tags": ["animals"]},

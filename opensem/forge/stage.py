@@ -82,6 +82,7 @@ def run(sem: Sem, cfg: Config) -> dict:
             "sem": sem.name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "teacher": teacher.name,
+            "teacher_response_format": getattr(teacher, "response_format_used", None),  # openai: json_schema or json_object
             "documents": len(docs),
             "skipped_documents": [{"name": s.name, "reason": s.reason} for s in skipped],
             "chunks": len(chunks),
@@ -287,7 +288,7 @@ def _print_summary(sem: Sem, m: dict) -> None:
     for s in m["skipped_documents"]:
         table.add_row("  skipped", f"{s['name']}: {s['reason']}")
     table.add_row("chunks", str(m["chunks"]))
-    table.add_row("teacher", m["teacher"])
+    table.add_row("teacher", m["teacher"] + (f" (response_format {m['teacher_response_format']})" if m.get("teacher_response_format") else ""))
     table.add_row("pairs", f"{m['pairs_generated']} generated, {m['pairs_kept']} kept -> {m['train']} train / {m['test']} test")
     for reason, n in m["rejected"].items():
         table.add_row(f"  rejected: {reason}", str(n))

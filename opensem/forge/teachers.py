@@ -88,12 +88,17 @@ class APITeacher:
             role="forge.teacher", provider=cfg.provider, model=cfg.model, base_url=cfg.base_url,
             api_key_env=cfg.api_key_env, max_retries=cfg.max_retries, timeout_s=cfg.timeout_s,
             max_tokens=cfg.max_tokens, temperature=cfg.temperature, prices=prices, cache_dir=cache_dir, budget=budget,
+            response_format=cfg.response_format,
         )
         self.name = self.client.name
 
     @property
     def http_requests(self) -> int:
         return self.client.http_requests
+
+    @property
+    def response_format_used(self) -> str | None:
+        return self.client.response_format_used if self.client.provider == "openai" else None
 
     async def ask(self, chunk: Chunk, n_pairs: int | None) -> Completion:
         """A Completion whose result is the chunk's list of (question, answer) pairs."""

@@ -149,6 +149,8 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         cost = getattr(judge, "cost_usd", 0.0)
         if cost:
             tracked.log_metrics({"judge_cost_usd": cost})
+        if getattr(judge, "response_format_used", None):  # which JSON format an openai-compatible judge took
+            tracked.set_tags({"opensem.judge_response_format": judge.response_format_used})
         result = EvalResult(tracked.run_id, metrics, rows)
 
         _print_summary(stage, judge.name, metrics, why_unreliable, limit)

@@ -44,8 +44,9 @@ class LLMJudge:
         self.client_settings = dict(
             role="judge", provider=j.provider, model=j.model, base_url=j.base_url, api_key_env=j.api_key_env,
             max_retries=j.max_retries, timeout_s=j.timeout_s, max_tokens=j.max_tokens, temperature=0.0,
-            prices=cfg.forge.prices, cache_dir=cache_dir, budget=Budget(None),
+            prices=cfg.forge.prices, cache_dir=cache_dir, budget=Budget(None), response_format=j.response_format,
         )
+        self.response_format_used: str | None = None  # openai: the JSON format the server took
         client = LLMClient(**self.client_settings)  # fails now on a missing key, before any generation
         self.name = f"llm:{client.name}"  # the same as evaluate.judge_name(cfg)
         client.close()
@@ -77,6 +78,7 @@ class LLMJudge:
         try:
             results = await asyncio.gather(*(one(i, a, r) for i, a in zip(items, answers) for r in range(self.repeats)))
         finally:
+            self.response_format_used = client.response_format_used or self.response_format_used
             await client.aclose()
             client.close()
         verdicts: list[Verdict | None] = []
