@@ -97,7 +97,11 @@ def find_candidate_eval(sem: Sem, run_id: str | None):
     from opensem.tracking import TAG_SEM, TAG_STAGE, stage_runs
 
     if run_id:
-        run = mlflow.get_run(run_id)
+        try:
+            run = mlflow.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            raise OpenSEMError(f"no run with id {run_id!r} in {mlflow.get_tracking_uri()}: pass an evaluate run's id "
+                               f"(the evaluate stage prints it; or leave --run out for the newest)") from None
         if run.data.tags.get(TAG_STAGE) != "evaluate" or run.data.tags.get(TAG_SEM) != sem.name:
             raise OpenSEMError(f"run {run_id} is not an evaluate run of SEM {sem.name}")
     else:

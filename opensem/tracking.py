@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from opensem.config import Config
+from opensem.errors import OpenSEMError
 from opensem.workspace import Sem
 
 TAG_SEM = "opensem.sem"
@@ -42,8 +43,32 @@ def configure(cfg: Config, root: Path) -> str:
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
 
     uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def _check_server(uri: str) -> None:
+    """Fail in seconds, with the fix, on a tracking server that is down (MLflow's own client
+    would retry for minutes, then print a traceback)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    shown = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()  # no user:password
+    try:
+        with urllib.request.urlopen(f"{shown.rstrip('/')}/health", timeout=5):
+            return
+    except urllib.error.HTTPError:
+        return  # something answered (an auth proxy, an older server): MLflow takes it from here
+    except OSError as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OpenSEMError(
+            f"the MLflow tracking server {shown} does not answer ({reason}): start it (`opensem infra up`) "
+            f"or point MLFLOW_TRACKING_URI / tracking.tracking_uri at one that runs"
+        ) from None
 
 
 @contextlib.contextmanager

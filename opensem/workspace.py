@@ -27,7 +27,11 @@ SEM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 def project_root() -> Path:
     if os.environ.get("OPENSEM_HOME"):
-        return Path(os.environ["OPENSEM_HOME"]).resolve()
+        home = Path(os.environ["OPENSEM_HOME"]).resolve()
+        if not (home / "configs" / "defaults.yaml").is_file():
+            raise OpenSEMError(f"OPENSEM_HOME={home} is not an OpenSEM project (no configs/defaults.yaml): "
+                               f"point it at the project folder, or unset it to use the current folder")
+        return home
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "configs" / "defaults.yaml").is_file():

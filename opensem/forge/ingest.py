@@ -17,6 +17,7 @@ from pathlib import Path
 from opensem.errors import OpenSEMError
 
 SUPPORTED = {".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx"}
+MAX_DOCUMENT_BYTES = 64 * 2**20  # larger is a dump or a disk image, not a document: split it
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Document:
 @dataclass(frozen=True)
 class Skipped:
     name: str
-    reason: str  # empty | binary | not_utf8 | unreadable | unsupported
+    reason: str  # empty | binary | not_utf8 | unreadable | unsupported | too_large | outside_folder
 
 
 def ingest(raw_dir: Path) -> tuple[list[Document], list[Skipped]]:
@@ -42,8 +43,14 @@ def ingest(raw_dir: Path) -> tuple[list[Document], list[Skipped]]:
     for path in files:
         name = str(path.relative_to(raw_dir))
         suffix = path.suffix.lower()
+        if not path.resolve().is_relative_to(raw_dir.resolve()):
+            skipped.append(Skipped(name, "outside_folder"))  # a link out of the SEM's folder is never read
+            continue
         if suffix not in SUPPORTED:
             skipped.append(Skipped(name, "unsupported"))
+            continue
+        if path.stat().st_size > MAX_DOCUMENT_BYTES:
+            skipped.append(Skipped(name, "too_large"))
             continue
         try:
             text = _read(path, suffix)
