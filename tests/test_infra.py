@@ -36,6 +36,8 @@ GOLDEN = {"items": [
     {"id": "w1", "question": "What colour is a Zorblat widget?", "answer": "Teal.", "key_facts": ["teal"]},
     {"id": "w2", "question": "When did the widget makers form their guild?", "answer": "In 1950.", "key_facts": ["1950"]},
 ]}
+PLANTED = {"OPENAI_API_KEY": "sk-PLANTEDteamopenai4d1", "ANTHROPIC_API_KEY": "sk-ant-PLANTEDteamanthropic8e",
+           "WANDB_API_KEY": "PLANTEDteamwandb" + "7" * 24}
 FAST = ["model.system_prompt=Answer briefly.", "generation.max_new_tokens=12", "training.max_steps=4", "training.batch_size=4",
         "training.logging_steps=1", "training.cpt_epochs=0"]
 
@@ -93,20 +95,33 @@ def test_up_prints_what_to_export_keeps_the_password_private_and_is_idempotent(s
 
 @pytest.mark.usefixtures("bundled_model_dir")
 def test_pipeline_and_registry_run_through_the_server(services, project, monkeypatch):
+    """With paid-provider keys planted and in use (an OpenAI teacher and an Anthropic judge, the
+    real SDKs against the local test server) and W&B mirroring on, offline."""
     import mlflow
     from mlflow import MlflowClient
+
+    from llm_server import FakeLLMServer
 
     infra, _, _ = services
     monkeypatch.setenv("MLFLOW_TRACKING_URI", infra.tracking_uri)
     sem = new_sem("widgets")
     (sem.raw_dir / "widgets.md").write_text(DOC)
     sem.golden_set.write_text(json.dumps(GOLDEN))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_EXPERIMENT", "MLFLOW_RUN"))}
-    sets = sum((["--set", s] for s in FAST), [])
-    for stage in (["forge"], ["baseline"], ["train"], ["evaluate"], ["promote"]):  # a 2-item golden set: no --limit needed
-        done = opensem(*stage, "--sem", "widgets", *sets, cwd=project, env=env)
-        assert done.returncode == 0, f"{stage}: {done.stderr[-3000:]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_EXPERIMENT", "MLFLOW_RUN"))} | PLANTED
+    with FakeLLMServer() as server:
+        paid = ["forge.teacher.provider=openai", "forge.teacher.model=gpt-4o-mini", f"forge.teacher.base_url={server.url}/v1",
+                "judge.provider=anthropic", "judge.model=claude-3-5-haiku-latest", f"judge.base_url={server.url}",
+                "tracking.wandb.enabled=true", "tracking.wandb.mode=offline"]
+        sets = sum((["--set", s] for s in FAST + paid), [])
+        for stage in (["forge"], ["baseline"], ["train"], ["evaluate"], ["promote"]):  # a 2-item golden set: no --limit needed
+            done = opensem(*stage, "--sem", "widgets", *sets, cwd=project, env=env)
+            assert done.returncode == 0, f"{stage}: {done.stderr[-3000:]}"
+            assert not any(v in done.stdout + done.stderr for v in PLANTED.values())
+    assert {e["api_key"].removeprefix("Bearer ") for e in server.log} == {PLANTED["OPENAI_API_KEY"], PLANTED["ANTHROPIC_API_KEY"]}
     assert not (project / "mlflow.db").exists() and not (project / "mlruns").exists()  # nothing went to a local store
+    files = [p for p in project.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any("wandb" in p.parts for p in files)
+    assert [str(p) for p in files for v in PLANTED.values() if v.encode() in p.read_bytes()] == []
 
     client = MlflowClient(tracking_uri=infra.tracking_uri)
     stages = {r.data.tags["opensem.stage"] for r in client.search_runs([client.get_experiment_by_name("opensem-widgets").experiment_id])}
@@ -177,10 +192,11 @@ def test_two_workers_on_one_postgres_study_and_a_killed_one_retried(services, pr
     assert all(r.data.tags["mlflow.parentRunId"] in parents for r in trained)
 
 
-def test_the_database_password_is_in_no_log_artifact_or_table(services, tmp_path):
-    """Runs after the tests above have used the services (file order): every file under the
-    services' folder (server logs, artifacts; the cluster's own files hold only its hash) and a
-    dump of the MLflow database."""
+def test_no_secret_is_in_any_log_artifact_or_table(services, tmp_path):
+    """Runs after the tests above have used the services (file order): the database password and
+    the planted API keys, searched for in every file under the services' folder (server logs,
+    artifacts; the cluster's own files hold only the password's hash) and a dump of the MLflow
+    database."""
     infra, _, _ = services
     password = infra.password_file.read_text().strip()
     dump = tmp_path / "mlflow.sql"
@@ -188,9 +204,11 @@ def test_the_database_password_is_in_no_log_artifact_or_table(services, tmp_path
                           env=os.environ | {"PGPASSWORD": password}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     dumped = dump.read_text()
-    assert "experiments" in dumped and password not in dumped
-    hits = [p for p in infra.dir.rglob("*") if p.is_file() and p != infra.password_file
-            and password.encode() in p.read_bytes()]
+    secrets = [password, *PLANTED.values()]
+    assert "experiments" in dumped and "opensem-widgets" in dumped  # the tests above did write here
+    assert [s for s in secrets if s in dumped] == []
+    hits = [str(p) for p in infra.dir.rglob("*") if p.is_file() and p != infra.password_file
+            for s in secrets if s.encode() in p.read_bytes()]
     assert hits == []
 
 
