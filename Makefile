@@ -14,7 +14,7 @@ PIP := $(BIN)/python -m pip
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup setup-gpu setup-sky test-gpu-api check-llama-server demo test test-fast bench clean-runs
+.PHONY: setup setup-gpu setup-sky test-gpu-api check-llama-server infra demo test test-fast bench clean-runs
 
 setup: $(VENV)/.opensem-installed
 
@@ -84,6 +84,10 @@ $(LLAMA_VENV)/.installed:
 	$(LLAMA_VENV)/bin/python -m pip install -q --upgrade pip
 	$(LLAMA_VENV)/bin/python -m pip install -q "llama-cpp-python[server]==0.3.36"
 	touch $@
+
+# The team's shared services (PostgreSQL + mlflow server) on this machine: see `opensem infra --help`.
+infra: setup
+	$(BIN)/opensem infra up
 
 # The main job on the sample SEM: forge -> baseline -> train -> evaluate -> promote, nested MLflow runs.
 demo: setup
