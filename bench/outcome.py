@@ -21,27 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import project_copy
+
 ROOT = Path(__file__).resolve().parents[1]
 SEMS = ["legal", "debian-policy", "sqlite"]
 TARGET_POINTS = 10
-
-
-def _project_copy(tmp: Path, sem: str) -> Path:
-    root = tmp / "project"
-    for folder in ("configs", "evals"):
-        shutil.copytree(ROOT / folder, root / folder)
-    shutil.copytree(ROOT / "data" / sem / "raw", root / "data" / sem / "raw")
-    (ROOT / "models" / "base").mkdir(parents=True, exist_ok=True)
-    (root / "models").mkdir()
-    os.symlink(ROOT / "models" / "base", root / "models" / "base")  # the bundled model, built once
-    return root
 
 
 def measure(sem: str, overrides: list[str] = ()) -> dict:
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = _project_copy(Path(tmp), sem)
+        root = project_copy(Path(tmp), sem)
         uri = f"sqlite:///{root / 'mlflow.db'}"
         env = {**os.environ, "OPENSEM_HOME": str(root), "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
         env = {k: v for k, v in env.items() if not k.startswith(("MLFLOW_RUN", "MLFLOW_EXPERIMENT"))}

@@ -14,36 +14,18 @@ no loss or duplication and little overhead. Not part of `make bench`'s default s
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import free_port, project_copy
+
 TRIALS = 4
 TRIAL_SETTINGS = ["training.max_steps=20", "training.cpt_epochs=0", "training.batch_size=4", "sweep.heartbeat_s=10",
                   "sweep.space={training.learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}, "
                   "lora.r: {type: categorical, choices: [4, 8, 16]}}"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _project(tmp: Path) -> Path:
-    root = tmp / "project"
-    for folder in ("configs", "evals"):
-        shutil.copytree(ROOT / folder, root / folder)
-    shutil.copytree(ROOT / "data" / "legal" / "raw", root / "data" / "legal" / "raw")
-    (ROOT / "models" / "base").mkdir(parents=True, exist_ok=True)
-    (root / "models").mkdir()
-    os.symlink(ROOT / "models" / "base", root / "models" / "base")
-    return root
 
 
 def _sweep(root: Path, env: dict, study: str, workers: int, storage: str) -> tuple[float, list[int]]:
@@ -79,11 +61,11 @@ def main(args: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="opensem-bench-") as tmp:
         tmp = Path(tmp)
         tmp.chmod(0o755)  # as root, PostgreSQL runs as `postgres`, who must enter this folder
-        infra = services.Infra(tmp / "team", _free_port(), _free_port())
+        infra = services.Infra(tmp / "team", free_port(), free_port())
         services.up(infra)
         try:
             password = infra.password_file.read_text().strip()
-            root = _project(tmp)
+            root = project_copy(tmp, "legal")
             env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN", "MLFLOW_EXPERIMENT"))}
             env |= {"OPENSEM_HOME": str(root), "MLFLOW_TRACKING_URI": infra.tracking_uri, services.PASSWORD_ENV: password,
                     "MLFLOW_DISABLE_TELEMETRY": "true"}

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,14 +23,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, free_port, project_copy
+
 DOCUMENTS = ["01-what-is-a-contract.md", "02-offer.md"]  # a small slice of the sample SEM
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _gguf() -> Path:
@@ -65,7 +58,7 @@ def _opensem(root: Path, env: dict, *args: str) -> tuple[subprocess.CompletedPro
 
 def main(args: list[str] | None = None) -> None:
     server_python = os.environ.get("LLAMA_SERVER_PYTHON", str(ROOT / ".venv-llama" / "bin" / "python"))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = open(Path(tempfile.gettempdir()) / "opensem-llama-server.log", "w")
     server = subprocess.Popen([server_python, "-m", "llama_cpp.server", "--model", str(_gguf()), "--host", "127.0.0.1",
@@ -75,14 +68,7 @@ def main(args: list[str] | None = None) -> None:
         version = subprocess.run([server_python, "-c", "import llama_cpp; print(llama_cpp.__version__)"],
                                  capture_output=True, text=True).stdout.strip()
         with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp) / "project"
-            for folder in ("configs", "evals"):
-                shutil.copytree(ROOT / folder, root / folder)
-            (root / "data" / "legal" / "raw").mkdir(parents=True)
-            for name in DOCUMENTS:
-                shutil.copy(ROOT / "data" / "legal" / "raw" / name, root / "data" / "legal" / "raw" / name)
-            (root / "models").mkdir()
-            os.symlink(ROOT / "models" / "base", root / "models" / "base")
+            root = project_copy(Path(tmp), "legal", DOCUMENTS)
             env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN", "MLFLOW_EXPERIMENT"))}
             env |= {"OPENSEM_HOME": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "COLUMNS": "200",
                     "MLFLOW_DISABLE_TELEMETRY": "true"}

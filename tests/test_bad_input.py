@@ -211,7 +211,7 @@ def test_kill_9_in_each_stage_then_the_same_command_finishes_and_repeats_no_paid
     (sem.raw_dir / "widgets.md").write_text(KILL_DOC)
     sem.golden_set.write_text(json.dumps(KILL_GOLDEN))
     with FakeLLMServer() as server:
-        paid = [f"forge.teacher.provider=openai", "forge.teacher.model=gpt-4o-mini", f"forge.teacher.base_url={server.url}/v1",
+        paid = ["forge.teacher.provider=openai", "forge.teacher.model=gpt-4o-mini", f"forge.teacher.base_url={server.url}/v1",
                 "forge.teacher.max_concurrency=1", "forge.teacher.pairs_per_chunk=3", "judge.provider=openai", "judge.model=gpt-4o-mini",
                 f"judge.base_url={server.url}/v1", "judge.max_concurrency=1", "forge.prices={gpt-4o-mini: {input_per_mtok: 0.15, output_per_mtok: 0.6}}",
                 "model.system_prompt=Answer briefly.", "generation.max_new_tokens=12", "training.cpt_epochs=0", "training.max_steps=12",
