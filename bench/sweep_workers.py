@@ -75,11 +75,16 @@ def main(args: list[str] | None = None) -> None:
                 raise SystemExit(f"forge failed: {forged.stderr[-500:]}")
             print(f"| workers | trials | wall minutes | trials per hour | checks |  ({os.cpu_count()} CPU cores, PostgreSQL study, mlflow server)")
             print("| --- | --- | --- | --- | --- |", flush=True)
-            for workers in (1, 4):
-                study = f"bench-{workers}w"
-                minutes, codes = _sweep(root, env, study, workers, infra.storage_url())
+            # four workers as they start by default (each torch takes every core), then with the
+            # cores shared out (OMP_NUM_THREADS), as several workers on one machine should be run
+            share = str(max(1, (os.cpu_count() or 1) // 4))
+            for workers, threads in ((1, None), (4, None), (4, share)):
+                study = f"bench-{workers}w-{threads or 'all'}"
+                minutes, codes = _sweep(root, env | ({"OMP_NUM_THREADS": threads} if threads else {}), study, workers,
+                                        infra.storage_url())
                 rate = TRIALS / (minutes / 60)
-                print(f"| {workers} | {TRIALS} | {minutes:.1f} | {rate:.0f} | {_checks(infra, password, study)}"
+                label = f"{workers}" + (f", OMP_NUM_THREADS={threads}" if threads else "")
+                print(f"| {label} | {TRIALS} | {minutes:.1f} | {rate:.0f} | {_checks(infra, password, study)}"
                       f"{'' if not any(codes) else ', a worker FAILED'} |", flush=True)
         finally:
             services.down(infra)
