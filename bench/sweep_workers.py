@@ -23,7 +23,9 @@ from pathlib import Path
 from bench.common import free_port, project_copy
 
 TRIALS = 4
+# pruning off: every trial does the same work, so the rows compare like with like
 TRIAL_SETTINGS = ["training.max_steps=20", "training.cpt_epochs=0", "training.batch_size=4", "sweep.heartbeat_s=10",
+                  "sweep.prune_after_trials=null",
                   "sweep.space={training.learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}, "
                   "lora.r: {type: categorical, choices: [4, 8, 16]}}"]
 
@@ -52,7 +54,7 @@ def _checks(infra, password: str, study: str) -> str:
                               filter_string=f"tags.`opensem.study` = '{study}' AND tags.`opensem.stage` = 'train'")
     nested = sum("mlflow.parentRunId" in r.data.tags for r in runs)
     complete = sum(t.state.name == "COMPLETE" for t in trials)
-    return f"{complete}/{len(trials)} complete, {len(set(names))} distinct run names, {nested} nested train runs"
+    return f"{complete}/{len(trials)} COMPLETE, {len(set(names))} distinct run names, {nested} nested train runs"
 
 
 def main(args: list[str] | None = None) -> None:
