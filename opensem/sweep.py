@@ -65,6 +65,7 @@ def run(sem: Sem, cfg: Config) -> dict:
     _claim(study, identity)
     study.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(cfg, len(study.trials)))
 
+    _warn_if_cores_oversubscribed()
     console.print(f"[bold]sweep[/bold] {sem.name}: study {study_name} ({len(study.trials)} trials so far) in {url}, "
                   f"{s.n_trials} more, objective {s.objective} ({DIRECTION[s.objective]})"
                   + (f", pruning after {s.prune_after_trials} complete trials" if pruning else ""))
@@ -217,6 +218,33 @@ def _trials_table(study) -> str:
     rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
              "run_name": t.user_attrs.get("run_name")} for t in study.trials]
     return json.dumps(rows, indent=2)
+
+
+_SWEEP_COMMAND = re.compile(r"(?:\bopensem\S*\s+sweep|entrypoints/sweep\.py)\b")
+
+
+def other_workers_here() -> int:
+    """Other `opensem sweep` processes on this machine (any user, any way started)."""
+    import psutil
+
+    me, count = os.getpid(), 0
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["pid"] != me and _SWEEP_COMMAND.search(cmdline):
+            count += 1
+    return count
+
+
+def _warn_if_cores_oversubscribed() -> None:
+    """Each torch takes every core: measured on 2 cores, four workers side by side ran 4x slower
+    than one alone, and at one worker's speed with OMP_NUM_THREADS=1 each (README, team set-up)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    others = other_workers_here()
+    if others:
+        share = max(1, (os.cpu_count() or 1) // (others + 1))
+        console.print(f"[yellow]warning:[/yellow] {others} other sweep worker(s) run on this machine and each would use all "
+                      f"{os.cpu_count()} cores: start every worker with OMP_NUM_THREADS={share} (cores / workers)")
 
 
 def _expand(url: str) -> str:

@@ -212,3 +212,19 @@ def test_a_storage_password_stays_out_of_the_config(tiny, monkeypatch):
 
     monkeypatch.setenv("OPTUNA_DB_PASSWORD", "hunter2")
     assert _expand("postgresql://u:${OPTUNA_DB_PASSWORD}@h/o") == "postgresql://u:hunter2@h/o"
+
+
+def test_other_sweep_workers_on_this_machine_are_counted():
+    from opensem.sweep import other_workers_here
+
+    before = other_workers_here()
+    # stand-ins whose command lines are a worker's (as typed, and as `mlflow run -e sweep` starts it)
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *argv])
+                for argv in (["opensem", "sweep", "--sem", "x"], ["entrypoints/sweep.py", "--sem", "x"], ["opensem", "train"])]
+    try:
+        time.sleep(0.5)
+        assert other_workers_here() == before + 2  # `opensem train` is no sweep worker
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
