@@ -262,8 +262,20 @@ def log_jsonl_dataset(path: Path, name: str, context: str, run_id: str | None = 
     frame = pd.read_json(path, lines=True)
     frame = frame.map(lambda v: v if isinstance(v, (str, int, float, bool)) or v is None else _json(v))
     dataset = mlflow.data.from_pandas(frame, source=str(path), name=name)
-    mlflow.log_input(dataset, context=context)
+    # MLflow's SQL store adds a dataset by check-then-insert: two sweep workers logging the same
+    # dataset at once (seen against a PostgreSQL-backed server) collide on its unique key and the
+    # loser gets an error. Sent again, the row exists and is only linked to the run.
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
+
+    for attempt in Retrying(retry=retry_if_exception(_lost_insert_race), stop=stop_after_attempt(4),
+                            wait=wait_random(0.1, 1.0), reraise=True):
+        with attempt:
+            mlflow.log_input(dataset, context=context)
     return dataset.digest
+
+
+def _lost_insert_race(exc: BaseException) -> bool:
+    return "duplicate key value violates unique constraint" in str(exc) or "UNIQUE constraint failed" in str(exc)
 
 
 def _json(value: Any) -> str:

@@ -192,6 +192,39 @@ def test_two_workers_on_one_postgres_study_and_a_killed_one_retried(services, pr
     assert all(r.data.tags["mlflow.parentRunId"] in parents for r in trained)
 
 
+RACE = """
+import sys, time
+from pathlib import Path
+import mlflow
+from opensem.tracking import log_jsonl_dataset
+mlflow.set_tracking_uri(sys.argv[1])
+mlflow.set_experiment(sys.argv[3])
+with mlflow.start_run():
+    while time.time() < float(sys.argv[4]):
+        time.sleep(0.001)
+    log_jsonl_dataset(Path(sys.argv[2]), "race-train", "training")
+"""
+
+
+def test_workers_logging_one_dataset_at_the_same_moment_all_succeed(services, tmp_path):
+    """MLflow's server adds a dataset by check-then-insert; six processes logging the same new one at
+    the same moment collide on its unique key (seen in CI with two sweep workers) and must not fail."""
+    from mlflow import MlflowClient
+
+    infra, _, _ = services
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"}]}) + "\n" for i in range(5)))
+    experiment, go = f"race-{time.time_ns()}", time.time() + 25  # after every process has imported mlflow
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_EXPERIMENT", "MLFLOW_RUN"))}
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, infra.tracking_uri, str(data), experiment, str(go)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(6)]
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, "\n".join(o[-1500:] for o in outputs)
+    client = MlflowClient(tracking_uri=infra.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 6 and all(r.inputs.dataset_inputs[0].dataset.name == "race-train" for r in runs)
+
+
 def test_no_secret_is_in_any_log_artifact_or_table(services, tmp_path):
     """Runs after the tests above have used the services (file order): the database password and
     the planted API keys, searched for in every file under the services' folder (server logs,
