@@ -175,6 +175,8 @@ def stage_run(
         run = mlflow.start_run(run_id=adopted or run_id, nested=nested)
     else:
         parent = mlflow.active_run() if nested else None  # children live beside their parent
+        # the id set_experiment returns, not the active experiment: MLflow 3.17's set_experiment, losing
+        # the race to create it (workers started together), returns it without making it active
         experiment_id = parent.info.experiment_id if parent else mlflow.set_experiment(experiment_name(cfg, sem)).experiment_id
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested)
     handle = StageRun(run.info.run_id, run.info.experiment_id)

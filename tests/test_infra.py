@@ -198,8 +198,9 @@ from pathlib import Path
 import mlflow
 from opensem.tracking import log_jsonl_dataset
 mlflow.set_tracking_uri(sys.argv[1])
-mlflow.set_experiment(sys.argv[3])
-with mlflow.start_run():
+# the id set_experiment returns, as tracking.start_stage_run uses it: MLflow 3.17's set_experiment,
+# when it loses the race to create the experiment, returns it without making it the active one
+with mlflow.start_run(experiment_id=mlflow.set_experiment(sys.argv[3]).experiment_id):
     while time.time() < float(sys.argv[4]):
         time.sleep(0.001)
     log_jsonl_dataset(Path(sys.argv[2]), "race-train", "training")
@@ -222,7 +223,8 @@ def test_workers_logging_one_dataset_at_the_same_moment_all_succeed(services, tm
     assert [p.returncode for p in procs] == [0] * 6, "\n".join(o[-1500:] for o in outputs)
     client = MlflowClient(tracking_uri=infra.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    assert len(runs) == 6 and all(r.inputs.dataset_inputs[0].dataset.name == "race-train" for r in runs)
+    assert len(runs) == 6, "\n".join(o[-1500:] for o in outputs)
+    assert all(r.inputs.dataset_inputs[0].dataset.name == "race-train" for r in runs)
 
 
 def test_no_secret_is_in_any_log_artifact_or_table(services, tmp_path):
