@@ -60,7 +60,7 @@ def test_every_kept_pair_of_a_shipped_corpus_is_faithful_and_asks_a_question(sem
     chunks = [c for d in docs for c in chunk_document(d, lambda s: max(1, len(s) // 4), 384, 48)]
     kept = [(q, a) for c in chunks for q, a in extract_pairs(c) if unfaithful(q, a, c) is None]
     kb = sum(len(d.text.encode()) for d in docs) / 1000
-    assert len(kept) / kb >= 0.5  # a floor, not the target: real corpora still yield far less than legal's 5 per KB
+    assert len(kept) / kb >= 1.5  # a floor: the real corpora gave 1.1 per KB before conditions, passives and plurals were asked
     for question, answer in kept:
         assert question.endswith("?") and _ASKS.search(question), question
         if answer.startswith("No. "):  # a "No." repeats the source's own negation
@@ -109,3 +109,48 @@ def test_questions_that_lean_on_the_surrounding_text_are_rejected(question, reas
 def test_a_question_cut_inside_a_quote_is_ungrammatical():
     text = 'Conversions in comparisons of the form "x IN (SELECT y)" are handled as if the comparison were x=y.'
     assert unfaithful('Are conversions in comparisons of the form "x IN?', "Yes. " + text, chunk(text)) == "ungrammatical"
+
+
+@pytest.mark.parametrize("sentence, expected, answer_opens", [
+    # a condition asked as users ask it; an instruction after it asks what to do
+    ("If no free rowid can be found after many attempts, the insert fails with an SQLITE_FULL error.",
+     "What happens if no free rowid can be found after many attempts?", "If no"),
+    ("If you do not want default values, do not use the Default field at all.",
+     "What should you do if you do not want default values?", "If you"),
+    # passives: how, or where
+    ("The entire changelog must be encoded in UTF-8.", "How must the entire changelog be encoded?", "The entire"),
+    ("The upstream signature is stored in the debian/upstream directory.", "Where is the upstream signature stored?", "The upstream"),
+    # a plural subject with a plain verb
+    ("The archive maintainers provide the authoritative list of sections.", "What do the archive maintainers provide?", "The archive"),
+    # quotes that close are part of a subject
+    ('The "binary-arch" and "binary-indep" targets must exist; the build daemons call them.',
+     'Must the "binary-arch" and "binary-indep" targets exist?', "Yes. "),
+    # "never" is a negation: the answer says No
+    ("The extended description should never include a question.", "Should the extended description include a question?", "No. "),
+    # a connective is left out of the question, kept in the answer
+    ("However, the maintainer must answer the bugs reported against the package.",
+     "Must the maintainer answer the bugs reported against the package?", "Yes. However, the maintainer"),
+    # after a condition, a lower-case subject is still a subject
+    ("When a row is deleted, the index drops the entry for that row.", "When a row is deleted, what does the index drop?", "When a row"),
+])
+def test_conditions_passives_and_plurals_are_asked(sentence, expected, answer_opens):
+    pairs = dict(extract_pairs(chunk(sentence)))
+    assert expected in pairs, list(pairs)
+    assert pairs[expected].startswith(answer_opens) and unfaithful(expected, pairs[expected], chunk(sentence)) is None
+
+
+@pytest.mark.parametrize("sentence, wrong", [
+    ("If so, the maintainer must close the bug.", "What happens if so?"),  # no clause: asks nothing
+    ("When grouping values with the clause values with different classes are distinct, except for numbers.", "What happens"),
+    ("The separate package allows bug reports against the list to be sorted.", "What do the separate package"),
+    ("Perhaps they might be ill or away — you do not know who may be on the receiving side.", "Do perhaps"),
+    ("Packages must be placed in non-free if they are not free.", "How must packages be placed?"),  # a place, not a manner
+])
+def test_clauses_that_are_no_condition_or_subject_ask_nothing(sentence, wrong):
+    questions = [q for q, _ in extract_pairs(chunk(sentence))]
+    assert not any(q.startswith(wrong) for q in questions), questions
+
+
+def test_a_question_that_says_do_so_needs_its_context():
+    answer = "No. SQLite does not enforce the length of a VARCHAR column in a table."
+    assert check_pair("What happens if you do not do so?", answer, PLANTED, load_config(REPO, "legal", []).forge) == "needs_context"

@@ -7,6 +7,10 @@ Patterns, strongest first:
     counted list        "... six essential elements:" + items -> "How many essential elements ...?"
     cloze               a number, a case or a statute in a sentence is replaced by a question word:
                         "... within 6 years of the breach"    -> "... within how many years of the breach?"
+    statement           yes/no, what, when, why of a sentence's subject and verb:
+                        "The license must permit ..."         -> "Must the license permit ...?", "What must the license permit?"
+    condition           "If no rowid can be found, the insert fails ..." -> "What happens if no rowid can be found?"
+    passive             "The changelog must be encoded in UTF-8" -> "How must the changelog be encoded?"
 Two rules keep the pairs honest: a question never contains the fact its answer states, and an
 answer never restates its question (either way the model would learn to echo); an answer opens
 with the fact, in the source's own words, so it is grounded in its chunk. `unfaithful` checks
@@ -216,7 +220,7 @@ _LEAD = re.compile(
 )
 _AUX = re.compile(
     r"\s(?P<aux>is|are|can|cannot|must|may|will|does|do|should)"
-    r"(?P<adv>\s+(?:generally|usually|normally|always|often|also|still))?(?P<neg>\s+not\b)?\s"
+    r"(?P<adv>\s+(?:generally|usually|normally|always|often|also|still))?(?P<neg>\s+(?:not|never)\b)?\s"
 )
 _NON_SUBJECT = {  # a sentence opening with these has no subject a question can stand on
     "this", "it", "these", "those", "that", "there", "they", "he", "she", "we", "you", "i", "such", "each",
@@ -228,7 +232,7 @@ _NON_SUBJECT = {  # a sentence opening with these has no subject a question can 
     "since", "unlike", "like", "because", "despite", "though", "besides", "during", "within", "among", "from",
     "following", "given", "per", "via", "regardless", "due", "except", "apart", "according", "upon", "through",
     "throughout", "against", "beyond", "between", "whereas", "above", "below", "one", "sometimes", "usually",
-    "generally", "normally", "typically", "always", "never", "currently",
+    "generally", "normally", "typically", "always", "never", "currently", "perhaps", "maybe", "please",
 }
 # A lead that frames the sentence rather than conditions it: dropped from the question ("For
 # example, must the license ...?" is not how anyone asks), kept in the answer.
@@ -237,6 +241,10 @@ _DISCOURSE_LEAD = re.compile(
     r"|As a rule|Typically|Usually|Normally|Generally)$", re.I)
 # A subject that names nothing without its paragraph ("What is the value?", "What will the new
 # database contain?"): the question cannot be answered by anyone who has not just read the text.
+# A connective that opens a sentence without making it depend on the one before it: left out of
+# the question ("However, is X ...?" is no question), kept in the answer. "Thus", "Otherwise" and
+# "Instead" are not here: their sentence states a consequence of the previous one.
+_CONNECTIVE = re.compile(r"^(?:However|Also|Additionally|In addition|Furthermore|Moreover|Note that|Note also that|Of course),?\s+(?=\S)")
 _VAGUE_SUBJECT = re.compile(
     r"^(?:the|a|an)\s+(?:(?:new|old|same|other|first|second|last|original|resulting|current|given)\s+)?"
     r"(?:values?|columns?|results?|files?|database|tables?|data|content|strings?|numbers?|text|expressions?|operands?"
@@ -247,6 +255,7 @@ _CLAUSE_WORD = re.compile(
 )
 _CONDITION = re.compile(r"\s(?P<mark>(?:only\s+)?(?:when|as soon as|once|until|if|unless))\s")
 _BECAUSE = re.compile(r"\s(?:because|since)\s")
+_NOT_IN_A_SUBJECT = re.compile(r"\s(?:might|could|would|should|must|may|will|can)\s|\s[—–-]\s")  # a clause, not a noun phrase
 _DETERMINER = re.compile(r"^(?:an?|the|one|any|two|three|four|five|six)\s", re.I)
 
 
@@ -255,8 +264,10 @@ def _article(noun: str) -> str:
     return "An" if vowel_sound else "A"
 
 
-def _informative(question: str, answer: str) -> bool:
-    """The answer is mostly news to the question (the rule the module docstring states)."""
+def _informative(question: str, answer: str, lead: str = "") -> bool:
+    """The answer is mostly news to the question (the rule the module docstring states); a
+    condition both repeat ("When a row is deleted, ...") is no part of either."""
+    question, answer = question.replace(lead, "", 1), answer.replace(lead, "", 1)
     a_words = content_words(answer)
     return len(a_words & content_words(question)) <= 0.7 * len(a_words)
 
@@ -282,17 +293,18 @@ def _statement_pairs(
         answer = f"{answer.rstrip('.')} ({topic})."
     if antecedent and re.match(r"It\s(?!is\s+(?:not\s+)?(?:possible|common|usual|important|necessary))", answer):
         answer = _cap(antecedent) + answer[2:]
-    sentence = (split_sentences(answer) or [answer])[0].rstrip(".")
+    sentence = _cap(_CONNECTIVE.sub("", (split_sentences(answer) or [answer])[0].rstrip(".")))
     m = _LEAD.match(sentence)
     if m and re.search(r"\sv\.?\s", m["lead"]):
         return []  # "In <case>, ..." is the cloze rule's
     lead, main = (m["lead"] + ", ", m["main"]) if m else ("", sentence)
     if m and _DISCOURSE_LEAD.match(m["lead"]):
         lead = ""
+    happens = _what_happens(sentence, answer)
     main = re.split(r"\s*[;:]\s+|\s+\(", main)[0]
     aux = _AUX.search(" " + main + " ")
     if not aux:
-        return _do_support_pairs(lead, main, answer)
+        return happens + _do_support_pairs(lead, main, answer)
     subject = main[: aux.start()].strip()
     rest = main[aux.end() - 1 :].strip()
     subject_words = subject.split()
@@ -300,20 +312,21 @@ def _statement_pairs(
         not (1 <= len(subject_words) <= (10 if lead else 16) and rest)
         or subject_words[0].lower().rstrip(",;:") in _NON_SUBJECT
         or _CLAUSE_WORD.search(subject)
-        or '"' in subject
+        or _unbalanced(subject)
+        or _NOT_IN_A_SUBJECT.search(subject)
         or "," in subject  # an opening phrase the lead pattern did not know ("Unlike X, SQLite ...")
         or not subject[:1].isalnum()
-        or _VAGUE_SUBJECT.match(subject)
+        or (_VAGUE_SUBJECT.match(subject) and not lead)  # "When two BLOB values are compared, the result ..."
     ):
-        return []
-    verb, negated = aux["aux"], bool(aux["neg"]) or aux["aux"] == "cannot"
+        return happens
+    verb, negated = aux["aux"], bool(aux["neg"]) or aux["aux"] == "cannot"  # "should never include" asks "Should ... include?"
     if verb in ("do", "does") and not negated:
         return []  # "do" without "not" is a main verb here ("not to do something")
     asked = {"cannot": "can"}.get(verb, verb)
     asked = asked if lead else _cap(asked)
     subj = _lower_first(subject) + (aux["adv"] or "")
     answer = _cap(answer)
-    out = []
+    out = happens
     # the question asks the first clause only: "Must the file exist, or else ..., or ...?" is no question
     polar_rest = re.split(r"\s+(?:but|because)\s+|,\s+(?:or|so|and|but|which|thus)\s+|,\s+(?:since|as|unless|except)\b", rest)[0]
     polar_rest = re.sub(r"\s+(?:simply|merely|only|either|also)$", "", polar_rest)
@@ -330,9 +343,33 @@ def _statement_pairs(
         cause = re.sub(r"\s+(?:simply|merely|only)$", "", rest[: why.start() - 1])
         out.append((_question(f"{lead}{'why' if lead else 'Why'} {asked.lower()} {subj}{neg} {cause}"), answer))
     out.extend(_obligation_pairs(lead, verb, negated, subj, rest, answer))
-    if verb in ("is", "are") and not negated and not lead and _DETERMINER.match(rest) and len(subject_words) >= 2:
+    if verb in ("is", "are") and not negated and not lead and _DETERMINER.match(rest) and (len(subject_words) >= 2 or subject[:1].isupper()):
         out.append((_question(f"What {verb} {_lower_first(subject)}"), answer))
-    return [(q, a) for q, a in out if a.startswith(("Yes. ", "No. ")) or _informative(q, a)]
+    informative = [(q, a) for q, a in out if a.startswith(("Yes. ", "No. ")) or _informative(q, a, lead)]
+    # a passive question leaves its whole object out, so its answer is news however short ("UTF-8")
+    return informative + _passive_pairs(lead, verb, negated, subj, rest, answer)
+
+
+_CONDITION_LEAD = re.compile(r"^(?P<cond>(?:If|When|Whenever|Once)\s[^,;:]{8,120}?)(?:,\s+|\s+then\s+)(?P<main>[a-z].{8,})$")
+_CONDITION_VERB = re.compile(r"\s(?:is|are|was|were|be|been|has|have|can|cannot|must|may|should|will|do|does|don't|[a-z]{3,}(?:s|ed))\b")
+_SECOND_CLAUSE = re.compile(r"\s(?:it|they|we|he|she)\s+(?:is|are|should|must|will|can|may)\b")  # a comma the source left out
+_NOT_A_MAIN_CLAUSE = {"except", "which", "and", "or", "but", "as", "so", "like", "such", "including", "unless", "until", "whereas"}
+# the main clause gives an instruction: "If you do not want defaults, do not use Default at all"
+_IMPERATIVE = re.compile(r"^(?:do|don't|please|just|use|leave|build|run|see|make|check|ask|contact|try|consider|avoid|add|set|put|remove"
+                         r"|install|send|file|read|include|keep|write|call|look|follow|refer|be|choose|create|specify|mention|tell)\b")
+
+
+def _what_happens(sentence: str, answer: str) -> list[tuple[str, str]]:
+    """What a condition leads to, asked as users ask it: "If no unused ROWID can be found, the
+    insert fails with SQLITE_FULL" -> "What happens if no unused ROWID can be found?"; an
+    instruction in the main clause -> "What should you do if ...?". The answer is the sentence; a
+    condition that is no clause ("If so", "When possible") asks nothing."""
+    m = _CONDITION_LEAD.match(sentence)
+    if (not m or not _CONDITION_VERB.search(m["cond"]) or _SECOND_CLAUSE.search(m["cond"])
+            or m["main"].split()[0] in _NOT_A_MAIN_CLAUSE):
+        return []
+    asked = "What should you do" if _IMPERATIVE.match(m["main"]) else "What happens"
+    return [(_question(f"{asked} {_lower_first(m['cond'])}"), _cap(answer))]
 
 
 _MODALS = {"must", "may", "should", "can", "will"}
@@ -340,7 +377,10 @@ _VERB_OBJECT = re.compile(r"^(?P<adv>(?:[a-z]+ly\s+)*)(?P<verb>[a-z]{2,})\s+(?P<
 _NOT_AN_OBJECT = {"to", "in", "on", "at", "by", "for", "with", "from", "into", "as", "if", "when", "whether", "about", "of",
                   "and", "or", "only", "not", "also", "be", "been", "than", "so", "because", "unless", "until", "once",
                   "sometimes", "often", "always", "never", "still", "even", "just", "already", "then", "again", "either"}
-_PASSIVE_PLACE = re.compile(r"^be\s+(?P<participle>[a-z]+ed)\s+(?:in|into|on)\s+(?P<where>(?:the|a|an)\s.+)$")
+_PASSIVE = re.compile(r"^(?P<be>be\s+)?(?P<participle>[a-z]{3,}(?:ed|en))\s+(?P<prep>using|with|via|as|in|into|on|at|under)\s+(?P<obj>\S.*)$")
+# participles that take a complement rather than a manner or a place ("based on", "used to")
+_NOT_A_MANNER = {"based", "related", "interested", "concerned", "involved", "known", "called", "named", "needed", "required",
+                 "allowed", "permitted", "supposed", "expected", "given", "taken", "seen", "written", "broken", "chosen"}
 
 
 def _obligation_pairs(lead: str, verb: str, negated: bool, subj: str, rest: str, answer: str) -> list[tuple[str, str]]:
@@ -349,18 +389,43 @@ def _obligation_pairs(lead: str, verb: str, negated: bool, subj: str, rest: str,
     the Maintainer field" -> "Where must the maintainer be specified?". The answer is the sentence."""
     if verb not in _MODALS or negated:
         return []
-    what, where = ("what", "where") if lead else ("What", "Where")
-    placed = _PASSIVE_PLACE.match(rest)
-    if placed:
-        return [(_question(f"{lead}{where} {verb} {subj} be {placed['participle']}"), answer)]
+    what = "what" if lead else "What"
+    if rest.startswith("be "):
+        return []  # a passive: _passive_pairs asks how or where
     m = _VERB_OBJECT.match(rest)
     if not m or m["verb"] in _NOT_AN_OBJECT or m["verb"].endswith("ly") or m["obj"].split()[0].lower() in _NOT_AN_OBJECT:
         return []
     return [(_question(f"{lead}{what} {verb} {subj} {m['adv']}{m['verb']}"), answer)]
 
 
+_MANNER_IN = {"encoded", "expressed", "formatted", "compressed", "written", "measured", "represented", "given", "phrased"}
+
+
+def _passive_pairs(lead: str, verb: str, negated: bool, subj: str, rest: str, answer: str) -> list[tuple[str, str]]:
+    """How or where a passive sentence says a thing is done: "The entire changelog must be encoded
+    in UTF-8" -> "How must the entire changelog be encoded?"; "The maintainer must be specified in
+    the Maintainer field" -> "Where must the maintainer be specified?". The answer is the sentence."""
+    m = _PASSIVE.match(rest)
+    if negated or not m or m["participle"] in _NOT_A_MANNER or bool(m["be"]) != (verb in _MODALS) or verb in ("do", "does"):
+        return []
+    placed = m["prep"] in ("in", "into", "on", "at", "under") and m["participle"] not in _MANNER_IN
+    if m["prep"] in ("on", "at", "under") and not re.match(r"(?:the|a|an)\s", m["obj"]):
+        return []  # "on demand", "at once": neither a place nor a manner
+    wh = ("where" if placed else "how") if lead else ("Where" if placed else "How")
+    return [(_question(f"{lead}{wh} {verb} {subj} {m['be'] or ''}{m['participle']}"), answer)]
+
+
 _VERB_S = re.compile(
     r"^(?P<subject>(?:(?!\b(?:is|are|was|were)\b)[^,;:]){2,60}?)\s+(?P<verb>[a-z]{3,}(?<![su]s)(?<!is)s)\s+"
+    r"(?P<rest>(?:a|an|the|to|in|on|that|its|their|no|only|all|for|with|by|from|out|up)\s.+)$"
+)
+
+
+# "The Debian archive maintainers provide the list": a plural subject (its last word ends in -s) and
+# a verb in its plain form; the verb must not be a word that commonly follows a plural noun unverbed.
+_VERB_PLURAL = re.compile(
+    r"^(?P<subject>(?:(?!\b(?:is|are|was|were)\b)[^,;:]){2,60}?[a-z]{2,}(?<!s)s)\s+(?P<verb>(?!(?:that|which|who|and|or|of|in|on|for|with|to|from|by|as|at|than|can|may|must|will|should|might|could|would|do|have|also|only|always|often|never|still|all|both"
+    r"|against|about|upon|within|without|across|along|among|around|behind|beyond|despite|during|except|inside|outside|over|under|until|via|whether|where|when|while|into|onto|like|per|after|before|between|through|the|a|an)\b)[a-z]{3,}(?<!s)(?<!ly)(?<!ed)(?<!ing))\s+"
     r"(?P<rest>(?:a|an|the|to|in|on|that|its|their|no|only|all|for|with|by|from|out|up)\s.+)$"
 )
 
@@ -379,27 +444,34 @@ def _do_support_pairs(lead: str, main: str, answer: str) -> list[tuple[str, str]
     """ "Breach of a condition allows the innocent party to terminate" -> "Does breach of a
     condition allow the innocent party to terminate ...?" and "What does ... allow?" """
     m = _VERB_S.match(main)
+    plural = _VERB_PLURAL.match(main) if not m else None
+    m = m or plural
     if not m:
         return []
     subject, verb, rest = m["subject"].strip(), m["verb"], m["rest"]
     words_ = subject.split()
     head = subject.split(" of ")[0].split()
     if (
-        len(words_) > 8 or words_[0].lower() in _NON_SUBJECT or _CLAUSE_WORD.search(subject) or not subject[:1].isupper()
-        or _VAGUE_SUBJECT.match(subject)
-        or any(w.endswith("s") and not w.endswith("ss") for w in head)  # a plural word: "periods" was no verb
+        len(words_) > 8 or words_[0].lower() in _NON_SUBJECT or _CLAUSE_WORD.search(subject)
+        or not (subject[:1].isupper() or (lead and subject[:1].isalpha()))  # after a lead it starts lower-case
+        or (_VAGUE_SUBJECT.match(subject) and not lead) or _unbalanced(subject)
+        or (not plural and any(w.endswith("s") and not w.endswith("ss") for w in head))  # a plural word: "periods" was no verb
+        or (plural and len(words_) < 2 and not subject[:1].isupper())
+        or (plural and any(w.endswith("s") and not w.endswith("ss") and nxt not in ("of", "and", "or")
+                           for w, nxt in zip(words_, words_[1:])))  # "The package allows bug reports": a verb inside
         or re.search(r"\b(?:this|it|that|them)$", rest)
     ):
         return []
-    subj, does = _lower_first(subject), "does" if lead else "Does"
-    polar = _question(f"{lead}{does} {subj} {_lemma(verb)} {rest}")
+    do = "do" if plural else "does"
+    subj, base = _lower_first(subject), verb if plural else _lemma(verb)
+    polar = _question(f"{lead}{do if lead else _cap(do)} {subj} {base} {rest}")
     out = [(polar, f"Yes. {_cap(answer)}")] if content_words(answer) - content_words(polar) else []
     if re.match(r"(?:a|an|the)\s", rest):  # not "to": "SQLite strives to be ..." has no object to ask for
-        out.append((_question(f"{lead}{'what' if lead else 'What'} does {subj} {_lemma(verb)}"), _cap(answer)))
+        out.append((_question(f"{lead}{'what' if lead else 'What'} {do} {subj} {base}"), _cap(answer)))
     cond = _CONDITION.search(" " + rest + " ")
     if cond and 0 < len(rest[: cond.start()].split()) <= 6:
-        out.append((_question(f"{lead}{'when' if lead else 'When'} does {subj} {_lemma(verb)} {rest[: cond.start() - 1]}"), _cap(answer)))
-    return [(q, a) for q, a in out if a.startswith("Yes. ") or _informative(q, a)]
+        out.append((_question(f"{lead}{'when' if lead else 'When'} {do} {subj} {base} {rest[: cond.start() - 1]}"), _cap(answer)))
+    return [(q, a) for q, a in out if a.startswith("Yes. ") or _informative(q, a, lead)]
 
 
 _UNDER_TERM = re.compile(r"^Under\s+the\s+(?P<doctrine>(?:doctrine|rule|principle)\s+of\s+)?\*\*(?P<term>[^*]{2,60})\*\*,\s+(?P<main>[^;:]+?)\.?$")
