@@ -154,3 +154,15 @@ def test_clauses_that_are_no_condition_or_subject_ask_nothing(sentence, wrong):
 def test_a_question_that_says_do_so_needs_its_context():
     answer = "No. SQLite does not enforce the length of a VARCHAR column in a table."
     assert check_pair("What happens if you do not do so?", answer, PLANTED, load_config(REPO, "legal", []).forge) == "needs_context"
+
+
+def test_a_numbered_section_is_asked_about_by_its_number_once():
+    from opensem.forge.ingest import Document
+
+    text = ("# Quirks of the engine\n\n## 3. Flexible typing\n\nThe engine keeps a value in any column. Types are hints only.\n\n"
+            + "Each row also has a rowid that the engine assigns when none is given in the insert. " * 40 + "\n\n## Notes\n\nA note is short here.")
+    chunks = chunk_document(Document("quirks.md", text), lambda s: max(1, len(s) // 4), 200, 20)
+    assert [c.opens_section for c in chunks if c.heading.endswith("Flexible typing")][:2] == [True, False]
+    asked = [(q, a) for c in chunks for q, a in extract_pairs(c) if "section" in q]
+    assert asked == [("In Quirks of the engine, what does section 3, Flexible typing, say?",
+                      "The engine keeps a value in any column. Types are hints only.")]

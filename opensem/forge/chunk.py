@@ -26,6 +26,7 @@ class Chunk:
     heading: str  # "Title > Section" (may be empty)
     text: str
     n_tokens: int
+    opens_section: bool = False  # the first chunk of its section: its text starts where the section does
 
 
 def _heading(block: str, markdown_only: bool = False) -> tuple[int, str] | None:
@@ -67,23 +68,24 @@ def sections(text: str) -> Iterator[tuple[str, list[str]]]:
 def chunk_document(doc: Document, count_tokens: Callable[[str], int], chunk_tokens: int, overlap: int) -> list[Chunk]:
     chunks: list[Chunk] = []
 
-    def emit(heading: str, units: list[str]) -> None:
+    def emit(heading: str, units: list[str], first: bool) -> None:
         text = "\n".join(units).strip()
         if text:
-            chunks.append(Chunk(f"{doc.name}#{len(chunks)}", doc.name, heading, text, count_tokens(text)))
+            chunks.append(Chunk(f"{doc.name}#{len(chunks)}", doc.name, heading, text, count_tokens(text), first))
 
     for heading, paragraphs in sections(doc.text):
         units: list[tuple[str, int]] = []  # (text, tokens) of the chunk being filled
+        first = True
         for paragraph in paragraphs:
             pieces = [paragraph] if count_tokens(paragraph) <= chunk_tokens else split_sentences(paragraph)
             for piece in pieces:
                 for part in _hard_split(piece, count_tokens, chunk_tokens):
                     size = count_tokens(part)
                     if units and sum(n for _, n in units) + size > chunk_tokens:
-                        emit(heading, [t for t, _ in units])
-                        units = _tail(units, overlap)
+                        emit(heading, [t for t, _ in units], first)
+                        units, first = _tail(units, overlap), False
                     units.append((part, size))
-        emit(heading, [t for t, _ in units])
+        emit(heading, [t for t, _ in units], first)
     return chunks
 
 

@@ -11,6 +11,7 @@ Patterns, strongest first:
                         "The license must permit ..."         -> "Must the license permit ...?", "What must the license permit?"
     condition           "If no rowid can be found, the insert fails ..." -> "What happens if no rowid can be found?"
     passive             "The changelog must be encoded in UTF-8" -> "How must the changelog be encoded?"
+    numbered section    "## 2.2.1. The main archive area"     -> "What does section 2.2.1, The main archive area, say?"
 Two rules keep the pairs honest: a question never contains the fact its answer states, and an
 answer never restates its question (either way the model would learn to echo); an answer opens
 with the fact, in the source's own words, so it is grounded in its chunk. `unfaithful` checks
@@ -144,7 +145,31 @@ def extract_pairs(chunk: Chunk) -> list[tuple[str, str]]:
             pairs.extend(_sentence_pairs(raw, chunk.heading, antecedent if not term else None, section_term, terms))
         antecedent = None  # a paragraph ends
     pairs.extend(difference_pairs(definitions))
+    pairs.extend(section_pairs(chunk))
     return _unique([(q, a) for q, a in pairs if not points_outside(q)])
+
+
+_NUMBERED = re.compile(r"^(?P<number>\d+(?:\.\d+)*)\.?\s+(?P<title>[A-Z].{2,80})$")
+
+
+def section_pairs(chunk: Chunk) -> list[tuple[str, str]]:
+    """A numbered section asked about by its number and title, as users cite it: "What does section
+    2.2.1, The main archive area, say?" -> the section's opening sentence (two when the first is
+    short), in its own words. Only the chunk that opens the section asks, so that the question has
+    one answer; a section number that restarts in every document is qualified by the document
+    ("In SQLite Autoincrement, what does section 1, Summary, say?")."""
+    parts = chunk.heading.split(" > ")
+    m = _NUMBERED.match(parts[-1])
+    if not chunk.opens_section or not m:
+        return []
+    from opensem.forge.quality import is_complete_sentence
+
+    sentences = [plain(s) for s in split_sentences(chunk.text.split("\n")[0])]
+    answer = " ".join(sentences[:2] if sentences and len(sentences[0]) < 100 else sentences[:1])
+    if not answer or not is_complete_sentence(answer) or len(answer) > 400:
+        return []
+    qualifier = f"In {plain(parts[0])}, w" if len(parts) > 1 and not _NUMBERED.match(parts[0]) else "W"
+    return [(f"{qualifier}hat does section {m['number']}, {plain(m['title']).rstrip('.:')}, say?", answer)]
 
 
 def _sentence_pairs(
