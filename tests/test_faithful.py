@@ -166,3 +166,19 @@ def test_a_numbered_section_is_asked_about_by_its_number_once():
     asked = [(q, a) for c in chunks for q, a in extract_pairs(c) if "section" in q]
     assert asked == [("In Quirks of the engine, what does section 3, Flexible typing, say?",
                       "The engine keeps a value in any column. Types are hints only.")]
+
+
+@pytest.mark.parametrize("sentence, expected, absent", [
+    ('The main table uses the hidden rowid as the key and stores the "word" column as data.',
+     "Does the main table use the hidden rowid as the key?", "and store"),
+    ("When auto_vacuum is enabled for a database free pages may be reclaimed after deleting data.", None, "What happens"),
+])
+def test_a_question_asks_one_clause(sentence, expected, absent):
+    questions = [q for q, _ in extract_pairs(chunk(sentence))]
+    assert not any(absent in q for q in questions), questions
+    if expected:
+        assert expected in questions, questions
+
+
+def test_a_fragment_opening_with_a_connective_asks_nothing():
+    assert extract_pairs(chunk("In addition, the packages in main")) == []

@@ -168,7 +168,10 @@ def section_pairs(chunk: Chunk) -> list[tuple[str, str]]:
     answer = " ".join(sentences[:2] if sentences and len(sentences[0]) < 100 else sentences[:1])
     if not answer or not is_complete_sentence(answer) or len(answer) > 400:
         return []
-    qualifier = f"In {plain(parts[0])}, w" if len(parts) > 1 and not _NUMBERED.match(parts[0]) else "W"
+    qualified = len(parts) > 1 and not _NUMBERED.match(parts[0])
+    if qualified and not re.fullmatch(r"[A-Za-z0-9][\w ,.:'’&/()—-]{1,80}", plain(parts[0])):
+        return []  # a "heading" that is a line of code
+    qualifier = f"In {plain(parts[0])}, w" if qualified else "W"
     return [(f"{qualifier}hat does section {m['number']}, {plain(m['title']).rstrip('.:')}, say?", answer)]
 
 
@@ -377,7 +380,9 @@ def _statement_pairs(
 
 _CONDITION_LEAD = re.compile(r"^(?P<cond>(?:If|When|Whenever|Once)\s[^,;:]{8,120}?)(?:,\s+|\s+then\s+)(?P<main>[a-z].{8,})$")
 _CONDITION_VERB = re.compile(r"\s(?:is|are|was|were|be|been|has|have|can|cannot|must|may|should|will|do|does|don't|[a-z]{3,}(?:s|ed))\b")
-_SECOND_CLAUSE = re.compile(r"\s(?:it|they|we|he|she)\s+(?:is|are|should|must|will|can|may)\b")  # a comma the source left out
+# a comma the source left out: "If X is enabled free pages may be reclaimed" holds two clauses
+_SECOND_CLAUSE = re.compile(r"\s(?:it|they|we|he|she)\s+(?:is|are|should|must|will|can|may)\b")
+_FINITE = re.compile(r"\b(?:is|are|was|were|may|might|must|should|can|will|could|would)\b")
 _NOT_A_MAIN_CLAUSE = {"except", "which", "and", "or", "but", "as", "so", "like", "such", "including", "unless", "until", "whereas"}
 # the main clause gives an instruction: "If you do not want defaults, do not use Default at all"
 _IMPERATIVE = re.compile(r"^(?:do|don't|please|just|use|leave|build|run|see|make|check|ask|contact|try|consider|avoid|add|set|put|remove"
@@ -390,7 +395,7 @@ def _what_happens(sentence: str, answer: str) -> list[tuple[str, str]]:
     instruction in the main clause -> "What should you do if ...?". The answer is the sentence; a
     condition that is no clause ("If so", "When possible") asks nothing."""
     m = _CONDITION_LEAD.match(sentence)
-    if (not m or not _CONDITION_VERB.search(m["cond"]) or _SECOND_CLAUSE.search(m["cond"])
+    if (not m or not _CONDITION_VERB.search(m["cond"]) or _SECOND_CLAUSE.search(m["cond"]) or len(_FINITE.findall(m["cond"])) > 1
             or m["main"].split()[0] in _NOT_A_MAIN_CLAUSE):
         return []
     asked = "What should you do" if _IMPERATIVE.match(m["main"]) else "What happens"
@@ -478,6 +483,7 @@ def _do_support_pairs(lead: str, main: str, answer: str) -> list[tuple[str, str]
     head = subject.split(" of ")[0].split()
     if (
         len(words_) > 8 or words_[0].lower() in _NON_SUBJECT or _CLAUSE_WORD.search(subject)
+        or _DETERMINER.fullmatch(subject + " ")  # "The packages in main": a noun taken for a verb
         or not (subject[:1].isupper() or (lead and subject[:1].isalpha()))  # after a lead it starts lower-case
         or (_VAGUE_SUBJECT.match(subject) and not lead) or _unbalanced(subject)
         or (not plural and any(w.endswith("s") and not w.endswith("ss") for w in head))  # a plural word: "periods" was no verb
@@ -489,7 +495,9 @@ def _do_support_pairs(lead: str, main: str, answer: str) -> list[tuple[str, str]
         return []
     do = "do" if plural else "does"
     subj, base = _lower_first(subject), verb if plural else _lemma(verb)
-    polar = _question(f"{lead}{do if lead else _cap(do)} {subj} {base} {rest}")
+    # the first clause only: "Does the table use X as the key and stores Y?" is no question
+    first = re.split(r"\s+(?:but|because)\s+|,\s+(?:or|so|and|but|which|thus)\s+|\s+and\s+(?=no\s|[a-z]+s\s)", rest)[0]
+    polar = _question(f"{lead}{do if lead else _cap(do)} {subj} {base} {first}")
     out = [(polar, f"Yes. {_cap(answer)}")] if content_words(answer) - content_words(polar) else []
     if re.match(r"(?:a|an|the)\s", rest):  # not "to": "SQLite strives to be ..." has no object to ask for
         out.append((_question(f"{lead}{'what' if lead else 'What'} {do} {subj} {base}"), _cap(answer)))
