@@ -1,13 +1,27 @@
-"""`make bench` / `python -m bench [name ...]`: run the benchmarks and print their ratios.
+"""`make bench` / `python -m bench [name ...]` / `python -m bench NAME ARG ...`: run benchmarks.
 
-`python -m bench outcome` (the default pipeline on every sample SEM, about 15 minutes) runs
-only when named."""
+With no name: the quick ones below. Several names: each with its defaults. One name followed by
+arguments that are no bench: that bench with them (`python -m bench outcome sqlite --set
+training.cpt_epochs=2`, `python -m bench forge_yield /path/to/corpus`). `outcome` (the default
+pipeline on every sample SEM, 30 minutes or more) runs only when named."""
 
 import importlib
 import sys
+from pathlib import Path
 
 BENCHES = ["forge_throughput", "generation_speed", "train_speed"]
 
+
+def _is_bench(name: str) -> bool:
+    return name.isidentifier() and (Path(__file__).parent / f"{name}.py").is_file() and name not in ("common", "__main__")
+
+
 if __name__ == "__main__":
-    for name in sys.argv[1:] or BENCHES:
-        importlib.import_module(f"bench.{name}").main()
+    args = sys.argv[1:]
+    if args and not _is_bench(args[0]):
+        print(f"error: no benchmark named {args[0]!r}; the names are the files in bench/", file=sys.stderr)
+        sys.exit(2)
+    named_only = all(_is_bench(a) for a in args)
+    for name in (args if named_only else args[:1]) or BENCHES:
+        module = importlib.import_module(f"bench.{name}")
+        module.main() if named_only else module.main(args[1:])

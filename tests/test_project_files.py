@@ -32,3 +32,17 @@ def test_conda_env_matches_pyproject():
 def test_run_outputs_are_ignored(path):
     result = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
     assert result.returncode == 0, path
+
+
+def test_a_bench_takes_its_arguments_and_an_unknown_one_is_named(tmp_path):
+    """`python -m bench forge_yield FOLDER` passes the folder on (the README's commands with
+    arguments once tried to import each argument as a benchmark)."""
+    import sys
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "doc.md").write_text("# Widgets\n\nIf a widget is dropped, the casing cracks along its seam.\n")
+    run = subprocess.run([sys.executable, "-m", "bench", "forge_yield", str(tmp_path / "corpus")], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "| corpus | 0.1 | 1 |" in run.stdout and "| sqlite |" in run.stdout
+    wrong = subprocess.run([sys.executable, "-m", "bench", "no_such_bench"], cwd=REPO, capture_output=True, text=True)
+    assert wrong.returncode == 2 and "no benchmark named 'no_such_bench'" in wrong.stderr
