@@ -81,6 +81,8 @@ def beats(candidate_run, reference_run, cfg: Config, what: str) -> Verdict:
     summary = (f"key-fact accuracy {means['reference_recall']:.0%} -> {means['candidate_recall']:.0%} over the {what} "
                f"({100 * rgain:+.0f} points, CI [{100 * rlow:+.0f}, {100 * rhigh:+.0f}]), mean score gain {gain:+.2f} "
                f"(CI [{low:+.2f}, {high:+.2f}]) on {len(paired.ids)} questions")
+    if rhigh < 0:
+        return Verdict(False, f"{summary}: worse than the {what}, fewer key facts (the key-fact accuracy interval lies below 0)", numbers)
     if rlow <= 0:
         return Verdict(False, f"{summary}: no factual gain (the key-fact accuracy interval reaches 0)", numbers)
     if gain < r.min_improvement:

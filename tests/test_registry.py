@@ -93,9 +93,10 @@ def test_better_is_promoted_and_the_decision_is_recorded(reg):
     ([2] * N, None, "g1", "no factual gain"),                                     # tie
     ([4] * N, [0.0] * N, "g1", "no factual gain"),                                # better score, no more facts
     ([4] * N, None, "g2", "not comparable with the baseline: golden_digest"),     # other golden set
+    ([1] * N, None, "g1", "worse than the baseline, fewer key facts"),            # knew every fact, lost them
 ])
 def test_refused(reg, scores, recall, golden, why):
-    decision = gate(reg, scores, recall, golden)
+    decision = gate(reg, scores, recall, golden, baseline_scores=(5,) * N if "worse" in why else (2,) * N)
     assert not decision.promoted and why in decision.reasons[0]
     assert aliases() == {"champion": None, "candidate": "1"}
     assert MlflowClient().get_model_version("opensem-reg", "1").tags["opensem.decision"] == "refused"
