@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 from opensem.forge.chunk import Chunk
-from opensem.forge.quality import NEGATION, content_words, points_outside
+from opensem.forge.quality import NEGATION, content_words, is_complete_sentence, points_outside
 from opensem.forge.reflow import split_sentences
 from opensem.llm import Completion
 
@@ -162,8 +162,6 @@ def section_pairs(chunk: Chunk) -> list[tuple[str, str]]:
     m = _NUMBERED.match(parts[-1])
     if not chunk.opens_section or not m:
         return []
-    from opensem.forge.quality import is_complete_sentence
-
     sentences = [plain(s) for s in split_sentences(chunk.text.split("\n")[0])]
     answer = " ".join(sentences[:2] if sentences and len(sentences[0]) < 100 else sentences[:1])
     if not answer or not is_complete_sentence(answer) or len(answer) > 400:
@@ -267,12 +265,12 @@ _NON_SUBJECT = {  # a sentence opening with these has no subject a question can 
 _DISCOURSE_LEAD = re.compile(
     r"^(?:For (?:example|instance)|In (?:general|particular|practice|addition|other words|short|fact|most cases)|Of course"
     r"|As a rule|Typically|Usually|Normally|Generally)$", re.I)
-# A subject that names nothing without its paragraph ("What is the value?", "What will the new
-# database contain?"): the question cannot be answered by anyone who has not just read the text.
 # A connective that opens a sentence without making it depend on the one before it: left out of
 # the question ("However, is X ...?" is no question), kept in the answer. "Thus", "Otherwise" and
 # "Instead" are not here: their sentence states a consequence of the previous one.
 _CONNECTIVE = re.compile(r"^(?:However|Also|Additionally|In addition|Furthermore|Moreover|Note that|Note also that|Of course),?\s+(?=\S)")
+# A subject that names nothing without its paragraph ("What is the value?", "What will the new
+# database contain?"): the question cannot be answered by anyone who has not just read the text.
 _VAGUE_SUBJECT = re.compile(
     r"^(?:the|a|an)\s+(?:(?:new|old|same|other|first|second|last|original|resulting|current|given)\s+)?"
     r"(?:values?|columns?|results?|files?|database|tables?|data|content|strings?|numbers?|text|expressions?|operands?"
@@ -349,7 +347,7 @@ def _statement_pairs(
         return happens
     verb, negated = aux["aux"], bool(aux["neg"]) or aux["aux"] == "cannot"  # "should never include" asks "Should ... include?"
     if verb in ("do", "does") and not negated:
-        return []  # "do" without "not" is a main verb here ("not to do something")
+        return happens  # "do" without "not" is a main verb here ("not to do something")
     asked = {"cannot": "can"}.get(verb, verb)
     asked = asked if lead else _cap(asked)
     subj = _lower_first(subject) + (aux["adv"] or "")
