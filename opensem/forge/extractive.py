@@ -434,7 +434,7 @@ def _passive_pairs(lead: str, verb: str, negated: bool, subj: str, rest: str, an
     in UTF-8" -> "How must the entire changelog be encoded?"; "The maintainer must be specified in
     the Maintainer field" -> "Where must the maintainer be specified?". The answer is the sentence."""
     m = _PASSIVE.match(rest)
-    if negated or not m or m["participle"] in _NOT_A_MANNER or bool(m["be"]) != (verb in _MODALS) or verb in ("do", "does"):
+    if negated or not m or m["participle"] in _NOT_A_MANNER or bool(m["be"]) != (verb in _MODALS):
         return []
     placed = m["prep"] in ("in", "into", "on", "at", "under") and m["participle"] not in _MANNER_IN
     if m["prep"] in ("on", "at", "under") and not re.match(r"(?:the|a|an)\s", m["obj"]):
