@@ -46,3 +46,15 @@ def test_a_bench_takes_its_arguments_and_an_unknown_one_is_named(tmp_path):
     assert "| corpus | 0.1 | 1 |" in run.stdout and "| sqlite |" in run.stdout
     wrong = subprocess.run([sys.executable, "-m", "bench", "no_such_bench"], cwd=REPO, capture_output=True, text=True)
     assert wrong.returncode == 2 and "no benchmark named 'no_such_bench'" in wrong.stderr
+    seeds = subprocess.run([sys.executable, "-m", "bench", "outcome", "legal", "--seeds", "42,x"], cwd=REPO, capture_output=True, text=True)
+    assert seeds.returncode == 2 and "--seeds takes integers" in seeds.stderr and "Traceback" not in seeds.stderr
+
+
+def test_the_outcome_spread_names_each_seed_and_counts_failures():
+    from bench.outcome import spread_table
+
+    def run(seed, gain, low, decision="refused"):
+        return {"sem": "legal", "seed": seed, "gain": gain, "low": low, "decision": decision}
+
+    table = spread_table([run(42, 0.12, 0.02, "promoted"), run(43, -0.04, -0.1), {"sem": "legal", "seed": 44, "error": ["boom"]}])
+    assert "| legal | 42: +12, 43: -4 (1 failed) | +4.0 | -4 to +12 | 1 of 3 |" in table
