@@ -102,6 +102,11 @@ class TrainingConfig(Section):
     adapter and learning rate (max_steps, when set, caps this phase too). 0 turns it off; the
     bundled model's recipe sets 4, chosen on held-out loss."""
 
+    keep_best: bool = False
+    """Keep the adapter of the epoch with the lowest held-out loss (the forge's test pairs,
+    evaluated after each epoch) instead of the last epoch's. Checkpoints are then saved once an
+    epoch (checkpoint_steps is not used). Needs test.jsonl; without it the last epoch is kept."""
+
     batch_size: int = Field(8, gt=0)
     """Examples per device step."""
 

@@ -280,6 +280,37 @@ def test_cpt_trains_the_adapter_on_the_documents_before_the_pairs(tiny, bundled_
     assert _text_loss(tuned, tok, CORPUS) < 0.5 * before
 
 
+def test_keep_best_keeps_the_epoch_with_the_lowest_held_out_loss(tiny):
+    # The held-out answer contradicts the training pairs in content and in shape, so every
+    # further epoch on them raises the held-out loss: an early epoch is the best, and the adapter
+    # saved must be its checkpoint's, not the last epoch's (without keep_best the last is saved).
+    held_out = "Nobody has ever seen one, so its colour is unknown; the old surveys disagree about everything."
+    (tiny.processed_dir / "test.jsonl").write_text(rows([("What colour is a Zorblat?", held_out)]))
+    cfg = load_config(tiny.root, "tiny", FAST + ["training.epochs=4", "training.keep_best=true", "training.run_name=best"])
+    result = train(tiny, cfg)
+    run = mlflow.get_run(result["mlflow_run_id"])
+    per_epoch = [m.value for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "eval_loss")]
+    assert len(per_epoch) >= 4 and per_epoch.index(min(per_epoch)) < len(per_epoch) - 1, per_epoch
+    assert result["kept_epoch"] == per_epoch.index(min(per_epoch)) + 1
+    assert result["eval_loss"] == pytest.approx(min(per_epoch)) and run.data.metrics["eval_loss_final"] == pytest.approx(min(per_epoch))
+    assert run.data.tags["opensem.kept_epoch"] == str(result["kept_epoch"])
+
+    from safetensors.torch import load_file
+
+    saved = load_file(tiny.adapters_dir / "best" / "adapter_model.safetensors")
+    checkpoints = sorted((tiny.adapters_dir / "best" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    best, last = (load_file(c / "adapter_model.safetensors") for c in (checkpoints[0], checkpoints[-1]))
+    assert saved.keys() == best.keys()
+    assert all(torch_equal(saved[k], best[k]) for k in saved)
+    assert not all(torch_equal(saved[k], last[k]) for k in saved)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
 def test_max_steps_caps_the_cpt_phase_too(tiny):
     (tiny.processed_dir / "corpus.jsonl").write_text(json.dumps({"document": "a.txt", "text": CORPUS * 6}) + "\n")
     cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=6", "training.max_length=32", "training.max_steps=2",

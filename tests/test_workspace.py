@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from opensem.cli import app
 from opensem.errors import OpenSEMError
-from opensem.workspace import check_sem_name, new_sem, open_sem, project_root
+from opensem.workspace import check_sem_name, open_sem, project_root
 
 
 @pytest.mark.parametrize("name", ["legal", "med-v2", "a", "x_1", "0day"])

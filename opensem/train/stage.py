@@ -127,6 +127,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             "global_step": trainer.state.global_step,
             "train_loss": result.training_loss,
             "eval_loss": _final_eval_loss(trainer) if eval_rows else None,
+            "kept_epoch": _kept_epoch(trainer),
             "stopped_early_at_epoch": stopper.stopped_at_epoch if stopper else None,
             "tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
             "cpt": {k: v for k, v in cpt.items() if k != "model"} if cpt else None,
@@ -134,6 +135,8 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config_digest": cfg.digest(),
         }
+        if metadata["kept_epoch"] is not None:
+            tracked.set_tags({"opensem.kept_epoch": metadata["kept_epoch"]})
         if metadata["stopped_early_at_epoch"] is not None:
             tracked.set_tags({"opensem.stopped_early": f"after epoch {metadata['stopped_early_at_epoch']}"})
         atomic_write_json(out_dir / "training_metadata.json", metadata)
@@ -160,6 +163,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     console.print(
         f"[green]trained[/green] {run_name}: {metadata['global_step']} steps"
         + (f" (stopped early after epoch {metadata['stopped_early_at_epoch']})" if metadata["stopped_early_at_epoch"] is not None else "")
+        + (f", kept epoch {metadata['kept_epoch']:g} (lowest held-out loss)" if metadata["kept_epoch"] is not None else "")
         + f", loss {result.training_loss:.3f}, "
         f"{metadata['tokens_seen'] / max(seconds, 1e-9):.0f} tokens/s -> {out_dir}"
     )
@@ -223,14 +227,26 @@ def merge_adapter(out_dir: Path, base_dir, plan, trained_model, tokenizer) -> Pa
 
 
 def _final_eval_loss(trainer) -> float:
-    """Held-out loss at the last step, what `opensem sweep` minimises. Evaluation runs each epoch;
-    max_steps can stop between epochs, and then one more evaluation is needed."""
+    """Held-out loss of the adapter kept, what `opensem sweep` minimises: the best epoch's with
+    keep_best, else the last step's. Evaluation runs each epoch; max_steps can stop between
+    epochs, and then one more evaluation is needed."""
+    if trainer.args.load_best_model_at_end and trainer.state.best_metric is not None:
+        return float(trainer.state.best_metric)
     for entry in reversed(trainer.state.log_history):
         if "eval_loss" in entry:
             if entry.get("step") == trainer.state.global_step:
                 return float(entry["eval_loss"])
             break
     return float(trainer.evaluate()["eval_loss"])
+
+
+def _kept_epoch(trainer) -> float | None:
+    """With keep_best: the epoch whose checkpoint was loaded back at the end (None otherwise)."""
+    best = trainer.state.best_model_checkpoint
+    if not (trainer.args.load_best_model_at_end and best):
+        return None
+    step = int(best.rsplit("-", 1)[1])
+    return next((round(e["epoch"], 2) for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == step), None)
 
 
 def _fit_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
