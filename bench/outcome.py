@@ -95,7 +95,7 @@ def _read_runs(root: Path, uri: str, sem: str, seed: int | None) -> dict:
         "unreliable": runs["evaluate"].data.tags.get("opensem.judge_unreliable"), "decision": promote.get("opensem.decision"),
         # held-out loss on the forge's test pairs (chunks no training pair came from): a
         # development measure that does not look at the golden set
-        "eval_loss": trained.get("eval_loss_final"), "report": str(kept),
+        "eval_loss": trained.get("eval_loss_final"), "kept_epoch": runs["train"].data.tags.get("opensem.kept_epoch"), "report": str(kept),
         "complete": tuned.get("complete_answer_share"), "short": tuned.get("short_answer_share"),
     }
 
@@ -153,9 +153,10 @@ def _row(r: dict) -> str:
     seed = "config" if r["seed"] is None else r["seed"]
     if "error" in r:
         return f"| {r['sem']} | {seed} | failed: {r['error']} | | | | | | | {r['minutes']:.1f} | no |"
+    held_out = f"{r['eval_loss']:.3f}" + (f" (epoch {r['kept_epoch']})" if r.get("kept_epoch") else "")
     return (f"| {r['sem']} | {seed} | {r['baseline']:.0%} -> {r['tuned']:.0%} | {100 * r['gain']:+.0f} points [{100 * r['low']:+.0f}, {100 * r['high']:+.0f}] "
             f"| {r['shuffled_pass']:.0%}, {r['echo_mean']:.2f}{' (judge unreliable)' if r['unreliable'] == 'true' else ''} "
-            f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {r['eval_loss']:.3f} | {r['complete']:.0%}, {r['short']:.0%} | {r['decision']} | {r['minutes']:.1f} | {'met' if _met(r) else 'not met'} |")
+            f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {held_out} | {r['complete']:.0%}, {r['short']:.0%} | {r['decision']} | {r['minutes']:.1f} | {'met' if _met(r) else 'not met'} |")
 
 
 if __name__ == "__main__":
