@@ -104,8 +104,8 @@ class TrainingConfig(Section):
 
     keep_best: bool = False
     """Keep the adapter of the epoch with the lowest held-out loss (the forge's test pairs,
-    evaluated after each epoch) instead of the last epoch's. Checkpoints are then saved once an
-    epoch (checkpoint_steps is not used). Needs test.jsonl; without it the last epoch is kept."""
+    evaluated after each epoch) instead of the last epoch's (saved in <checkpoints>/best/ as
+    training goes). Needs test.jsonl; without it the last epoch is kept."""
 
     batch_size: int = Field(8, gt=0)
     """Examples per device step."""

@@ -286,7 +286,8 @@ def test_keep_best_keeps_the_epoch_with_the_lowest_held_out_loss(tiny):
     # saved must be its checkpoint's, not the last epoch's (without keep_best the last is saved).
     held_out = "Nobody has ever seen one, so its colour is unknown; the old surveys disagree about everything."
     (tiny.processed_dir / "test.jsonl").write_text(rows([("What colour is a Zorblat?", held_out)]))
-    cfg = load_config(tiny.root, "tiny", FAST + ["training.epochs=4", "training.keep_best=true", "training.run_name=best"])
+    cfg = load_config(tiny.root, "tiny", FAST + ["training.epochs=4", "training.keep_best=true", "training.checkpoint_steps=1",
+                                                "training.run_name=best"])
     result = train(tiny, cfg)
     run = mlflow.get_run(result["mlflow_run_id"])
     per_epoch = [m.value for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "eval_loss")]
@@ -295,11 +296,13 @@ def test_keep_best_keeps_the_epoch_with_the_lowest_held_out_loss(tiny):
     assert result["eval_loss"] == pytest.approx(min(per_epoch)) and run.data.metrics["eval_loss_final"] == pytest.approx(min(per_epoch))
     assert run.data.tags["opensem.kept_epoch"] == str(result["kept_epoch"])
 
+    # step checkpoints keep their own schedule (a preempted run resumes from them) beside best/
     from safetensors.torch import load_file
 
+    folder = tiny.adapters_dir / "best" / "checkpoints"
     saved = load_file(tiny.adapters_dir / "best" / "adapter_model.safetensors")
-    checkpoints = sorted((tiny.adapters_dir / "best" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    best, last = (load_file(c / "adapter_model.safetensors") for c in (checkpoints[0], checkpoints[-1]))
+    best = load_file(folder / "best" / "adapter_model.safetensors")
+    last = load_file(folder / f"checkpoint-{result['global_step']}" / "adapter_model.safetensors")
     assert saved.keys() == best.keys()
     assert all(torch_equal(saved[k], best[k]) for k in saved)
     assert not all(torch_equal(saved[k], last[k]) for k in saved)

@@ -3,6 +3,7 @@ an early stop that a caller (the sweep's pruner) decides after each held-out eva
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -98,3 +99,55 @@ class EvalStopCallback(TrainerCallback):
             self.stopped_at_epoch = epoch
             control.should_training_stop = True
         return control
+
+
+class KeepBestCallback(TrainerCallback):
+    """training.keep_best: after each held-out evaluation during training, if its loss is the
+    lowest so far, save the adapter to `folder` (with best.json: loss, epoch, step); the train
+    stage loads it back when training ends. The folder lives beside the checkpoints, so a
+    resumed run goes on comparing with the best epoch before the interruption.
+
+    Written by hand because the Trainer's own load_best_model_at_end needs a checkpoint at
+    every evaluation (and none between them): it would trade the step checkpoints that a
+    preempted run resumes from for one per epoch."""
+
+    def __init__(self, folder):
+        from pathlib import Path
+
+        self.folder = Path(folder)
+        info = self.folder / "best.json"
+        self.best: dict | None = json.loads(info.read_text()) if info.is_file() else None
+        self._training = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._training = False  # an evaluation after training is not an epoch to keep
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        if not self._training or not metrics or "eval_loss" not in metrics or model is None:
+            return control
+        loss = float(metrics["eval_loss"])
+        if self.best is not None and not loss < self.best["eval_loss"]:
+            return control
+        import shutil
+
+        self.best = {"eval_loss": loss, "epoch": round(float(state.epoch or 0), 2), "step": state.global_step}
+        # written whole under a temporary name, then swapped in: a kill leaves the old best or the new
+        partial = self.folder.with_name(self.folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(str(partial))  # a PEFT model saves its adapter only
+        (partial / "best.json").write_text(json.dumps(self.best))
+        old = self.folder.with_name(self.folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.folder.exists():
+            self.folder.rename(old)
+        partial.rename(self.folder)
+        shutil.rmtree(old, ignore_errors=True)
+        return control
+
+    def restore(self, model) -> None:
+        """Put the best epoch's adapter weights into `model` (the one training ended with)."""
+        if self.best is not None:
+            model.load_adapter(str(self.folder), adapter_name=model.active_adapter)

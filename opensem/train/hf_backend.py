@@ -90,9 +90,6 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
     t = cfg.training
     padding_free = t.padding_free and not t.packing
     checkpointing = {checkpointing_field(SFTConfig): plan.gradient_checkpointing}  # set explicitly: TRL's own default is on
-    # keep_best: the Trainer's own best-checkpoint tracking, which needs a save at every evaluation
-    keep_best = t.keep_best and has_eval and not cpt
-    best = {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False} if keep_best else {}
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=t.cpt_epochs if cpt else t.epochs,
@@ -118,10 +115,9 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
         assistant_only_loss=not cpt,
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        save_strategy="no" if cpt else "epoch" if keep_best else "steps",
+        save_strategy="no" if cpt else "steps",
         save_steps=t.checkpoint_steps,
-        save_total_limit=2,  # with keep_best the Trainer also keeps the best one
-        **best,
+        save_total_limit=2,
         eval_strategy="epoch" if has_eval else "no",
         report_to=[],  # opensem's own callback logs to MLflow (and W&B) through the stage's run
         include_num_input_tokens_seen="non_padding",

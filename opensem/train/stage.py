@@ -74,13 +74,14 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
         train_rows, dropped = _fit_length(train_rows, tokenizer, t.max_length)
         if dropped:
             console.print(f"  [yellow]{dropped} examples longer than training.max_length={t.max_length} tokens left out[/yellow]")
-        from opensem.train.callbacks import EvalStopCallback, PreemptionCallback, TrackingCallback
+        from opensem.train.callbacks import EvalStopCallback, KeepBestCallback, PreemptionCallback, TrackingCallback
         from opensem.train.hf_backend import build_trainer
 
         metrics_cb = TrackingCallback(tracked, plan.device)
         preempt = PreemptionCallback()
         stopper = EvalStopCallback(should_stop) if should_stop and eval_rows else None
-        callbacks = [metrics_cb, preempt] + ([stopper] if stopper else [])
+        keeper = KeepBestCallback(checkpoints / "best") if t.keep_best and eval_rows else None
+        callbacks = [metrics_cb, preempt] + [c for c in (stopper, keeper) if c]
         stock_loss = plan.backend == "unsloth"
         cpt, trainer = None, None
         try:
@@ -111,6 +112,8 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             )
             return {"run_name": run_name, "status": "preempted", "step": trainer.state.global_step}
 
+        if keeper:
+            keeper.restore(trainer.model)
         trainer.save_model(str(out_dir))  # adapter_config.json, adapter_model.safetensors, tokenizer, chat template
         tokenizer.save_pretrained(str(out_dir))
         metadata = {
@@ -126,8 +129,8 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             "dropped_too_long": dropped,
             "global_step": trainer.state.global_step,
             "train_loss": result.training_loss,
-            "eval_loss": _final_eval_loss(trainer) if eval_rows else None,
-            "kept_epoch": _kept_epoch(trainer),
+            "eval_loss": keeper.best["eval_loss"] if keeper and keeper.best else _final_eval_loss(trainer) if eval_rows else None,
+            "kept_epoch": keeper.best["epoch"] if keeper and keeper.best else None,
             "stopped_early_at_epoch": stopper.stopped_at_epoch if stopper else None,
             "tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
             "cpt": {k: v for k, v in cpt.items() if k != "model"} if cpt else None,
@@ -227,26 +230,15 @@ def merge_adapter(out_dir: Path, base_dir, plan, trained_model, tokenizer) -> Pa
 
 
 def _final_eval_loss(trainer) -> float:
-    """Held-out loss of the adapter kept, what `opensem sweep` minimises: the best epoch's with
-    keep_best, else the last step's. Evaluation runs each epoch; max_steps can stop between
-    epochs, and then one more evaluation is needed."""
-    if trainer.args.load_best_model_at_end and trainer.state.best_metric is not None:
-        return float(trainer.state.best_metric)
+    """Held-out loss at the last step, what `opensem sweep` minimises (with keep_best, the kept
+    epoch's is used instead). Evaluation runs each epoch; max_steps can stop between epochs, and
+    then one more evaluation is needed."""
     for entry in reversed(trainer.state.log_history):
         if "eval_loss" in entry:
             if entry.get("step") == trainer.state.global_step:
                 return float(entry["eval_loss"])
             break
     return float(trainer.evaluate()["eval_loss"])
-
-
-def _kept_epoch(trainer) -> float | None:
-    """With keep_best: the epoch whose checkpoint was loaded back at the end (None otherwise)."""
-    best = trainer.state.best_model_checkpoint
-    if not (trainer.args.load_best_model_at_end and best):
-        return None
-    step = int(best.rsplit("-", 1)[1])
-    return next((round(e["epoch"], 2) for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == step), None)
 
 
 def _fit_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
