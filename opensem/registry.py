@@ -119,7 +119,6 @@ def find_candidate_eval(sem: Sem, run_id: str | None):
 
 
 def run(sem: Sem, cfg: Config, run: str | None = None) -> Decision:
-
     from opensem import tracking
 
     tracking.configure(cfg, sem.root)

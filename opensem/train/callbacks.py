@@ -4,8 +4,10 @@ an early stop that a caller (the sweep's pruner) decides after each held-out eva
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
+from pathlib import Path
 
 from transformers import TrainerCallback
 
@@ -112,8 +114,6 @@ class KeepBestCallback(TrainerCallback):
     preempted run resumes from for one per epoch."""
 
     def __init__(self, folder):
-        from pathlib import Path
-
         self.folder = Path(folder)
         info = self.folder / "best.json"
         self.best: dict | None = json.loads(info.read_text()) if info.is_file() else None
@@ -131,8 +131,6 @@ class KeepBestCallback(TrainerCallback):
         loss = float(metrics["eval_loss"])
         if self.best is not None and not loss < self.best["eval_loss"]:
             return control
-        import shutil
-
         self.best = {"eval_loss": loss, "epoch": round(float(state.epoch or 0), 2), "step": state.global_step}
         # written whole under a temporary name, then swapped in: a kill leaves the old best or the new
         partial = self.folder.with_name(self.folder.name + ".partial")
