@@ -110,6 +110,11 @@ class TrainingConfig(Section):
     batch_size: int = Field(8, gt=0)
     """Examples per device step."""
 
+    cpt_batch_size: int | None = Field(None, gt=0)
+    """Windows per device step in the continued pre-training phase; unset uses batch_size.
+    Fewer windows per step give more optimizer updates for the same tokens (a small corpus
+    is only a few batches of windows per pass)."""
+
     gradient_accumulation_steps: int = Field(1, gt=0)
     """Device steps per optimizer step."""
 

@@ -162,6 +162,7 @@ def test_run_state_lives_beside_checkpoints_on_the_bucket(tiny, tmp_path):
         ("missing", [], "run `opensem forge --sem tiny` first"),
         (None, ["training.cpt_epochs=1"], "no corpus at"),
         (None, ["training.cpt_epochs=-1"], "training.cpt_epochs = -1"),
+        (None, ["training.cpt_batch_size=0"], "training.cpt_batch_size = 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tiny, setup, overrides, expected):
@@ -320,6 +321,15 @@ def test_max_steps_caps_the_cpt_phase_too(tiny):
                                                 "training.run_name=quick"])
     result = train(tiny, cfg)
     assert result["cpt"]["steps"] == 2 and result["global_step"] == 2
+
+
+def test_cpt_batch_size_sets_the_cpt_phase_steps_only(tiny):
+    # One window per step in the cpt phase gives a step per window; the pairs phase keeps batch_size.
+    (tiny.processed_dir / "corpus.jsonl").write_text(json.dumps({"document": "a.txt", "text": CORPUS * 2}) + "\n")
+    cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=1", "training.max_length=32", "training.cpt_batch_size=1",
+                                                "training.batch_size=8", "training.run_name=cptbatch"])
+    result = train(tiny, cfg)
+    assert result["cpt"]["windows"] >= 2 and result["cpt"]["steps"] == result["cpt"]["windows"]
 
 
 def test_corpus_windows_cover_every_token_once(bundled_model_dir, tmp_path):

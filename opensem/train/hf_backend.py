@@ -94,7 +94,7 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
         output_dir=str(output_dir),
         num_train_epochs=t.cpt_epochs if cpt else t.epochs,
         max_steps=t.max_steps,  # caps each phase, so a quick run (max_steps=N) stays quick
-        per_device_train_batch_size=t.batch_size,
+        per_device_train_batch_size=(t.cpt_batch_size or t.batch_size) if cpt else t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
