@@ -102,6 +102,11 @@ class TrainingConfig(Section):
     adapter and learning rate (max_steps, when set, caps this phase too). 0 turns it off; the
     bundled model's recipe sets 4, chosen on held-out loss."""
 
+    cpt_shuffle_sentences: bool = False
+    """In each continued pre-training pass, put the sentences of every section in another order
+    (its heading first), so that a fact is learnt as a statement about its section rather than
+    as the continuation of the sentence before it."""
+
     keep_best: bool = False
     """Keep the adapter of the epoch with the lowest held-out loss (the forge's test pairs,
     evaluated after each epoch) instead of the last epoch's (saved in <checkpoints>/best/ as

@@ -295,7 +295,7 @@ def test_keep_best_keeps_the_epoch_with_the_lowest_held_out_loss(tiny):
     assert len(per_epoch) >= 4 and per_epoch.index(min(per_epoch)) < len(per_epoch) - 1, per_epoch
     assert result["kept_epoch"] == per_epoch.index(min(per_epoch)) + 1
     assert result["eval_loss"] == pytest.approx(min(per_epoch)) and run.data.metrics["eval_loss_final"] == pytest.approx(min(per_epoch))
-    assert run.data.tags["opensem.kept_epoch"] == str(result["kept_epoch"])
+    assert run.data.tags["opensem.kept_epoch"] == str(per_epoch.index(min(per_epoch)) + 1)  # "2", not "2.0"
 
     # step checkpoints keep their own schedule (a preempted run resumes from them) beside best/
     from safetensors.torch import load_file
@@ -332,6 +332,15 @@ def test_cpt_batch_size_sets_the_cpt_phase_steps_only(tiny):
     assert result["cpt"]["windows"] >= 2 and result["cpt"]["steps"] == result["cpt"]["windows"]
 
 
+def test_cpt_shuffle_sentences_trains_one_shuffled_copy_per_pass(tiny):
+    # Three passes over a corpus of one window: three copies of it, one step each at batch size 1.
+    (tiny.processed_dir / "corpus.jsonl").write_text(json.dumps({"document": "g.md", "text": SECTIONED}) + "\n")
+    cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=3", "training.max_length=512", "training.cpt_batch_size=1",
+                                                "training.cpt_shuffle_sentences=true", "training.run_name=shuffled"])
+    result = train(tiny, cfg)
+    assert result["cpt"]["windows"] == 1 and result["cpt"]["steps"] == 3
+
+
 def test_corpus_windows_cover_every_token_once(bundled_model_dir, tmp_path):
     from opensem.models import load_model_and_tokenizer
     from opensem.train.data import corpus_windows
@@ -345,6 +354,42 @@ def test_corpus_windows_cover_every_token_once(bundled_model_dir, tmp_path):
     flat = [i for w in windows for i in w["input_ids"]]
     expected = [i for t in texts for i in tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
     assert flat == expected  # nothing lost or repeated; each document ends with EOS
+
+
+SECTIONED = ("# Guide\n\n## Colours\n\nThe Vexloom is crimson. The Zorblat is teal. Frobnits are grey. Moons are white.\n\n"
+             "Lanterns are gold. Doors are green.\n\n## Sizes\n\nA Vexloom is ten metres tall. A Zorblat is tiny.")
+
+
+def test_shuffled_sections_keep_each_sentence_in_its_section_under_its_heading():
+    import random
+
+    from opensem.train.data import shuffled_sections
+
+    orders = set()
+    for seed in range(6):
+        parts = shuffled_sections(SECTIONED, random.Random(seed)).split("\n\n")
+        assert parts[0] == "Guide > Colours" and parts[2] == "Guide > Sizes"
+        colours, sizes = parts[1].split(". "), parts[3].split(". ")
+        assert sorted(s.rstrip(".") for s in colours) == sorted(
+            ["The Vexloom is crimson", "The Zorblat is teal", "Frobnits are grey", "Moons are white", "Lanterns are gold", "Doors are green"])
+        assert sorted(s.rstrip(".") for s in sizes) == ["A Vexloom is ten metres tall", "A Zorblat is tiny"]
+        orders.add(parts[1])
+    assert len(orders) > 3  # the order changes with the seed
+    assert shuffled_sections(SECTIONED, random.Random(1)) == shuffled_sections(SECTIONED, random.Random(1))
+
+
+def test_shuffled_corpus_windows_hold_one_differently_ordered_copy_per_pass(bundled_model_dir, tmp_path):
+    from opensem.models import load_model_and_tokenizer
+    from opensem.train.data import corpus_windows
+
+    _, tok = load_model_and_tokenizer(bundled_model_dir)
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps({"document": "g.md", "text": SECTIONED}) + "\n")
+    windows = corpus_windows(path, "tiny", tok, max_length=512, passes=3, shuffle_seed=7)
+    copies = [tok.decode(w["input_ids"], skip_special_tokens=True) for w in windows]
+    assert len(copies) == 3 and len(set(copies)) == 3  # one window per copy here, each in its own order
+    assert all(sorted(c.split()) == sorted(copies[0].split()) for c in copies)  # the same words
+    assert corpus_windows(path, "tiny", tok, max_length=512, passes=3, shuffle_seed=7) == windows  # reproducible
 
 
 def test_a_conversation_longer_than_max_length_is_left_out(bundled_model_dir):

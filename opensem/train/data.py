@@ -6,6 +6,7 @@ model is loaded."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from opensem.errors import OpenSEMError
@@ -38,20 +39,45 @@ def check_corpus(path: Path, sem_name: str) -> None:
                            f"run `opensem forge --sem {sem_name}` again, or --set training.cpt_epochs=0")
 
 
-def corpus_windows(path: Path, sem_name: str, tokenizer, max_length: int) -> list[dict]:
+def corpus_windows(path: Path, sem_name: str, tokenizer, max_length: int, passes: int = 1,
+                   shuffle_seed: int | None = None) -> list[dict]:
     """The forge's copy of the documents (corpus.jsonl) as token windows of at most max_length
     for continued pre-training: each document tokenized whole, ended with EOS, and cut into
-    consecutive windows (a short last window is kept; it is the end of a document)."""
+    consecutive windows (a short last window is kept; it is the end of a document).
+
+    shuffle_seed set: `passes` copies of the corpus, each with the sentences of every section in
+    another order (see shuffled_sections), so a fact is learnt as a statement about its section
+    and not as what follows the sentence before it."""
     check_corpus(path, sem_name)
-    windows: list[dict] = []
+    documents = []
     for number, row in _jsonl(path):
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             raise OpenSEMError(f'{path} line {number}: expected {{"document": ..., "text": ...}}; re-run forge')
-        ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        documents.append(row["text"])
+    texts = documents if shuffle_seed is None else [
+        shuffled_sections(text, random.Random(f"{shuffle_seed}/{n}/{p}")) for p in range(passes) for n, text in enumerate(documents)]
+    windows: list[dict] = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         windows += [{"input_ids": ids[i:i + max_length]} for i in range(0, len(ids), max_length)]
     if not windows:
         raise OpenSEMError(f"{path} is empty: forge read no documents; check data/{sem_name}/raw")
     return windows
+
+
+def shuffled_sections(text: str, rng: random.Random) -> str:
+    """The document with each section's heading path ("Title > Section") first and its sentences
+    after it in a random order. Facts stated by several sentences in sequence lose their order;
+    what is kept is which section says what (measured: see training.cpt_shuffle_sentences)."""
+    from opensem.forge.chunk import sections
+    from opensem.forge.reflow import split_sentences
+
+    parts = []
+    for heading, paragraphs in sections(text):
+        sentences = [s for paragraph in paragraphs for s in split_sentences(paragraph)]
+        rng.shuffle(sentences)
+        parts.append((f"{heading}\n\n" if heading else "") + " ".join(sentences))
+    return "\n\n".join(parts)
 
 
 def _jsonl(path: Path):

@@ -80,11 +80,13 @@ def checkpointing_field(config_class) -> str:
     return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
-def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool, cpt: bool = False):
+def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool, cpt: bool = False,
+               cpt_epochs: float | None = None):
     """Every training setting comes from the config; the plan decides precision and memory.
     cpt=True: the continued pre-training phase, a loss on every token of the documents for
     training.cpt_epochs (or max_steps), no held-out evaluation and no checkpoints (it is short;
-    a preempted run repeats it)."""
+    a preempted run repeats it); cpt_epochs, when given, replaces training.cpt_epochs (passes over
+    a dataset that holds several shuffled copies of the corpus)."""
     from trl import SFTConfig
 
     t = cfg.training
@@ -92,7 +94,7 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
     checkpointing = {checkpointing_field(SFTConfig): plan.gradient_checkpointing}  # set explicitly: TRL's own default is on
     return SFTConfig(
         output_dir=str(output_dir),
-        num_train_epochs=t.cpt_epochs if cpt else t.epochs,
+        num_train_epochs=(t.cpt_epochs if cpt_epochs is None else cpt_epochs) if cpt else t.epochs,
         max_steps=t.max_steps,  # caps each phase, so a quick run (max_steps=N) stays quick
         per_device_train_batch_size=(t.cpt_batch_size or t.batch_size) if cpt else t.batch_size,
         per_device_eval_batch_size=t.batch_size,
@@ -162,7 +164,7 @@ def assistant_only_trainer_class():
 
 
 def build_trainer(model, tokenizer, train_rows, eval_rows, cfg: Config, plan: TrainingPlan, output_dir: Path, callbacks,
-                  apply_lora: bool = True, stock_loss: bool = False, cpt: bool = False):
+                  apply_lora: bool = True, stock_loss: bool = False, cpt: bool = False, cpt_epochs: float | None = None):
     """An SFTTrainer for the question/answer pairs, or (cpt=True) for token windows of the
     documents ({"input_ids": [...]}, see data.corpus_windows). apply_lora=False when the model
     already carries its adapter (Unsloth's, or the one the cpt phase trained)."""
@@ -173,7 +175,7 @@ def build_trainer(model, tokenizer, train_rows, eval_rows, cfg: Config, plan: Tr
     trainer_class = SFTTrainer if stock_loss else assistant_only_trainer_class()
     return trainer_class(
         model=model,
-        args=sft_config(cfg, plan, output_dir, bool(eval_rows), cpt=cpt),
+        args=sft_config(cfg, plan, output_dir, bool(eval_rows), cpt=cpt, cpt_epochs=cpt_epochs),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,

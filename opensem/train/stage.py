@@ -11,6 +11,7 @@ in the same MLflow run; a finished name is refused rather than overwritten.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from datetime import datetime, timezone
@@ -139,7 +140,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             "config_digest": cfg.digest(),
         }
         if metadata["kept_epoch"] is not None:
-            tracked.set_tags({"opensem.kept_epoch": metadata["kept_epoch"]})
+            tracked.set_tags({"opensem.kept_epoch": f"{metadata['kept_epoch']:g}"})
         if metadata["stopped_early_at_epoch"] is not None:
             tracked.set_tags({"opensem.stopped_early": f"after epoch {metadata['stopped_early_at_epoch']}"})
         atomic_write_json(out_dir / "training_metadata.json", metadata)
@@ -183,14 +184,18 @@ def _continued_pretraining(model, tokenizer, sem: Sem, cfg: Config, plan, checkp
     from opensem.train.hf_backend import build_trainer
 
     t = cfg.training
-    windows = corpus_windows(sem.processed_dir / "corpus.jsonl", sem.name, tokenizer, t.max_length)
-    console.print(f"  continued pre-training: {len(windows)} windows of <= {t.max_length} tokens, {t.cpt_epochs:g} epochs")
+    # Shuffled sentences: one copy of the corpus per pass, each in its own order, trained over once.
+    passes = math.ceil(t.cpt_epochs) if t.cpt_shuffle_sentences else 1
+    windows = corpus_windows(sem.processed_dir / "corpus.jsonl", sem.name, tokenizer, t.max_length, passes=passes,
+                             shuffle_seed=t.seed if t.cpt_shuffle_sentences else None)
+    console.print(f"  continued pre-training: {len(windows) // passes} windows of <= {t.max_length} tokens, {t.cpt_epochs:g} epochs"
+                  + (", sentences shuffled within sections in each" if t.cpt_shuffle_sentences else ""))
     metrics = TrackingCallback(tracked, plan.device, prefix="cpt_")
     trainer = build_trainer(model, tokenizer, windows, [], cfg, plan, checkpoints / "cpt", [metrics, preempt],
-                            apply_lora=apply_lora, stock_loss=stock_loss, cpt=True)
+                            apply_lora=apply_lora, stock_loss=stock_loss, cpt=True, cpt_epochs=t.cpt_epochs / passes)
     started = time.time()
     result = trainer.train()
-    summary = {"windows": len(windows), "epochs": t.cpt_epochs, "steps": trainer.state.global_step,
+    summary = {"windows": len(windows) // passes, "epochs": t.cpt_epochs, "steps": trainer.state.global_step,
                "loss": result.training_loss, "seconds": round(time.time() - started, 1)}
     tracked.log_metrics({"cpt_loss_final": result.training_loss, "cpt_seconds": summary["seconds"]})
     return summary | {"model": trainer.model}
