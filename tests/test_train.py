@@ -332,13 +332,21 @@ def test_cpt_batch_size_sets_the_cpt_phase_steps_only(tiny):
     assert result["cpt"]["windows"] >= 2 and result["cpt"]["steps"] == result["cpt"]["windows"]
 
 
-def test_cpt_shuffle_sentences_trains_one_shuffled_copy_per_pass(tiny):
-    # Three passes over a corpus of one window: three copies of it, one step each at batch size 1.
+def test_cpt_shuffle_sentences_trains_one_shuffled_copy_per_pass(tiny, monkeypatch):
+    # Three passes over a corpus of one window: three copies of it, each in its own order (the
+    # windows the cpt trainer is given are recorded), one step each at batch size 1.
+    from opensem.train import hf_backend
+
+    given = []
+    real = hf_backend.build_trainer
+    monkeypatch.setattr(hf_backend, "build_trainer", lambda model, tok, rows, *a, **k: given.append(rows) or real(model, tok, rows, *a, **k))
     (tiny.processed_dir / "corpus.jsonl").write_text(json.dumps({"document": "g.md", "text": SECTIONED}) + "\n")
     cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=3", "training.max_length=512", "training.cpt_batch_size=1",
                                                 "training.cpt_shuffle_sentences=true", "training.run_name=shuffled"])
     result = train(tiny, cfg)
     assert result["cpt"]["windows"] == 1 and result["cpt"]["steps"] == 3
+    cpt_windows = given[0]
+    assert len(cpt_windows) == 3 and len({tuple(w["input_ids"]) for w in cpt_windows}) == 3
 
 
 def test_corpus_windows_cover_every_token_once(bundled_model_dir, tmp_path):
