@@ -107,6 +107,12 @@ class TrainingConfig(Section):
     (its heading first), so that a fact is learnt as a statement about its section rather than
     as the continuation of the sentence before it."""
 
+    cpt_mix_pairs: bool = False
+    """Train the continued pre-training phase on the question/answer pairs too (rendered with the
+    chat template, a loss on every token), one copy per pass, mixed at random among the document
+    windows, so the model learns to answer questions while it learns the facts and not only
+    afterwards. The pairs phase follows as usual."""
+
     keep_best: bool = False
     """Keep the adapter of the epoch with the lowest held-out loss (the forge's test pairs,
     evaluated after each epoch) instead of the last epoch's (saved in <checkpoints>/best/ as

@@ -65,6 +65,13 @@ def corpus_windows(path: Path, sem_name: str, tokenizer, max_length: int, passes
     return windows
 
 
+def pair_windows(rows: list[dict], tokenizer) -> list[dict]:
+    """Question/answer pairs as continued pre-training windows: each conversation rendered with
+    the chat template and tokenized whole (rows already fit training.max_length)."""
+    return [{"input_ids": list(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])}
+            for row in rows]
+
+
 def shuffled_sections(text: str, rng: random.Random) -> str:
     """The document with each section's heading path ("Title > Section") first and its sentences
     after it in a random order. Facts stated by several sentences in sequence lose their order;

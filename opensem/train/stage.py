@@ -89,7 +89,8 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             # A resumed run's checkpoint already holds the adapter the cpt phase trained.
             if t.cpt_epochs and not resume_from:
                 cpt = _continued_pretraining(model, tokenizer, sem, cfg, plan, checkpoints, tracked, preempt,
-                                             apply_lora=not peft_applied, stock_loss=stock_loss)
+                                             apply_lora=not peft_applied, stock_loss=stock_loss,
+                                             pairs=train_rows if t.cpt_mix_pairs else [])
                 model, peft_applied = cpt["model"], True
             if not preempt.requested:
                 trainer = build_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, checkpoints, callbacks,
@@ -175,12 +176,13 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
 
 
 def _continued_pretraining(model, tokenizer, sem: Sem, cfg: Config, plan, checkpoints: Path, tracked, preempt,
-                           apply_lora: bool, stock_loss: bool) -> dict:
+                           apply_lora: bool, stock_loss: bool, pairs: list[dict]) -> dict:
     """Train the adapter on the documents themselves (every token) before the pairs, so the
-    facts are seen as the text states them and not only through the forge's questions. Returns
-    the model with its adapter, and what the phase did (also logged as cpt_* metrics)."""
+    facts are seen as the text states them and not only through the forge's questions; `pairs`
+    (training.cpt_mix_pairs) are mixed in, one copy per pass. Returns the model with its adapter,
+    and what the phase did (also logged as cpt_* metrics)."""
     from opensem.train.callbacks import TrackingCallback
-    from opensem.train.data import corpus_windows
+    from opensem.train.data import corpus_windows, pair_windows
     from opensem.train.hf_backend import build_trainer
 
     t = cfg.training
@@ -188,14 +190,17 @@ def _continued_pretraining(model, tokenizer, sem: Sem, cfg: Config, plan, checkp
     passes = math.ceil(t.cpt_epochs) if t.cpt_shuffle_sentences else 1
     windows = corpus_windows(sem.processed_dir / "corpus.jsonl", sem.name, tokenizer, t.max_length, passes=passes,
                              shuffle_seed=t.seed if t.cpt_shuffle_sentences else None)
-    console.print(f"  continued pre-training: {len(windows) // passes} windows of <= {t.max_length} tokens, {t.cpt_epochs:g} epochs"
-                  + (", sentences shuffled within sections in each" if t.cpt_shuffle_sentences else ""))
+    corpus_size = len(windows) // passes
+    windows += pair_windows(pairs, tokenizer) * passes  # the trainer's sampler mixes them with the windows
+    console.print(f"  continued pre-training: {corpus_size} windows of <= {t.max_length} tokens, {t.cpt_epochs:g} epochs"
+                  + (", sentences shuffled within sections in each" if t.cpt_shuffle_sentences else "")
+                  + (f", {len(pairs)} pairs mixed in" if pairs else ""))
     metrics = TrackingCallback(tracked, plan.device, prefix="cpt_")
     trainer = build_trainer(model, tokenizer, windows, [], cfg, plan, checkpoints / "cpt", [metrics, preempt],
                             apply_lora=apply_lora, stock_loss=stock_loss, cpt=True, cpt_epochs=t.cpt_epochs / passes)
     started = time.time()
     result = trainer.train()
-    summary = {"windows": len(windows) // passes, "epochs": t.cpt_epochs, "steps": trainer.state.global_step,
+    summary = {"windows": corpus_size, "pairs": len(pairs), "epochs": t.cpt_epochs, "steps": trainer.state.global_step,
                "loss": result.training_loss, "seconds": round(time.time() - started, 1)}
     tracked.log_metrics({"cpt_loss_final": result.training_loss, "cpt_seconds": summary["seconds"]})
     return summary | {"model": trainer.model}
