@@ -82,7 +82,8 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     assert state["stages"]["promote"]["version"] == "1"
 
     # a new training config: forge is skipped, the baseline is reused, training and what follows run again
-    state = pipeline(widgets, load_config(widgets.root, "widgets", FAST + ["lora.r=4"]))
+    # (this time with a pass over the documents first, which the report describes)
+    state = pipeline(widgets, load_config(widgets.root, "widgets", FAST + ["lora.r=4", "training.cpt_epochs=1", "training.cpt_mix_pairs=true"]))
     assert len(stage_runs("forge")) == 1 and len(stage_runs("baseline")) == 1
     assert len(stage_runs("train")) == 2 and len(stage_runs("evaluate")) == 2
     assert state["stages"]["promote"]["version"] == "2"
@@ -111,6 +112,12 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     markdown = (widgets.reports_dir / "report.md").read_text()
     assert "Version 2" in html and markdown.startswith("# OpenSEM report: widgets")
     assert "(recipe `smollm2/135m_lora_cpu`)" in markdown  # lineage: which recipe trained the adapter
+    trained = json.loads((widgets.adapters_dir / state["stages"]["train"]["run_name"] / "training_metadata.json").read_text())
+    cpt = trained["cpt"]
+    assert (f"Continued pre-training on the documents: {cpt['steps']} steps over {cpt['windows']} windows of text with the "
+            f"{trained['examples']} training pairs mixed in, 1 pass, final loss") in markdown
+    assert "Continued pre-training on the documents" in html
+    assert trained["eval_loss"] is None and "held-out loss" not in markdown  # two documents' pairs: none held out
     assert "headline" in page.ids and "**Key-fact accuracy" in markdown  # the factual number first
     for control in ("echo", "oracle", "shuffled", "term soup"):
         assert f"| control: {control}" in markdown
