@@ -87,6 +87,7 @@ def _read_runs(root: Path, uri: str, sem: str, seed: int | None) -> dict:
     kept = Path(tempfile.gettempdir()) / "opensem-outcome" / f"{sem}{'' if seed is None else f'-seed{seed}'}-report.md"
     kept.parent.mkdir(exist_ok=True)
     shutil.copy(root / "reports" / sem / "report.md", kept)
+    _keep_answers(runs["baseline"].info.run_id, runs["evaluate"].info.run_id, kept.with_name(kept.name.replace("-report.md", "-answers.jsonl")))
     return {
         "sem": sem, "seed": seed, "pairs_per_kb": manifest.get("pairs_per_kb"), "pairs": manifest["pairs_kept"],
         "baseline": base["key_fact_recall"], "tuned": tuned["key_fact_recall"], "gain": tuned["recall_gain"],
@@ -98,6 +99,22 @@ def _read_runs(root: Path, uri: str, sem: str, seed: int | None) -> dict:
         "eval_loss": trained.get("eval_loss_final"), "kept_epoch": runs["train"].data.tags.get("opensem.kept_epoch"), "report": str(kept),
         "complete": tuned.get("complete_answer_share"), "short": tuned.get("short_answer_share"),
     }
+
+
+def _keep_answers(baseline_run_id: str, tuned_run_id: str, path: Path) -> None:
+    """Every golden question with the base and the tuned model's answers, scores and key-fact
+    recall side by side (JSON lines), so the judge's misses can be audited after the project
+    copy is gone."""
+    from opensem.judge.evaluate import load_rows
+
+    before = {r["id"]: r for r in load_rows(baseline_run_id)}
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in load_rows(tuned_run_id):
+            base = before.get(row["id"], {})
+            fh.write(json.dumps({"id": row["id"], "question": row["question"], "golden": row["golden_answer"],
+                                 "before": base.get("answer"), "before_score": base.get("score"), "before_recall": base.get("key_fact_recall"),
+                                 "after": row["answer"], "after_score": row["score"], "after_recall": row["key_fact_recall"]},
+                                default=str) + "\n")
 
 
 def main(args: list[str] | None = None) -> list[dict]:

@@ -58,3 +58,25 @@ def test_the_outcome_spread_names_each_seed_and_counts_failures():
 
     table = spread_table([run(42, 0.12, 0.02, "promoted"), run(43, -0.04, -0.1), {"sem": "legal", "seed": 44, "error": ["boom"]}])
     assert "| legal | 42: +12, 43: -4 (1 failed) | +4.0 | -4 to +12 | 1 of 3 |" in table
+
+
+def test_the_outcome_bench_keeps_every_answer_of_both_models_side_by_side(tmp_path):
+    import json
+
+    import mlflow
+
+    from bench.outcome import _keep_answers
+    from opensem.judge.evaluate import TABLE
+
+    mlflow.set_experiment("opensem-x")  # in this test's own store (conftest)
+    run_ids = []
+    for answers, scores in ((["It is blue.", "Ten."], [2, None]), (["It is red.", "Eleven."], [5, 1])):
+        with mlflow.start_run() as run:
+            mlflow.log_table({"id": ["q1", "q2"], "question": ["Colour?", "Count?"], "golden_answer": ["Red.", "Eleven."],
+                              "answer": answers, "score": scores, "key_fact_recall": [0.0, 1.0]}, artifact_file=TABLE)
+            run_ids.append(run.info.run_id)
+    path = tmp_path / "x-answers.jsonl"
+    _keep_answers(*run_ids, path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["id"], r["before"], r["after"], r["before_score"], r["after_score"]) for r in rows] == [
+        ("q1", "It is blue.", "It is red.", 2, 5), ("q2", "Ten.", "Eleven.", None, 1)]  # an unscored answer stays None
