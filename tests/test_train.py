@@ -38,6 +38,7 @@ FAST = [
     "lora.r=8",
     "lora.alpha=16",
     "training.cpt_epochs=0",  # the tiny SEM has no corpus.jsonl; the cpt tests turn it on
+    "training.cpt_mix_pairs=false",  # the cpt tests count steps over the windows alone; the mix test turns it on
 ]
 
 
@@ -370,7 +371,7 @@ def test_cpt_mix_pairs_trains_the_pairs_among_the_windows_once_per_pass(tiny, mo
     for question, answer in FACTS:
         pair = [t for t in texts if question in t]
         assert len(pair) == 2 and all("<|im_start|>assistant\n" + answer in t for t in pair)
-    assert sum("Vexloom" in t and "<|im_start|>" not in t for t in texts) == 2  # the two corpus copies
+    assert sum("Guide > Colours" in t and "assistant" not in t for t in texts) == 2  # the two corpus copies
     assert len(given[1]) == 4  # the pairs phase: the pairs alone, as conversations
     assert all("messages" in row for row in given[1])
 
