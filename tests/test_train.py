@@ -55,6 +55,18 @@ def tiny(project):
     return sem
 
 
+@pytest.fixture
+def trainer_rows(monkeypatch) -> list[list[dict]]:
+    """The rows each trainer is built with, in order (the cpt phase's first), recorded on their
+    way into the real build_trainer."""
+    from opensem.train import hf_backend
+
+    given: list[list[dict]] = []
+    real = hf_backend.build_trainer
+    monkeypatch.setattr(hf_backend, "build_trainer", lambda model, tok, rows, *a, **k: given.append(rows) or real(model, tok, rows, *a, **k))
+    return given
+
+
 def test_short_training_lowers_loss_and_changes_the_answer(tiny, bundled_model_dir):
     cfg = load_config(tiny.root, "tiny", FAST + ["training.max_steps=16", "training.run_name=r1"])
     result = train(tiny, cfg)
@@ -333,47 +345,37 @@ def test_cpt_batch_size_sets_the_cpt_phase_steps_only(tiny):
     assert result["cpt"]["windows"] >= 2 and result["cpt"]["steps"] == result["cpt"]["windows"]
 
 
-def test_cpt_shuffle_sentences_trains_one_shuffled_copy_per_pass(tiny, monkeypatch):
+def test_cpt_shuffle_sentences_trains_one_shuffled_copy_per_pass(tiny, trainer_rows):
     # Three passes over a corpus of one window: three copies of it, each in its own order (the
     # windows the cpt trainer is given are recorded), one step each at batch size 1.
-    from opensem.train import hf_backend
-
-    given = []
-    real = hf_backend.build_trainer
-    monkeypatch.setattr(hf_backend, "build_trainer", lambda model, tok, rows, *a, **k: given.append(rows) or real(model, tok, rows, *a, **k))
     (tiny.processed_dir / "corpus.jsonl").write_text(json.dumps({"document": "g.md", "text": SECTIONED}) + "\n")
     cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=3", "training.max_length=512", "training.cpt_batch_size=1",
                                                 "training.cpt_shuffle_sentences=true", "training.run_name=shuffled"])
     result = train(tiny, cfg)
     assert result["cpt"]["windows"] == 1 and result["cpt"]["steps"] == 3
-    cpt_windows = given[0]
+    cpt_windows = trainer_rows[0]
     assert len(cpt_windows) == 3 and len({tuple(w["input_ids"]) for w in cpt_windows}) == 3
 
 
-def test_cpt_mix_pairs_trains_the_pairs_among_the_windows_once_per_pass(tiny, monkeypatch, bundled_model_dir):
+def test_cpt_mix_pairs_trains_the_pairs_among_the_windows_once_per_pass(tiny, trainer_rows, bundled_model_dir):
     # Two shuffled passes over a one-window corpus with the 4 pairs mixed in: the cpt trainer gets
     # 2 windows and 2 copies of each pair as chat-template text, one step each at batch size 1.
-    from opensem.train import hf_backend
-
-    given = []
-    real = hf_backend.build_trainer
-    monkeypatch.setattr(hf_backend, "build_trainer", lambda model, tok, rows, *a, **k: given.append(rows) or real(model, tok, rows, *a, **k))
     (tiny.processed_dir / "corpus.jsonl").write_text(json.dumps({"document": "g.md", "text": SECTIONED}) + "\n")
     cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=2", "training.max_length=512", "training.cpt_batch_size=1",
                                                 "training.cpt_shuffle_sentences=true", "training.cpt_mix_pairs=true",
                                                 "training.run_name=mixed"])
     result = train(tiny, cfg)
     assert (result["cpt"]["windows"], result["cpt"]["pairs"], result["cpt"]["steps"]) == (1, 4, 2 + 2 * 4)
-    from opensem.models import load_model_and_tokenizer
+    from transformers import AutoTokenizer
 
-    _, tok = load_model_and_tokenizer(bundled_model_dir)
-    texts = [tok.decode(w["input_ids"]) for w in given[0]]
+    tok = AutoTokenizer.from_pretrained(bundled_model_dir)  # decoding needs no model
+    texts = [tok.decode(w["input_ids"]) for w in trainer_rows[0]]
     for question, answer in FACTS:
         pair = [t for t in texts if question in t]
         assert len(pair) == 2 and all("<|im_start|>assistant\n" + answer in t for t in pair)
     assert sum("Guide > Colours" in t and "assistant" not in t for t in texts) == 2  # the two corpus copies
-    assert len(given[1]) == 4  # the pairs phase: the pairs alone, as conversations
-    assert all("messages" in row for row in given[1])
+    assert len(trainer_rows[1]) == 4  # the pairs phase: the pairs alone, as conversations
+    assert all("messages" in row for row in trainer_rows[1])
 
 
 def test_corpus_windows_cover_every_token_once(bundled_model_dir, tmp_path):
