@@ -18,6 +18,10 @@ def _is_bench(name: str) -> bool:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if any(a in ("-h", "--help") for a in args):  # this page, or the named bench's
+        named = [a for a in args if _is_bench(a)]
+        print((importlib.import_module(f"bench.{named[0]}") if named else sys.modules[__name__]).__doc__.strip())
+        sys.exit(0)
     if args and not _is_bench(args[0]):
         print(f"error: no benchmark named {args[0]!r}; the names are the files in bench/", file=sys.stderr)
         sys.exit(2)

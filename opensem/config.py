@@ -288,6 +288,12 @@ class GenerationConfig(Section):
     batch_size: int = Field(16, gt=0)
     """Questions answered together (left-padded batches); 16 gave ~6x the one-at-a-time rate on 2 cores."""
 
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where baseline, evaluation and serving answer: auto takes a CUDA GPU in 16 bits when there
+    is one, else the CPU in fp32; cpu gives the same answers as a CPU-only machine (16-bit greedy
+    decoding on a GPU can choose other tokens). Keep one setting for a baseline and the adapters
+    compared with it."""
+
 
 # --------------------------------------------------------------------------------------------
 # judge

@@ -127,15 +127,38 @@ def build_from_gguf(gguf: Path, target: Path) -> Path:
     return target
 
 
-def load_model_and_tokenizer(folder: Path | str, dtype: str = "float32"):
-    """Load a causal LM and its tokenizer from a resolved folder (see resolve_base_model)."""
+def answering_placement(device: str = "auto"):
+    """(device, dtype) a model answers questions on: a CUDA GPU in 16 bits when there is one
+    (bf16 from Ampere on, fp16 before), else the CPU in fp32. generation.device=cpu forces the
+    CPU (answers then match a CPU-only machine's token for token; a GPU's 16-bit greedy decoding
+    can pick other tokens). Baseline and fine-tuned answers are compared only within one machine."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from opensem.errors import OpenSEMError
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise OpenSEMError("generation.device=cuda but no CUDA GPU is visible; use generation.device=auto or cpu")
+    if device != "cpu" and torch.cuda.is_available():
+        return "cuda", torch.bfloat16 if torch.cuda.get_device_capability(0) >= (8, 0) else torch.float16
+    return "cpu", torch.float32
+
+
+def load_causal_lm(folder: Path | str, device: str = "auto"):
+    """The model in `folder`, on the device answering_placement chooses, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    where, dtype = answering_placement(device)
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(where).eval()
+
+
+def load_model_and_tokenizer(folder: Path | str, device: str = "auto"):
+    """Load a causal LM (see load_causal_lm) and its tokenizer from a resolved folder (see
+    resolve_base_model)."""
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars for a 1-second load are noise
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
-    return model, tokenizer
+    return load_causal_lm(folder, device), tokenizer

@@ -31,7 +31,7 @@ out = Console(soft_wrap=True)
 TAG_EVAL_RUN = "opensem.eval_run_id"
 TAG_CANDIDATE_URI = "opensem.candidate_model_uri"
 # what two evaluations must share to be compared (see judge/evaluate.py and tracking.py)
-COMPARABLE = ("opensem.golden_digest", "opensem.judge", "opensem.base_model", "opensem.prompt_digest")
+COMPARABLE = ("opensem.golden_digest", "opensem.judge", "opensem.base_model", "opensem.prompt_digest", "opensem.answered_on")
 
 
 @dataclass

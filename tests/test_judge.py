@@ -207,6 +207,12 @@ def test_comparison_refuses_a_changed_golden_set_or_judge(tiny, monkeypatch):
     reworded = load_config(tiny.root, "tiny", [*FAST, "model.system_prompt=Answer in one word."])
     with pytest.raises(OpenSEMError, match="prompt_digest"):
         find_baseline(tiny, reworded, golden_digest(load_golden(tiny.golden_set)), NAME)
+    # answers generated on a GPU in 16 bits are not compared with answers generated on this CPU
+    baseline = find_baseline(tiny, cfg, golden_digest(load_golden(tiny.golden_set)), NAME)
+    assert baseline.data.tags["opensem.answered_on"] == "cpu float32"
+    mlflow.MlflowClient().set_tag(baseline.info.run_id, "opensem.answered_on", "cuda bfloat16")
+    with pytest.raises(OpenSEMError, match="answered_on 'cuda bfloat16' vs 'cpu float32'"):
+        find_baseline(tiny, cfg, golden_digest(load_golden(tiny.golden_set)), NAME)
     assert not adapter.exists()
 
 

@@ -46,3 +46,20 @@ def test_unknown_model_without_hub_says_how_to_provide_it(tmp_path, monkeypatch)
 def test_folder_without_config_is_refused(tmp_path):
     with pytest.raises(OpenSEMError, match="without config.json"):
         resolve_base_model(str(tmp_path), tmp_path)
+
+
+def test_answers_are_generated_on_the_cpu_in_fp32_when_there_is_no_gpu(bundled_model_dir):
+    """Baseline, evaluation and serving load the model where answering_placement says; on this
+    CPU-only machine that is fp32 on the CPU, and asking for a GPU that is not there is refused
+    (on a GPU machine the same call gives cuda and 16 bits: checked on an H100, see README)."""
+    import torch
+
+    from opensem.models import answering_placement
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the CPU placement is not the default here")
+    assert answering_placement("auto") == answering_placement("cpu") == ("cpu", torch.float32)
+    with pytest.raises(OpenSEMError, match="generation.device=cuda but no CUDA GPU"):
+        answering_placement("cuda")
+    model, _ = load_model_and_tokenizer(bundled_model_dir, "cpu")
+    assert model.device.type == "cpu" and model.dtype == torch.float32 and not model.training

@@ -40,7 +40,7 @@ def eval_run(stage, scores, recall=None, golden="g1", baseline_id=None, model=Tr
     with mlflow.start_run() as run:
         mlflow.set_tags({"opensem.sem": "reg", "opensem.stage": stage, "opensem.golden_digest": golden,
                          "opensem.judge": "offline-keyfact-v2", "opensem.base_model": "B", "opensem.prompt_digest": "p1",
-                         "opensem.partial": "false"})
+                         "opensem.answered_on": "cpu float32", "opensem.partial": "false"})
         if unreliable is not None:
             mlflow.set_tags({"opensem.judge_unreliable": unreliable, "opensem.judge_unreliable_reason": "the soup control passes 40% of items"})
         if baseline_id:

@@ -38,7 +38,7 @@ FAST = [
     "lora.r=8",
     "lora.alpha=16",
     "training.cpt_epochs=0",  # the tiny SEM has no corpus.jsonl; the cpt tests turn it on
-    "training.cpt_mix_pairs=false",  # the cpt tests count steps over the windows alone; the mix test turns it on
+    "training.cpt_mix_pairs=false",  # the cpt tests count steps over the windows alone (whatever the recipe says); the mix test turns it on
 ]
 
 

@@ -141,7 +141,7 @@ class LocalTeacher:
         import torch
 
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
-        enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True).to(self.model.device)
         with torch.no_grad():
             out = self.model.generate(
                 **enc, max_new_tokens=self.cfg.max_tokens, do_sample=self.cfg.temperature > 0,

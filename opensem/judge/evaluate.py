@@ -32,6 +32,7 @@ TAG_JUDGE = "opensem.judge"
 TAG_PARTIAL = "opensem.partial"
 TAG_MODEL = "opensem.model_under_test"
 TAG_PROMPT = "opensem.prompt_digest"
+TAG_ANSWERED_ON = "opensem.answered_on"
 TAG_UNRELIABLE = "opensem.judge_unreliable"
 TAG_UNRELIABLE_REASON = "opensem.judge_unreliable_reason"
 TABLE = "eval/per_question.json"
@@ -43,6 +44,16 @@ def prompt_digest(cfg: Config) -> str:
     asked the same way, so a new system prompt gets a new baseline rather than the old one."""
     asked = json.dumps({"system_prompt": cfg.model.system_prompt, "max_new_tokens": cfg.generation.max_new_tokens})
     return hashlib.sha256(asked.encode()).hexdigest()[:12]
+
+
+def answered_on(cfg: Config) -> str:
+    """Where and in what precision the answers are generated ("cpu float32", "cuda bfloat16"):
+    greedy decoding in 16 bits on a GPU can choose other tokens than fp32 on a CPU, so a baseline
+    is compared only with evaluations answered the same way."""
+    from opensem.models import answering_placement
+
+    device, dtype = answering_placement(cfg.generation.device)
+    return f"{device} {str(dtype).removeprefix('torch.')}"
 
 
 @dataclass
@@ -104,7 +115,7 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         adapter = folder.name
     baseline = find_baseline(sem, cfg, digest, judge.name) if stage == "evaluate" else None  # before generating
     under_test = "base" if stage == "baseline" else (model_uri or f"adapter:{adapter}")
-    tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PROMPT: prompt_digest(cfg),
+    tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PROMPT: prompt_digest(cfg), TAG_ANSWERED_ON: answered_on(cfg),
             TAG_PARTIAL: str(limit is not None).lower(), TAG_MODEL: under_test,
             "opensem.golden_lint": f"passed, {lint.n_warnings} warnings"}
     if stage == "evaluate":  # the MLflow model `opensem promote` would register
@@ -207,7 +218,7 @@ def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: st
     from opensem.generate import answer_questions
     from opensem.models import load_model_and_tokenizer, resolve_base_model
 
-    model, tokenizer = load_model_and_tokenizer(resolve_base_model(cfg.model.base, sem.base_models_dir))
+    model, tokenizer = load_model_and_tokenizer(resolve_base_model(cfg.model.base, sem.base_models_dir), g.device)
     if stage != "baseline":
         from peft import PeftModel
 
@@ -277,7 +288,8 @@ def find_baseline(sem: Sem, cfg: Config, digest: str, judge_name: str):
     runs = stage_runs(sem, "baseline", f" AND tags.`{TAG_PARTIAL}` = 'false'")
     if not runs:
         raise OpenSEMError(f"no complete baseline run for SEM {sem.name}: run `opensem baseline --sem {sem.name}` first")
-    wanted = {TAG_BASE_MODEL: cfg.model.base, TAG_GOLDEN: digest, TAG_JUDGE: judge_name, TAG_PROMPT: prompt_digest(cfg)}
+    wanted = {TAG_BASE_MODEL: cfg.model.base, TAG_GOLDEN: digest, TAG_JUDGE: judge_name, TAG_PROMPT: prompt_digest(cfg),
+              TAG_ANSWERED_ON: answered_on(cfg)}
     for run in runs:
         if all(run.data.tags.get(k) == v for k, v in wanted.items()):
             return run

@@ -16,7 +16,8 @@ import mlflow.pyfunc
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
-def log_adapter_model(adapter_dir: Path, base_model: str, base_models_dir: Path, system_prompt: str, max_new_tokens: int, batch_size: int):
+def log_adapter_model(adapter_dir: Path, base_model: str, base_models_dir: Path, system_prompt: str, max_new_tokens: int, batch_size: int,
+                      device: str = "auto"):
     """Log the adapter folder as a pyfunc model in the active run; returns the ModelInfo."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
@@ -40,6 +41,7 @@ def log_adapter_model(adapter_dir: Path, base_model: str, base_models_dir: Path,
                 "system_prompt": system_prompt,
                 "max_new_tokens": max_new_tokens,
                 "batch_size": batch_size,
+                "device": device,
             },
             code_paths=[str(Path(opensem.__file__).parent)],
             signature=signature,

@@ -15,11 +15,10 @@ from mlflow.models import set_model
 
 class AdapterModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        import torch
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from opensem.models import resolve_base_model
+        from opensem.models import load_causal_lm, resolve_base_model
         from opensem.workspace import project_root
 
         conf = context.model_config or {}
@@ -27,8 +26,8 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
         base = resolve_base_model(conf["base_model"], base_dir)
         adapter = context.artifacts["adapter"]
         self.tokenizer = AutoTokenizer.from_pretrained(adapter)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        self.model = PeftModel.from_pretrained(model, adapter)
+        model = load_causal_lm(base, conf.get("device", "auto"))  # a GPU when the serving machine has one
+        self.model = PeftModel.from_pretrained(model, adapter).eval()
         self.system_prompt = conf.get("system_prompt")
         self.max_new_tokens = int(conf.get("max_new_tokens", 96))
         self.batch_size = int(conf.get("batch_size", 8))

@@ -160,7 +160,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
 
         info = log_adapter_model(
             out_dir, cfg.model.base, sem.base_models_dir, cfg.model.system_prompt,
-            cfg.generation.max_new_tokens, cfg.generation.batch_size,
+            cfg.generation.max_new_tokens, cfg.generation.batch_size, cfg.generation.device,
         )
         tracked.set_tags({"opensem.model_uri": info.model_uri})
         _write_state(state_dir, {"mlflow_run_id": tracked.run_id, "status": "finished", "model_uri": info.model_uri})
