@@ -50,6 +50,32 @@ def test_a_bench_takes_its_arguments_and_an_unknown_one_is_named(tmp_path):
     assert seeds.returncode == 2 and "--seeds takes integers" in seeds.stderr and "Traceback" not in seeds.stderr
 
 
+def test_bench_help_and_the_gpu_bench_on_a_machine_without_one():
+    """`--help` prints the bench's own page; gpu_train names a wrong case and, with no GPU, says
+    so (exit 2, no traceback); its architecture numbers build models of the published sizes."""
+    import sys
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from bench.gpu_train import SHAPES
+
+    page = subprocess.run([sys.executable, "-m", "bench", "gpu_train", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert page.returncode == 0 and page.stdout.startswith("`python -m bench gpu_train")
+    wrong = subprocess.run([sys.executable, "-m", "bench", "gpu_train", "9b-fast"], cwd=REPO, capture_output=True, text=True)
+    assert wrong.returncode == 2 and "no case '9b-fast'; the cases are 135m-hf" in wrong.stderr
+    if not torch.cuda.is_available():
+        none = subprocess.run([sys.executable, "-m", "bench", "gpu_train", "135m-hf"], cwd=REPO, capture_output=True, text=True)
+        assert none.returncode == 2 and "no CUDA GPU visible" in none.stderr and "Traceback" not in none.stderr
+    sizes = {}
+    for name, numbers in SHAPES.items():
+        numbers = dict(numbers)
+        config = AutoConfig.for_model(numbers.pop("model_type"), **{k: v for k, v in numbers.items() if k != "architectures"})
+        with torch.device("meta"):  # no memory: only the parameter count
+            sizes[name] = round(AutoModelForCausalLM.from_config(config).num_parameters() / 1e9, 2)
+    assert sizes == {"smollm2-1.7b": 1.71, "qwen2.5-7b": 7.62}
+
+
 def test_the_outcome_spread_names_each_seed_and_counts_failures():
     from bench.outcome import spread_table
 
