@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, project_copy
+
 SEM = "legal"
 BUNDLED = ROOT / "models" / "base" / "SmolLM2-135M-Instruct"
 
@@ -84,27 +85,29 @@ def _fail(message: str) -> None:
 
 
 def project(tmp: Path) -> Path:
-    """configs/, evals/ and the SEM's forge output in tmp/project."""
+    """bench.common's project copy, plus the SEM's forge output (forge needs no GPU: it is not rerun)."""
     processed = ROOT / "data" / SEM / "processed"
     if not (processed / "train.jsonl").is_file():
         _fail(f"no forge output in {processed}: run `opensem forge --sem {SEM}` first")
-    root = tmp / "project"
-    for folder in ("configs", "evals"):
-        shutil.copytree(ROOT / folder, root / folder)
+    root = project_copy(tmp, SEM)
     shutil.copytree(processed, root / "data" / SEM / "processed")
     return root
 
 
-def opensem(root: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """`opensem ARGS` in the project copy; its output is appended to LOG when one is set."""
+def _run(root: Path, argv: list[str], label: str, timeout: int) -> subprocess.CompletedProcess:
+    """A Python subprocess in the project copy, with its own MLflow store and no hub; its output
+    is appended to LOG when one is set."""
     env = {**os.environ, "OPENSEM_HOME": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
            "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "UNSLOTH_DISABLE_STATISTICS": "1"}
-    done = subprocess.run([sys.executable, "-m", "opensem", *args], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run([sys.executable, *argv], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
     if LOG:
         with open(LOG, "a", encoding="utf-8") as fh:
-            fh.write(f"=== opensem {' '.join(args)} (exit {done.returncode})\n{done.stdout}\n{done.stderr}\n")
+            fh.write(f"=== {label} (exit {done.returncode})\n{done.stdout}\n{done.stderr}\n")
     return done
+
+
+def opensem(root: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return _run(root, ["-m", "opensem", *args], f"opensem {' '.join(args)}", timeout)
 
 
 def train(root: Path, name: str, base: Path, overrides: list[str]) -> dict:
@@ -160,13 +163,7 @@ print(json.dumps(found))
 
 
 def answer_check(root: Path, base: Path, adapter: str) -> dict:
-    env = {**os.environ, "OPENSEM_HOME": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", ANSWER_CHECK, str(root), str(base), adapter], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=600)
-    if LOG:
-        with open(LOG, "a", encoding="utf-8") as fh:
-            fh.write(f"=== answer check (exit {done.returncode})\n{done.stdout}\n{done.stderr}\n")
+    done = _run(root, ["-c", ANSWER_CHECK, str(root), str(base), adapter], "answer check", timeout=600)
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-3:]}
     return json.loads(done.stdout.strip().splitlines()[-1])

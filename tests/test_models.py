@@ -63,3 +63,19 @@ def test_answers_are_generated_on_the_cpu_in_fp32_when_there_is_no_gpu(bundled_m
         answering_placement("cuda")
     model, _ = load_model_and_tokenizer(bundled_model_dir, "cpu")
     assert model.device.type == "cpu" and model.dtype == torch.float32 and not model.training
+
+
+def test_a_visible_gpu_gets_the_answers_in_16_bits(monkeypatch):
+    """The rule's GPU side, with torch told what it would see on a GPU machine (none here; on an
+    H100 it was checked for real, see README): bf16 from compute capability 8.0, fp16 before it,
+    and generation.device=cpu still keeps the CPU."""
+    import torch
+
+    from opensem.models import answering_placement
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert answering_placement("auto") == answering_placement("cuda") == ("cuda", torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert answering_placement("auto") == ("cuda", torch.float16)
+    assert answering_placement("cpu") == ("cpu", torch.float32)
