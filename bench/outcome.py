@@ -53,9 +53,25 @@ def measure(sem: str, overrides: list[str] = (), seeds: list[int] | None = None)
             if done.returncode != 0:
                 results.append({"sem": sem, "seed": seed, "error": (done.stderr or done.stdout).strip().splitlines()[-1:], "minutes": minutes})
             else:
-                results.append({**_read_runs(root, uri, sem, seed), "minutes": minutes})
+                results.append({**_read_runs(root, uri, sem, seed), **_dev(root, env, sem, seed), "minutes": minutes})
             print(_row(results[-1]), flush=True)
         return results
+
+
+def _dev(root: Path, env: dict, sem: str, seed: int | None) -> dict:
+    """`opensem dev` on the adapter just trained, where the SEM has a dev set: the number to
+    choose settings by (the golden gain above is the one to report)."""
+    if not (root / "evals" / sem / "dev_set.json").is_file():
+        return {}
+    out = root / "dev.json"
+    done = subprocess.run([sys.executable, "-m", "opensem", "dev", "--sem", sem, "--out", str(out)],
+                          cwd=root, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"dev_error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
+    result = json.loads(out.read_text())
+    kept = Path(tempfile.gettempdir()) / "opensem-outcome" / f"{sem}{'' if seed is None else f'-seed{seed}'}-dev.json"
+    shutil.copy(out, kept)
+    return {"dev": result}
 
 
 def _forget_champion(uri: str, sem: str) -> None:
@@ -134,8 +150,8 @@ def main(args: list[str] | None = None) -> list[dict]:
     overrides = [a for i, a in enumerate(args) if a == "--set" or (i and args[i - 1] == "--set")]
     sems = [a for a in args if a not in overrides] or SEMS
     results = []
-    print("| SEM | seed | key-fact accuracy | gain (95% CI) | controls: shuffled pass, echo mean | pairs per KB | held-out loss | answers: complete, <= 2 sentences | gate | minutes | target |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    print("| SEM | seed | key-fact accuracy | gain (95% CI) | controls: shuffled pass, echo mean | pairs per KB | held-out loss | dev key-fact accuracy, gain | answers: complete, <= 2 sentences | gate | minutes | target |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     for sem in sems:
         results += measure(sem, overrides, seeds)
     if seeds and len(seeds) > 1:
@@ -169,11 +185,14 @@ def _met(r: dict) -> bool:
 def _row(r: dict) -> str:
     seed = "config" if r["seed"] is None else r["seed"]
     if "error" in r:
-        return f"| {r['sem']} | {seed} | failed: {r['error']} | | | | | | | {r['minutes']:.1f} | no |"
+        return f"| {r['sem']} | {seed} | failed: {r['error']} | | | | | | | | {r['minutes']:.1f} | no |"
     held_out = f"{r['eval_loss']:.3f}" + (f" (epoch {r['kept_epoch']})" if r.get("kept_epoch") else "")
+    dev = r.get("dev")
+    dev_cell = (f"{dev['base_recall']:.0%} -> {dev['tuned_recall']:.0%}, {100 * dev['gain']:+.0f} [{100 * dev['ci_low']:+.0f}, {100 * dev['ci_high']:+.0f}]"
+                if dev else (f"failed: {r['dev_error']}" if r.get("dev_error") else "no dev set"))
     return (f"| {r['sem']} | {seed} | {r['baseline']:.0%} -> {r['tuned']:.0%} | {100 * r['gain']:+.0f} points [{100 * r['low']:+.0f}, {100 * r['high']:+.0f}] "
             f"| {r['shuffled_pass']:.0%}, {r['echo_mean']:.2f}{' (judge unreliable)' if r['unreliable'] == 'true' else ''} "
-            f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {held_out} | {r['complete']:.0%}, {r['short']:.0%} | {r['decision']} | {r['minutes']:.1f} | {'met' if _met(r) else 'not met'} |")
+            f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {held_out} | {dev_cell} | {r['complete']:.0%}, {r['short']:.0%} | {r['decision']} | {r['minutes']:.1f} | {'met' if _met(r) else 'not met'} |")
 
 
 if __name__ == "__main__":

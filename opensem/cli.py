@@ -110,6 +110,30 @@ def evaluate(
     run_stage("evaluate", sem, _overrides(set_, overrides), adapter=adapter, model=model, limit=limit, promptfoo=promptfoo)
 
 
+@app.command("dev")
+@user_errors
+def dev(
+    sem: SemOpt,
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="Adapter run name (default: the newest finished one).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Also write the result, every answer included, as JSON here.")] = None,
+    set_: SetOpt = None,
+    overrides: OverridesOpt = "",
+) -> None:
+    """Compare the base model and an adapter on the SEM's dev set (evals/SEM/dev_set.json): the
+    questions to choose settings by, so the golden set stays an unseen test. Key-fact accuracy
+    with the paired 95% interval; nothing is registered."""
+    from pathlib import Path
+
+    from opensem.config import load_config
+    from opensem.judge import dev as dev_set
+    from opensem.workspace import open_sem
+
+    s = open_sem(sem)
+    result = dev_set.run(s, load_config(s.root, s.name, _overrides(set_, overrides)), adapter)
+    if out:
+        dev_set.write(result, Path(out))
+
+
 @app.command("promote")
 @user_errors
 def promote(

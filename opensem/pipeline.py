@@ -62,7 +62,8 @@ def run(sem: Sem, cfg: Config) -> dict:
         state["parent_run_id"] = parent.run_id
         atomic_write_json(path, state)
 
-        key = _key(cfg, ("model", "forge"), _raw_files_digest(sem))
+        # decontamination reads the golden and dev sets: editing either forges again
+        key = _key(cfg, ("model", "forge"), _raw_files_digest(sem), *(sha256_file(p) for p in (sem.golden_set, sem.dev_set) if p.is_file()))
         if not finished("forge", key):
             forge.run(sem, cfg)
             record("forge", key)

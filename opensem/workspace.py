@@ -3,6 +3,7 @@
     data/<sem>/raw/                     documents you provide
     data/<sem>/processed/               forge output (train.jsonl, test.jsonl, manifest.json)
     evals/<sem>/golden_set.json         the golden question/answer set
+    evals/<sem>/dev_set.json            optional: questions to choose settings by (opensem dev)
     configs/sems/<sem>.yaml             the SEM's config layer
     models/<sem>/adapters/<run_name>/   trained adapters
     models/base/<name>/                 base models built or cached locally
@@ -77,6 +78,12 @@ class Sem:
     @property
     def golden_set(self) -> Path:
         return self.evals_dir / "golden_set.json"
+
+    @property
+    def dev_set(self) -> Path:
+        """Optional: questions to choose settings by, so the golden set stays an unseen test
+        (opensem/judge/dev.py)."""
+        return self.evals_dir / "dev_set.json"
 
     @property
     def adapters_dir(self) -> Path:

@@ -244,12 +244,13 @@ def _usage(replies: list[tuple[Chunk, Completion]], http_requests: int | None) -
 
 
 def _golden_for_decontamination(sem: Sem) -> list[dict]:
+    """The golden set's items and the dev set's: training must see neither set's questions."""
     from opensem.golden import load_golden
 
     if not sem.golden_set.is_file():
-        console.print(f"[yellow]no golden set at {sem.golden_set}: decontamination skipped[/yellow]")
-        return []
-    return [item.model_dump() for item in load_golden(sem.golden_set)]
+        console.print(f"[yellow]no golden set at {sem.golden_set}: its decontamination skipped[/yellow]")
+    held_apart = [path for path in (sem.golden_set, sem.dev_set) if path.is_file()]
+    return [item.model_dump() for path in held_apart for item in load_golden(path)]
 
 
 def _base_model_dir(sem: Sem, cfg: Config):

@@ -1,0 +1,87 @@
+"""`opensem dev`: the development set, the questions to choose settings by.
+
+The golden set is the test a SEM's results are reported on and the registry gate decides by.
+A setting chosen by looking at it (a learning rate, a recipe, a teacher rule) makes the reported
+gain look better than it is. A dev set is a second set of questions about the same documents,
+in the same format (evals/<sem>/dev_set.json, see opensem/golden.py), asked about facts the
+golden set does not ask about: compare settings on it, then report on the golden set once.
+
+The forge keeps the dev set's questions out of the training data, as it does the golden set's,
+so a gain on it is a gain on unseen questions. Scored by key facts alone (no judge model), the
+same key-fact accuracy the golden comparison prints first, with the paired 95% interval.
+Nothing goes to the registry; `opensem dev` only prints (and writes --out as JSON).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from opensem.config import Config
+from opensem.errors import OpenSEMError
+from opensem.workspace import Sem
+
+console = Console(stderr=True)
+
+
+def load_dev_set(sem: Sem):
+    """The dev set's items, checked as the golden set is (each answer states its own key facts,
+    no question gives its facts away); a missing file says how to make one."""
+    from opensem.golden import load_golden_for_scoring
+    from opensem.golden_lint import check
+
+    if not sem.dev_set.is_file():
+        raise OpenSEMError(f"no dev set at {sem.dev_set}: write one in the golden set's format, about facts the golden "
+                           "set does not ask (opensem/judge/dev.py says why)")
+    items = load_golden_for_scoring(sem.dev_set)
+    failing = check(items, sem.dev_set).failing
+    if failing:
+        raise OpenSEMError(f"{sem.dev_set}: item {failing[0].id}: {failing[0].errors[0]} "
+                           f"({len(failing)} items fail; mend them before choosing anything by this set)")
+    golden = {q.question.strip().lower() for q in load_golden_for_scoring(sem.golden_set)} if sem.golden_set.is_file() else set()
+    repeated = [i.id for i in items if i.question.strip().lower() in golden]
+    if repeated:
+        raise OpenSEMError(f"{sem.dev_set}: {', '.join(repeated[:3])} repeat golden questions; a dev set must ask other ones")
+    return items
+
+
+def score(items, answers: list[str]) -> list[float]:
+    """Key-fact recall per item (0-1): the share of its key facts the answer states."""
+    from opensem.judge.offline import key_fact_recall
+
+    return [key_fact_recall(a, i.key_facts) for i, a in zip(items, answers)]
+
+
+def run(sem: Sem, cfg: Config, adapter: str | None = None) -> dict:
+    """Answer the dev set with the base model and with the adapter (default: the newest), and
+    compare their key-fact accuracy item by item."""
+    from opensem.judge.evaluate import _answer, resolve_adapter
+    from opensem.judge.stats import paired_diff_ci
+
+    items = load_dev_set(sem)
+    folder = resolve_adapter(sem, adapter)
+    questions = [i.question for i in items]
+    console.print(f"[bold]dev[/bold] {sem.name}: {len(items)} dev questions, base vs adapter {folder.name}")
+    base_answers = _answer(sem, cfg, questions, "baseline", None, None)[0]
+    tuned_answers = _answer(sem, cfg, questions, "evaluate", folder.name, None)[0]
+    base, tuned = score(items, base_answers), score(items, tuned_answers)
+    gain, low, high = paired_diff_ci(tuned, base, cfg.registry.confidence, cfg.registry.bootstrap_resamples)
+    result = {
+        "sem": sem.name, "adapter": folder.name, "n_items": len(items),
+        "base_recall": sum(base) / len(base), "tuned_recall": sum(tuned) / len(tuned),
+        "gain": gain, "ci_low": low, "ci_high": high,
+        "better": sum(t > b for b, t in zip(base, tuned)), "worse": sum(t < b for b, t in zip(base, tuned)),
+        "items": [{"id": i.id, "question": i.question, "base": a, "base_recall": b, "tuned": t, "tuned_recall": r}
+                  for i, a, b, t, r in zip(items, base_answers, base, tuned_answers, tuned)],
+    }
+    console.print(f"dev key-fact accuracy {result['base_recall']:.0%} -> {result['tuned_recall']:.0%} "
+                  f"({100 * gain:+.0f} points, {cfg.registry.confidence:.0%} CI [{100 * low:+.0f}, {100 * high:+.0f}]); "
+                  f"{result['better']} items better, {result['worse']} worse", highlight=False)
+    return result
+
+
+def write(result: dict, out: Path) -> None:
+    from opensem.io import atomic_write_json
+
+    atomic_write_json(out, result)
