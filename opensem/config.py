@@ -445,12 +445,15 @@ class SweepConfig(Section):
     """Trials this run of `opensem sweep` adds to the study (it is persistent: run it again, or on
     several machines against one shared storage, for more)."""
 
-    objective: Literal["eval_loss", "judge"] = "eval_loss"
+    objective: Literal["eval_loss", "dev", "judge"] = "eval_loss"
     """What a trial is scored by. eval_loss: loss on the forge's held-out split (minimised; cheap,
-    and it keeps the golden set unseen until the registry gate). judge: key-fact accuracy on
-    the golden set (maximised, the number the registry gate needs a gain in; costs an evaluation
-    per trial, and since the gate then grades on the
-    same questions, the best of many trials looks better there than it is)."""
+    and it keeps the golden set unseen until the registry gate; it rewards generalising to
+    unseen chunks, not knowing the documents' facts). dev: key-fact accuracy on the SEM's dev set,
+    evals/<sem>/dev_set.json (maximised; questions as users ask them, about facts the golden set
+    does not ask, kept out of training by the forge; an answering pass per trial; `opensem dev`).
+    judge: key-fact accuracy on the golden set (maximised, the number the registry gate needs a
+    gain in; costs an evaluation per trial, and since the gate then grades on the same questions,
+    the best of many trials looks better there than it is)."""
 
     storage: str | None = None
     """Optuna storage URL. Default: sqlite optuna.db in the project. A shared database's password

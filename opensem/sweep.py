@@ -1,7 +1,8 @@
 """`opensem sweep`: an Optuna study over training settings, each trial a nested MLflow run.
 
     sweep.space -> Optuna's TPE sampler proposes values -> train <study>-tNNN (a child of the
-    sweep run) -> objective (held-out loss, or the judge on the golden set) -> Optuna storage
+    sweep run) -> objective (held-out loss, key facts on the dev set, or the judge on the
+    golden set) -> Optuna storage
 
 With the held-out loss as objective, each epoch's loss is reported to Optuna's MedianPruner,
 which stops a trial that is already worse than the median of the complete ones at that epoch.
@@ -38,7 +39,7 @@ out = Console(soft_wrap=True)
 
 TAG_STUDY = "opensem.study"
 TAG_TRIAL = "opensem.trial"
-DIRECTION = {"eval_loss": "minimize", "judge": "maximize"}
+DIRECTION = {"eval_loss": "minimize", "judge": "maximize", "dev": "maximize"}
 
 
 def run(sem: Sem, cfg: Config) -> dict:
@@ -128,6 +129,13 @@ def _trial(sem: Sem, cfg: Config, study_name: str, trial, pruning: bool) -> floa
             raise OpenSEMError(f"sweep.objective=eval_loss needs held-out pairs in {sem.processed_dir / 'test.jsonl'}; "
                                "run `opensem forge` or use --set sweep.objective=judge")
         value = float(metadata["eval_loss"])
+    elif cfg.sweep.objective == "dev":
+        import mlflow
+
+        from opensem.judge import dev
+
+        value = dev.accuracy(sem, trial_cfg, run_name)
+        mlflow.MlflowClient().log_metric(metadata["mlflow_run_id"], "dev_key_fact_recall", value)
     else:
         result = run_eval(sem, trial_cfg, "evaluate", adapter=run_name)
         _tag_run(result.run_id, study_name, trial.number)
@@ -177,6 +185,12 @@ def _identity(sem: Sem, cfg: Config) -> dict:
         identity |= {"golden": golden_digest(load_golden(sem.golden_set)), "judge": judge_name(cfg), "prompt": prompt_digest(cfg),
                      "judge_metric": "key_fact_recall"}
         find_baseline(sem, cfg, identity["golden"], identity["judge"])  # each trial's evaluation needs it: fail now, not after training
+    if cfg.sweep.objective == "dev":
+        from opensem.golden import golden_digest
+        from opensem.judge.dev import load_dev_set
+        from opensem.judge.evaluate import answered_on, prompt_digest
+
+        identity |= {"dev": golden_digest(load_dev_set(sem)), "prompt": prompt_digest(cfg), "answered_on": answered_on(cfg)}
     return identity
 
 

@@ -109,6 +109,25 @@ def test_sweep_trains_nested_trials_resumes_the_study_and_refuses_other_data(tin
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("bundled_model_dir")
+def test_a_sweep_can_be_scored_on_the_dev_set(tiny):
+    missing = sweep("sweep.n_trials=1", "sweep.objective=dev")  # refused before any training
+    assert missing.exit_code == 2 and "no dev set at" in missing.output
+    assert not tiny.adapters_dir.exists() or not any(tiny.adapters_dir.iterdir())
+
+    dev = {"items": [{"id": "d1", "question": "What do Glimmers eat?", "answer": "Glimmers eat copper.", "key_facts": ["copper"]}]}
+    tiny.dev_set.write_text(json.dumps(dev))
+    done = sweep("sweep.n_trials=1", "sweep.objective=dev")
+    assert done.exit_code == 0, done.output
+    s = study(tiny)
+    assert s.direction == optuna.study.StudyDirection.MAXIMIZE
+    run = mlflow.search_runs(experiment_names=["opensem-tiny"], output_format="list",
+                             filter_string="tags.`opensem.stage` = 'train' AND tags.`opensem.trial` = '0'")[0]
+    assert run.data.metrics["dev_key_fact_recall"] == pytest.approx(s.trials[0].value)
+    assert s.user_attrs["identity"]["objective"] == "dev" and s.user_attrs["identity"]["dev"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("bundled_model_dir")
 def test_a_killed_workers_trial_is_retried_and_resumes_its_checkpoint(tiny):
     sets = ["sweep.n_trials=1", "sweep.heartbeat_s=1", "training.max_steps=30", "training.checkpoint_steps=5", "training.batch_size=1"]
     cmd = [sys.executable, "-m", "opensem", "sweep", "--sem", "tiny", *sum((["--set", s] for s in sets), [])]

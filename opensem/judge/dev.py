@@ -9,7 +9,8 @@ golden set does not ask about: compare settings on it, then report on the golden
 The forge keeps the dev set's questions out of the training data, as it does the golden set's,
 so a gain on it is a gain on unseen questions. Scored by key facts alone (no judge model), the
 same key-fact accuracy the golden comparison prints first, with the paired 95% interval.
-Nothing goes to the registry; `opensem dev` only prints (and writes --out as JSON).
+Nothing goes to the registry; `opensem dev` only prints (and writes --out as JSON). A sweep can
+be scored on it too: `--set sweep.objective=dev`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,15 @@ def score(items, answers: list[str]) -> list[float]:
     from opensem.judge.offline import key_fact_recall
 
     return [key_fact_recall(a, i.key_facts) for i, a in zip(items, answers)]
+
+
+def accuracy(sem: Sem, cfg: Config, adapter: str) -> float:
+    """The adapter's key-fact accuracy on the dev set (what `sweep.objective: dev` maximises)."""
+    from opensem.judge.evaluate import _answer
+
+    items = load_dev_set(sem)
+    recalls = score(items, _answer(sem, cfg, [i.question for i in items], "evaluate", adapter, None)[0])
+    return sum(recalls) / len(recalls)
 
 
 def run(sem: Sem, cfg: Config, adapter: str | None = None) -> dict:
