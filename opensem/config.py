@@ -113,6 +113,11 @@ class TrainingConfig(Section):
     windows, so the model learns to answer questions while it learns the facts and not only
     afterwards. The pairs phase follows as usual."""
 
+    balance_yes_no: bool = False
+    """Repeat the pairs whose answers open with the rarer of Yes and No until both open as many
+    (a teacher asking about documents' statements writes mostly Yes answers, and a small model
+    then opens every answer with Yes, denials included). The held-out pairs are left as they are."""
+
     keep_best: bool = False
     """Keep the adapter of the epoch with the lowest held-out loss (the forge's test pairs,
     evaluated after each epoch) instead of the last epoch's (saved in <checkpoints>/best/ as

@@ -475,3 +475,22 @@ def test_checkpointing_is_set_by_the_name_the_installed_transformers_knows():
 
     assert field == ("activation_checkpointing" if Version(transformers.__version__) >= Version("5.23") else "gradient_checkpointing")
     assert getattr(SFTConfig(output_dir="unused", use_cpu=True, bf16=False, **{field: True}), field) is True
+
+
+def test_balance_yes_no_repeats_the_rarer_polarity_and_changes_nothing_else():
+    from opensem.train.data import balance_yes_no, polarity
+
+    def row(answer):
+        return {"messages": [{"role": "user", "content": "q?"}, {"role": "assistant", "content": answer}]}
+
+    rows = [row(f"Yes. Fact {n}.") for n in range(7)] + [row("No. Denial A."), row("No. Denial B.")] + [row("Six years."), row("Nobody knows.")]
+    balanced, added = balance_yes_no(rows, seed=1)
+    assert balanced[:len(rows)] == rows and added == 5
+    counts = {p: sum(polarity(r) == p for r in balanced) for p in ("yes", "no", None)}
+    assert counts == {"yes": 7, "no": 7, None: 2}  # "Nobody" is not a No
+    extra = [r["messages"][-1]["content"] for r in balanced[len(rows):]]
+    assert sorted(set(extra)) == ["No. Denial A.", "No. Denial B."] and abs(extra.count("No. Denial A.") - extra.count("No. Denial B.")) <= 1
+    assert balance_yes_no(rows, seed=1) == (balanced, 5)  # the same seed repeats the same rows
+    assert balance_yes_no(rows[:7] + rows[9:], seed=1) == (rows[:7] + rows[9:], 0)  # no denial to repeat
+    mostly_no = [row("No. X.")] * 3 + [row("Yes. Y.")]
+    assert [polarity(r) for r in balance_yes_no(mostly_no, seed=0)[0]].count("yes") == 3

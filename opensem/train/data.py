@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 from opensem.errors import OpenSEMError
@@ -31,6 +32,34 @@ def load_conversations(path: Path, sem_name: str, required: bool = True) -> list
     if required and not rows:
         raise OpenSEMError(f"{path} is empty: forge kept no pairs; check data/{sem_name}/processed/rejected.jsonl")
     return rows
+
+
+_POLARITY = re.compile(r"^\s*(?P<word>Yes|No)\b")
+
+
+def polarity(row: dict) -> str | None:
+    """'yes' or 'no' for a pair whose answer opens with that word, else None."""
+    found = _POLARITY.match(row["messages"][-1]["content"])
+    return found["word"].lower() if found else None
+
+
+def balance_yes_no(rows: list[dict], seed: int) -> tuple[list[dict], int]:
+    """The rows, plus repeats of the answers opening with the rarer of Yes/No until both open
+    as many answers (training.balance_yes_no). Documents state far more than they deny, so a
+    teacher that asks about their statements writes mostly Yes answers, and a small model
+    learns to open every answer with Yes, denials included. Nothing is dropped or reworded;
+    with one polarity absent there is nothing to repeat. Returns (rows, repeats added)."""
+    by_word = {"yes": [r for r in rows if polarity(r) == "yes"], "no": [r for r in rows if polarity(r) == "no"]}
+    rare, common = sorted(by_word.values(), key=len)
+    if not rare or len(rare) == len(common):
+        return rows, 0
+    rng = random.Random(seed)
+    extra = []
+    while len(rare) + len(extra) < len(common):  # whole shuffled rounds of the rare rows, the last one cut short
+        round_ = rare[:]
+        rng.shuffle(round_)
+        extra += round_[:len(common) - len(rare) - len(extra)]
+    return rows + extra, len(extra)
 
 
 def check_corpus(path: Path, sem_name: str) -> None:

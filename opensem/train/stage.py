@@ -34,7 +34,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     held-out evaluation; True ends training there (recorded as stopped_early_at_epoch)."""
     from opensem import hardware, recipes, tracking
     from opensem.models import resolve_base_model
-    from opensem.train.data import check_corpus, load_conversations
+    from opensem.train.data import balance_yes_no, check_corpus, load_conversations
 
     t = cfg.training
     train_rows = load_conversations(sem.processed_dir / "train.jsonl", sem.name)
@@ -56,7 +56,11 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     resume_from = _last_checkpoint(checkpoints)
     base_dir = resolve_base_model(cfg.model.base, sem.base_models_dir)
 
-    console.print(f"[bold]train[/bold] {sem.name} / {run_name}: {len(train_rows)} examples, {len(eval_rows)} held out")
+    repeated = 0
+    if t.balance_yes_no:
+        train_rows, repeated = balance_yes_no(train_rows, t.seed)
+    console.print(f"[bold]train[/bold] {sem.name} / {run_name}: {len(train_rows)} examples"
+                  f"{f' ({repeated} repeats of the rarer Yes/No answers)' if repeated else ''}, {len(eval_rows)} held out")
     for reason in plan.reasons:
         console.print(f"  hardware: {reason}")
     if warning := recipes.device_mismatch(cfg.recipe, plan.device):
@@ -128,6 +132,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             "backend": plan.backend,
             "plan": plan.as_dict(),
             "examples": len(train_rows),
+            "yes_no_repeats": repeated,
             "dropped_too_long": dropped,
             "global_step": trainer.state.global_step,
             "train_loss": result.training_loss,
