@@ -164,17 +164,19 @@ def main(args: list[str] | None = None) -> list[dict]:
 def spread_table(results: list[dict]) -> str:
     """Per SEM: the gain of each seed's run, their mean and range, and on how many seeds the
     target was met."""
-    lines = ["| SEM | gain per seed (points) | mean | range | target met |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| SEM | gain per seed (points) | mean | range | target met | dev gain per seed |", "| --- | --- | --- | --- | --- | --- |"]
     for sem in dict.fromkeys(r["sem"] for r in results):
         done = [r for r in results if r["sem"] == sem and "error" not in r]
         failed = sum(1 for r in results if r["sem"] == sem and "error" in r)
         gains = [100 * r["gain"] for r in done]
         each = ", ".join(f"{r['seed']}: {100 * r['gain']:+.0f}" for r in done) + (f" ({failed} failed)" if failed else "")
         if not gains:
-            lines.append(f"| {sem} | {each} | | | |")
+            lines.append(f"| {sem} | {each} | | | | |")
             continue
+        dev = [100 * r["dev"]["gain"] for r in done if r.get("dev")]
+        dev_cell = f"{', '.join(f'{g:+.0f}' for g in dev)} (mean {sum(dev) / len(dev):+.1f})" if dev else "no dev set"
         lines.append(f"| {sem} | {each} | {sum(gains) / len(gains):+.1f} | {min(gains):+.0f} to {max(gains):+.0f} "
-                     f"| {sum(_met(r) for r in done)} of {len(done) + failed} |")
+                     f"| {sum(_met(r) for r in done)} of {len(done) + failed} | {dev_cell} |")
     return "\n".join(lines)
 
 

@@ -84,6 +84,9 @@ def test_the_outcome_spread_names_each_seed_and_counts_failures():
 
     table = spread_table([run(42, 0.12, 0.02, "promoted"), run(43, -0.04, -0.1), {"sem": "legal", "seed": 44, "error": ["boom"]}])
     assert "| legal | 42: +12, 43: -4 (1 failed) | +4.0 | -4 to +12 | 1 of 3 |" in table
+    assert table.splitlines()[-1].endswith("| no dev set |")
+    with_dev = [{**run(42, 0.1, 0.0), "dev": {"gain": 0.07}}, {**run(43, 0.0, -0.1), "dev": {"gain": -0.03}}]
+    assert spread_table(with_dev).splitlines()[-1].endswith("| 0 of 2 | +7, -3 (mean +2.0) |")
 
 
 def test_the_outcome_bench_keeps_every_answer_of_both_models_side_by_side(tmp_path):
