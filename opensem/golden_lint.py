@@ -14,6 +14,7 @@ warnings (printed, never fatal):
                    "18" in "1854", "less" in "unless"): write \\b(four|4)\\b
     polarity-only  a bare "Yes." or "No." states every key fact: pair the polarity with the
                    content fact
+    bare-polarity  a bare "Yes." or "No." states one of its key facts: half credit for a guess
     single-fact    one key fact only: one lucky word passes the item
 The table also counts, per item, how many of its single key facts some other item's answer
 matches (the cross-answer control for single facts).
@@ -146,6 +147,9 @@ def check(items: list[GoldenItem], path: Path, allow_overlap: dict[str, str] | N
                 result.warnings.append(f"short-token: {fact!r} matches {loose[0]!r} inside longer words; write \\b({bounded})\\b")
         if all(_is_polarity(f) for f in item.key_facts):
             result.warnings.append("polarity-only: a bare yes/no states every key fact; add the content fact")
+        elif bare := [f for f in item.key_facts if matches(f, "Yes.") or matches(f, "No.")]:
+            result.warnings.append(f"bare-polarity: a bare \"Yes.\" or \"No.\" matches key fact {bare[0]!r}; "
+                                   "bind the polarity to its content (\"not required\", not \"\\bno\\b|...\")")
         if len(item.key_facts) == 1:
             result.warnings.append("single-fact: one key fact only; add a second where the answer has one")
         report.items.append(result)

@@ -101,6 +101,11 @@ def test_a_bare_yes_or_no_is_warned():
     assert any(w.startswith("polarity-only") for w in report.items[0].warnings)
     paired = item("p", "Is a contract frustrated by a rise in cost?", "No, it is not frustrated by cost.", [r"\b(no|not)\b", r"not frustrat"])
     assert not any(w.startswith("polarity-only") for w in check([paired, *GOOD], Path("g.json")).items[0].warnings)
+    # one of two facts a bare "No." states: half credit for a guess, warned on its own
+    half = check([paired, *GOOD], Path("g.json")).items[0].warnings
+    assert any(w.startswith("bare-polarity") and "(no|not)" in w for w in half)
+    bound = item("p", "Is a contract frustrated by a rise in cost?", "No, it is not frustrated by cost.", [r"not frustrat"])
+    assert not any(w.startswith(("bare-polarity", "polarity-only")) for w in check([bound, *GOOD], Path("g.json")).items[0].warnings)
 
 
 def test_own_answer_must_state_its_facts():
