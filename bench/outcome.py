@@ -4,7 +4,9 @@ Each SEM (legal, written for this project; debian-policy and sqlite, documentati
 ships) runs `opensem pipeline` with every default, in a fresh copy of the project with its own
 MLflow store, in a subprocess, as a user would. Printed per SEM: key-fact accuracy baseline ->
 fine-tuned with the paired 95% interval, the shuffled and echo controls, the forge's yield
-(pairs per KB of text), the registry gate's decision, and minutes.
+(pairs per KB of text), the registry gate's decision, and minutes; where the SEM has a dev set
+(evals/<sem>/dev_set.json), `opensem dev` on the new adapter: the number to choose settings by,
+so that the golden gain stays a number that nothing was chosen by.
 
 `--seeds 42,43,44` trains each SEM once per seed (`training.seed`: LoRA initialisation and data
 order) on the same forge output and against the same baseline, and prints the spread of the gain
