@@ -66,11 +66,12 @@ def accuracy(sem: Sem, cfg: Config, adapter: str) -> float:
 def run(sem: Sem, cfg: Config, adapter: str | None = None) -> dict:
     """Answer the dev set with the base model and with the adapter (default: the newest), and
     compare their key-fact accuracy item by item."""
-    from opensem.judge.evaluate import _answer, resolve_adapter
+    from opensem.judge.evaluate import _answer, _check_same_base, resolve_adapter
     from opensem.judge.stats import paired_diff_ci
 
     items = load_dev_set(sem)
     folder = resolve_adapter(sem, adapter)
+    _check_same_base(folder, cfg)  # the base it is compared with must be the one it was trained on
     questions = [i.question for i in items]
     console.print(f"[bold]dev[/bold] {sem.name}: {len(items)} dev questions, base vs adapter {folder.name}")
     base_answers = _answer(sem, cfg, questions, "baseline", None, None)[0]
