@@ -75,6 +75,7 @@ def _stage_command(stage: str):
     return command
 
 
+AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="Adapter run name (default: the newest finished one).")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Score only the first N golden items (a quick check; tagged partial).")]
 
 for _stage in STAGES:
@@ -97,7 +98,7 @@ def baseline(sem: SemOpt, limit: LimitOpt = None, set_: SetOpt = None, overrides
 @user_errors
 def evaluate(
     sem: SemOpt,
-    adapter: Annotated[Optional[str], typer.Option("--adapter", help="Adapter run name (default: the newest finished one).")] = None,
+    adapter: AdapterOpt = None,
     model: Annotated[Optional[str], typer.Option("--model", help="An MLflow model URI instead, e.g. models:/opensem-legal@champion.")] = None,
     limit: LimitOpt = None,
     promptfoo: Annotated[bool, typer.Option("--promptfoo", help="Also write and run Promptfoo regression tests.")] = False,
@@ -114,7 +115,7 @@ def evaluate(
 @user_errors
 def dev(
     sem: SemOpt,
-    adapter: Annotated[Optional[str], typer.Option("--adapter", help="Adapter run name (default: the newest finished one).")] = None,
+    adapter: AdapterOpt = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Also write the result, every answer included, as JSON here.")] = None,
     set_: SetOpt = None,
     overrides: OverridesOpt = "",
@@ -125,13 +126,14 @@ def dev(
     from pathlib import Path
 
     from opensem.config import load_config
+    from opensem.io import atomic_write_json
     from opensem.judge import dev as dev_set
     from opensem.workspace import open_sem
 
     s = open_sem(sem)
     result = dev_set.run(s, load_config(s.root, s.name, _overrides(set_, overrides)), adapter)
     if out:
-        dev_set.write(result, Path(out))
+        atomic_write_json(Path(out), result)
 
 
 @app.command("promote")

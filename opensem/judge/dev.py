@@ -15,7 +15,6 @@ be scored on it too: `--set sweep.objective=dev`.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from rich.console import Console
 
@@ -91,8 +90,3 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None) -> dict:
                   f"{result['better']} items better, {result['worse']} worse", highlight=False)
     return result
 
-
-def write(result: dict, out: Path) -> None:
-    from opensem.io import atomic_write_json
-
-    atomic_write_json(out, result)
