@@ -46,6 +46,13 @@ def test_datacenter_card_gets_full_use():
     assert (p.backend, p.precision, p.load_in_4bit, p.vram_cap_gb) == ("unsloth", "bf16", False, None)
 
 
+def test_gpu_checkpointing_defaults_on_and_says_how_to_turn_it_off():
+    p = plan(H100, TrainingConfig())
+    assert p.gradient_checkpointing and any("training.gradient_checkpointing=false" in r for r in p.reasons)
+    p = plan(H100, TrainingConfig(gradient_checkpointing=False))
+    assert not p.gradient_checkpointing and not any("gradient checkpointing" in r for r in p.reasons)
+
+
 @pytest.mark.parametrize(
     "hw, training, message",
     [
