@@ -34,6 +34,9 @@ from bench.common import project_copy
 ROOT = Path(__file__).resolve().parents[1]
 SEMS = ["legal", "debian-policy", "sqlite"]
 TARGET_POINTS = 10
+HEADER = ("| SEM | seed | key-fact accuracy | gain (95% CI) | controls: shuffled pass, echo mean | pairs per KB "
+          "| facts taught: golden, dev | held-out loss | dev key-fact accuracy, gain | answers: complete, <= 2 sentences "
+          "| gate | minutes | target |")
 
 
 def measure(sem: str, overrides: list[str] = (), seeds: list[int] | None = None) -> list[dict]:
@@ -116,6 +119,8 @@ def _read_runs(root: Path, uri: str, sem: str, seed: int | None) -> dict:
         # development measure that does not look at the golden set
         "eval_loss": trained.get("eval_loss_final"), "kept_epoch": runs["train"].data.tags.get("opensem.kept_epoch"), "report": str(kept),
         "complete": tuned.get("complete_answer_share"), "short": tuned.get("short_answer_share"),
+        # items whose key facts one training answer states: the most the pairs teach directly
+        "coverage": manifest.get("coverage", {}),
     }
 
 
@@ -152,8 +157,8 @@ def main(args: list[str] | None = None) -> list[dict]:
     overrides = [a for i, a in enumerate(args) if a == "--set" or (i and args[i - 1] == "--set")]
     sems = [a for a in args if a not in overrides] or SEMS
     results = []
-    print("| SEM | seed | key-fact accuracy | gain (95% CI) | controls: shuffled pass, echo mean | pairs per KB | held-out loss | dev key-fact accuracy, gain | answers: complete, <= 2 sentences | gate | minutes | target |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    print(HEADER)
+    print("|" + " --- |" * (HEADER.count("|") - 1), flush=True)
     for sem in sems:
         results += measure(sem, overrides, seeds)
     if seeds and len(seeds) > 1:
@@ -189,15 +194,20 @@ def _met(r: dict) -> bool:
 def _row(r: dict) -> str:
     seed = "config" if r["seed"] is None else r["seed"]
     if "error" in r:
-        return f"| {r['sem']} | {seed} | failed: {r['error']} | | | | | | | | {r['minutes']:.1f} | no |"
+        return f"| {r['sem']} | {seed} | failed: {r['error']} | | | | | | | | | {r['minutes']:.1f} | no |"
     held_out = f"{r['eval_loss']:.3f}" + (f" (epoch {r['kept_epoch']})" if r.get("kept_epoch") else "")
     dev = r.get("dev")
     dev_cell = (f"{dev['base_recall']:.0%} -> {dev['tuned_recall']:.0%}, {100 * dev['gain']:+.0f} [{100 * dev['ci_low']:+.0f}, {100 * dev['ci_high']:+.0f}]"
                 if dev else (f"failed: {r['dev_error']}" if r.get("dev_error") else "no dev set"))
     return (f"| {r['sem']} | {seed} | {r['baseline']:.0%} -> {r['tuned']:.0%} | {100 * r['gain']:+.0f} points [{100 * r['low']:+.0f}, {100 * r['high']:+.0f}] "
             f"| {r['shuffled_pass']:.0%}, {r['echo_mean']:.2f}{' (judge unreliable)' if r['unreliable'] == 'true' else ''} "
-            f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {held_out} | {dev_cell} | {r['complete']:.0%}, {r['short']:.0%} | {r['decision']} | {r['minutes']:.1f} | {'met' if _met(r) else 'not met'} |")
+            f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {_taught(r['coverage'])} | {held_out} | {dev_cell} | {r['complete']:.0%}, {r['short']:.0%} | {r['decision']} | {r['minutes']:.1f} | {'met' if _met(r) else 'not met'} |")
 
 
 if __name__ == "__main__":
     main(sys.argv[1:] or None)
+
+
+def _taught(coverage: dict) -> str:
+    """"12/52, 10/30": items of the golden and dev set whose key facts one training answer states."""
+    return ", ".join(f"{c['taught']}/{c['items']}" for c in coverage.values()) or "n/a"

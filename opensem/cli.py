@@ -200,6 +200,47 @@ def golden_check(sem: SemOpt, set_: SetOpt = None) -> None:
         raise typer.Exit(2)
 
 
+@golden_app.command("coverage")
+@user_errors
+def golden_coverage(
+    sem: SemOpt,
+    list_: Annotated[bool, typer.Option("--list", help="Name the dev set's items whose facts the documents state but no training answer does.")] = False,
+    out_file: Annotated[Optional[str], typer.Option("--out", help="Also write every item's coverage as JSON here.")] = None,
+) -> None:
+    """Do the forge's training answers state the facts the golden and dev sets ask about? Per set:
+    items whose key facts one training answer states (the most the pairs teach directly) and
+    items whose key facts one sentence of the documents states. No model runs."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from opensem import coverage
+    from opensem.errors import OpenSEMError
+    from opensem.io import atomic_write_json
+    from opensem.workspace import open_sem
+
+    s = open_sem(sem)
+    found = coverage.from_processed(s)
+    if not found:
+        raise OpenSEMError(f"no golden or dev set to measure in {s.evals_dir}")
+    table = Table(title=f"fact coverage: {s.name}", caption="key facts matched as the judge matches them; choose by the dev set")
+    for column in ("set", "items", "taught (one training answer)", "in the documents (one sentence)", "in the documents, not taught"):
+        table.add_column(column)
+    for name, rows in found.items():
+        c = coverage.summarise(rows)
+        table.add_row(name, str(c["items"]), f"{c['taught']} ({c['taught_share']:.0%})",
+                      f"{c['in_documents']} ({c['in_documents_share']:.0%})", str(c["missed"]))
+    out.print(table)
+    if list_:
+        if "dev_set" not in found:
+            err.print("[yellow]no dev set: --list names dev items only (the golden set's stay a test nothing is chosen by)[/yellow]")
+        for r in found.get("dev_set", []):
+            if r.in_documents == 1 and r.taught < 1:
+                out.print(f"  {r.id}: {r.question}", highlight=False, markup=False)
+    if out_file:
+        atomic_write_json(Path(out_file), coverage.as_json(found))
+
+
 infra_app = typer.Typer(
     help="A team's shared services on this machine: PostgreSQL + `mlflow server` (tracking, registry, "
     "proxied artifacts) and the database sweep workers share.",

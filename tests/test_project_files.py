@@ -89,6 +89,19 @@ def test_the_outcome_spread_names_each_seed_and_counts_failures():
     assert spread_table(with_dev).splitlines()[-1].endswith("| 0 of 2 | +7, -3 (mean +2.0) |")
 
 
+def test_an_outcome_row_fills_every_column_and_says_how_many_facts_the_pairs_teach():
+    from bench.outcome import HEADER, _row
+
+    r = {"sem": "sqlite", "seed": 42, "baseline": 0.1, "tuned": 0.03, "gain": -0.07, "low": -0.14, "high": -0.01,
+         "shuffled_pass": 0.0, "echo_mean": 1.0, "unreliable": None, "pairs_per_kb": 2.1, "pairs": 160, "eval_loss": 1.03,
+         "kept_epoch": "1", "complete": 0.91, "short": 1.0, "decision": "refused", "minutes": 6.8,
+         "coverage": {"golden_set": {"taught": 9, "items": 44}, "dev_set": {"taught": 7, "items": 27}}}
+    row = _row(r)
+    assert row.count("|") == HEADER.count("|") and "| 9/44, 7/27 |" in row and row.endswith("| not met |")
+    assert "| n/a |" in _row({**r, "coverage": {}})
+    assert _row({"sem": "sqlite", "seed": 42, "error": ["boom"], "minutes": 1.0}).count("|") == HEADER.count("|")
+
+
 def test_the_outcome_bench_keeps_every_answer_of_both_models_side_by_side(tmp_path):
     import json
 

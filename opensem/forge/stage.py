@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from opensem import coverage
 from opensem.config import Config
 from opensem.forge.chunk import Chunk, chunk_document
 from opensem.forge.extractive import unfaithful
@@ -76,6 +77,8 @@ def run(sem: Sem, cfg: Config) -> dict:
         atomic_write_jsonl(out / "corpus.jsonl", ({"document": d.name, "text": d.text} for d in docs))
 
         reasons = Counter(r["reason"] for r in rejected)
+        # do the training answers state what the golden and dev sets ask? (opensem/coverage.py)
+        covered = coverage.as_manifest(coverage.measure(sem, [p.answer for p in train], [{"text": d.text} for d in docs]))
         text_kb = sum(len(d.text.encode()) for d in docs) / 1000  # what the teacher read, markup removed
         usage = _usage(replies, getattr(teacher, "http_requests", None))
         manifest = {
@@ -94,6 +97,7 @@ def run(sem: Sem, cfg: Config) -> dict:
             "train": len(train),
             "test": len(test),
             "rejected": dict(sorted(reasons.items())),
+            "coverage": covered,
             "budget_exhausted": budget.exhausted,
             **usage,
             "config_digest": cfg.digest(),
@@ -119,6 +123,8 @@ def run(sem: Sem, cfg: Config) -> dict:
                 "pairs_train": len(train),
                 "pairs_test": len(test),
                 **{f"rejected_{k}": v for k, v in reasons.items()},
+                **{f"{name}_taught_share": c["taught_share"] for name, c in covered.items()},
+                **{f"{name}_in_documents_share": c["in_documents_share"] for name, c in covered.items()},
                 "tokens_input": usage["tokens_input"],
                 "tokens_output": usage["tokens_output"],
                 "cost_usd": usage["cost_usd"],
@@ -295,6 +301,9 @@ def _print_summary(sem: Sem, m: dict) -> None:
         table.add_row(f"  rejected: {reason}", str(n))
     table.add_row("yield", f"{m['pairs_per_kb']} pairs per KB of text ({m['text_kb']} KB); "
                            f"{m['complete_sentence_share']:.0%} of answers are complete sentences")
+    for name, c in m["coverage"].items():
+        table.add_row(f"{name.replace('_', ' ')} facts", f"{c['taught']} of {c['items']} items stated by a training answer, "
+                                                         f"{c['in_documents']} by a sentence of the documents")
     table.add_row("requests", f"{m['requests']} sent, {m['cache_hits']} from cache")
     table.add_row("tokens", f"{m['tokens_input']} in / {m['tokens_output']} out")
     table.add_row("cost", f"${m['cost_usd']:.4f}" + ("  (budget reached: stopped early)" if m["budget_exhausted"] else ""))
