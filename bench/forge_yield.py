@@ -2,7 +2,8 @@
 
 Per corpus: KB of text after ingest, pairs the extractive teacher writes and the faithfulness and
 quality checks keep (before near-duplicate removal and decontamination, which depend on the run),
-pairs per KB, the share of yes/no answers, and the rejections by reason. The corpora: the three
+pairs per KB, the share of yes/no answers, and the rejections by reason (`--about`: with
+forge.teacher.about_questions on). The corpora: the three
 sample SEMs, and any folder named on the command line - a real corpus nobody here wrote, with no
 golden set, so that a change to the teacher is checked on text it was not written against. Two
 that Debian ships and were used that way (not part of the project):
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEMS = ["legal", "debian-policy", "sqlite"]
 
 
-def measure(folder: Path) -> dict:
+def measure(folder: Path, about_questions: bool = False) -> dict:
     from opensem.config import load_config
     from opensem.forge.chunk import chunk_document
     from opensem.forge.extractive import extract_pairs, unfaithful
@@ -38,7 +39,7 @@ def measure(folder: Path) -> dict:
     for doc in docs:
         # chunks as the forge makes them with its defaults, a rough token count for speed
         for chunk in chunk_document(doc, lambda s: max(1, len(s) // 4), fcfg.chunk_tokens, fcfg.chunk_overlap):
-            for question, answer in extract_pairs(chunk):
+            for question, answer in extract_pairs(chunk, about_questions):
                 reason = unfaithful(question, answer, chunk) or check_pair(question, answer, chunk.text, fcfg)
                 if reason:
                     rejected[reason] += 1
@@ -50,12 +51,16 @@ def measure(folder: Path) -> dict:
 
 
 def main(args: list[str] | None = None) -> dict:
-    folders = {sem: ROOT / "data" / sem / "raw" for sem in SEMS} | {Path(a).name: Path(a) for a in (args or [])}
+    """args: folders of documents; `--about` turns on forge.teacher.about_questions."""
+    args = list(args or [])
+    about = "--about" in args
+    args = [a for a in args if a != "--about"]
+    folders = {sem: ROOT / "data" / sem / "raw" for sem in SEMS} | {Path(a).name: Path(a) for a in args}
     print("| corpus | KB | pairs kept | per KB | yes/no share | rejected |")
     print("| --- | --- | --- | --- | --- | --- |")
     results = {}
     for name, folder in folders.items():
-        r = results[name] = measure(folder)
+        r = results[name] = measure(folder, about)
         rejected = ", ".join(f"{k} {v}" for k, v in r["rejected"].items()) or "none"
         print(f"| {name} | {r['kb']:.1f} | {r['kept']} | {r['per_kb']:.2f} | {r['yes_no']:.0%} | {rejected} |", flush=True)
     return results

@@ -213,6 +213,11 @@ class TeacherConfig(Section):
     prompt_template: str | None = None
     """Path to a prompt template file; default: opensem/templates/teacher_prompt.txt."""
 
+    about_questions: bool = False
+    """extractive only: a sentence that no other pattern asks about, but that names something
+    (quoted, written as code, or in capitals), is asked about by that name: "What does section
+    4.9.1 say about nostrip?" -> the sentence. More of the documents' facts get a question."""
+
     max_concurrency: int = Field(8, gt=0)
     """Teacher requests in flight at once."""
 

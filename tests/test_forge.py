@@ -185,6 +185,37 @@ def test_extractive_user_question_shapes():
     assert check_pair("Is an invitation to treat an offer?", pairs["Is an invitation to treat an offer?"], text, cfg.forge) is None
 
 
+def test_about_questions_ask_what_no_other_pattern_asks_by_the_name_a_sentence_mentions():
+    """forge.teacher.about_questions: a sentence that yields no other pair, but names an option,
+    a file or a keyword, is asked about by that name; off, it asks nothing."""
+    text = (
+        '"noopt": The presence of this tag means that the package should be compiled with a minimum of optimization.\n'
+        "Secondly, required targets may write to \"/tmp\" but must not depend on the contents of it.\n"
+        "The architecture is a client/server design that many people find quite surprising today.\n"
+        "It is a quiet and sunny afternoon in the garden and nothing much is happening there.\n"
+        "The SQL parser reads SQL text. The SQL text is stored, and later SQL statements reuse it.\n"
+        "An invitation to treat is not an offer.\n"
+    )
+    chunk = Chunk("d#0", "d", "Debian Policy > 4.9.1. Build options", text, 80)
+    assert set(extract_pairs(chunk)) == set(extract_pairs(chunk, about_questions=False))
+    plain_pairs = dict(extract_pairs(chunk))
+    pairs = dict(extract_pairs(chunk, about_questions=True))
+    added = {q: a for q, a in pairs.items() if q not in plain_pairs}
+    assert added == {
+        "What does section 4.9.1 of Debian Policy say about noopt?":
+            '"noopt": The presence of this tag means that the package should be compiled with a minimum of optimization.',
+        "What does section 4.9.1 of Debian Policy say about /tmp?":
+            'Secondly, required targets may write to "/tmp" but must not depend on the contents of it.',
+    }  # client/server is no name, the garden sentence names nothing, SQL is said too often to identify a fact
+    assert "Is an invitation to treat an offer?" in plain_pairs  # a sentence with a pair of its own gets no about-question
+    from opensem.forge.extractive import unfaithful
+
+    for question, answer in added.items():
+        assert unfaithful(question, answer, chunk) is None
+    unnumbered = dict(extract_pairs(Chunk("d#1", "d", "Build options", text, 80), about_questions=True))
+    assert "What does the section Build options say about noopt?" in unnumbered
+
+
 # -- end to end, offline --------------------------------------------------------------------------
 def test_forge_sample_sem_offline(project):
     result = CliRunner().invoke(app, ["forge", "--sem", "legal"])

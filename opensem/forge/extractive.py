@@ -98,7 +98,7 @@ def chunk_topic(chunk: Chunk) -> str | None:
     return topic if re.search(r"\s[A-Z]", topic) else _term(topic)  # keep "Statute of Frauds"
 
 
-def extract_pairs(chunk: Chunk) -> list[tuple[str, str]]:
+def extract_pairs(chunk: Chunk, about_questions: bool = False) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     lines = chunk.text.split("\n")
     list_lead: tuple[str, str, str] | None = None  # (count, what, lead sentence) awaiting its items
@@ -142,11 +142,64 @@ def extract_pairs(chunk: Chunk) -> list[tuple[str, str]]:
             if defined:
                 definitions.append((*defined, plain(raw)))
             antecedent = term or antecedent
-            pairs.extend(_sentence_pairs(raw, chunk.heading, antecedent if not term else None, section_term, terms))
+            found = _sentence_pairs(raw, chunk.heading, antecedent if not term else None, section_term, terms)
+            pairs.extend(found or (_about_pairs(raw, chunk) if about_questions else []))
         antecedent = None  # a paragraph ends
     pairs.extend(difference_pairs(definitions))
     pairs.extend(section_pairs(chunk))
     return _unique([(q, a) for q, a in pairs if not points_outside(q)])
+
+
+# a name a sentence is about: quoted, or written as code (an underscore, a slash, a dot inside, or
+# parentheses after it), or in capitals
+# a name a sentence mentions: quoted, written as code (backticks; an underscore, a slash or "()"
+# in a word), or a run of words in capitals ("INTEGER PRIMARY KEY", not the "PRIMARY" of "KEYs")
+_NAMED = re.compile(r"[\"“](?P<quoted>[^\"”?!,]{2,40})[\"”]|`(?P<code>[^`]{2,40})`"
+                    r"|(?P<ident>\b[A-Za-z][\w.-]*(?:_|/|\(\))[\w./()-]*)"
+                    r"|(?P<caps>\b[A-Z][A-Z0-9_]{2,}(?:\s+[A-Z][A-Z0-9_]+)*)(?![\w-])")
+_LABEL = re.compile(r"^(?P<q>[\"“])(?P<label>[^\"”:]{2,40})[\"”]:\s+(?P<body>[A-Z].+)$")  # '"noopt": The presence of ...'
+# capitals that are emphasis or a note's label, not a name
+_NOT_A_NAME = {"not", "and", "the", "must", "should", "may", "all", "any", "none", "note", "warning", "update", "only", "never", "and/or"}
+
+
+def _names(raw: str, sentence: str, chunk: Chunk) -> list[str]:
+    """What a sentence is about, by name: short, not the section's own name, and said at most twice
+    in the chunk (a word the whole section uses, "SQL" in SQLite's pages, identifies no fact). A
+    word pair with a slash names something only when quoted or when it is a path ("/etc/papersize"
+    yes, "client/server" no)."""
+    label = _LABEL.match(sentence)
+    found = [label["label"]] if label else [next(g for g in m.groups() if g) for m in _NAMED.finditer(raw)]
+    names = []
+    for name in (plain(n).strip(".,;:!?'’ ") for n in found):  # as the answer spells it (plain drops markup)
+        plain_words = re.fullmatch(r"[A-Za-z]+(?:/[A-Za-z]+)+", name) and f'"{name}"' not in raw and f"`{name}`" not in raw
+        if (len(name) >= 3 and len(name.split()) <= 4 and name.lower() not in _NOT_A_NAME and not plain_words
+                and name.lower() not in chunk.heading.lower() and chunk.text.count(name) <= 2):
+            names.append(name)
+    return names
+
+
+def _about_pairs(raw: str, chunk: Chunk) -> list[tuple[str, str]]:
+    """A sentence no other pattern asked about, asked about by a name it mentions, as users ask
+    about a named option, file or keyword: '"nostrip": This tag means that the debugging symbols
+    should not be stripped ...' -> "What does section 4.9.1 say about nostrip?". The answer is
+    the sentence; a sentence that names nothing, or is no complete sentence, asks nothing.
+    (forge.teacher.about_questions)"""
+    sentence = plain(raw)
+    label = _LABEL.match(sentence)
+    if not (40 <= len(sentence) <= 400) or sentence.endswith(("?", ":")) or not is_complete_sentence(label["body"] if label else sentence):
+        return []
+    names = _names(raw, sentence, chunk)
+    if not names:
+        return []
+    parts = chunk.heading.split(" > ")
+    numbered = re.match(r"(?P<number>\d+(?:\.\d+)*)\.?\s", plain(parts[-1]))
+    if numbered:  # a numbering that restarts in every document is qualified by the document, as section_pairs does
+        qualified = len(parts) > 1 and not re.match(r"\d", parts[0]) and re.fullmatch(r"[A-Za-z0-9][\w ,.:'’&/()—-]{1,80}", plain(parts[0]))
+        where = f"section {numbered['number']}" + (f" of {plain(parts[0])}" if qualified else "")
+    else:
+        where = f"the section {plain(parts[-1])}" if parts[-1] else "the documentation"
+    question = f"What does {where} say about {names[0]}?"
+    return [(question, sentence)] if _informative(question, sentence) else []
 
 
 _NUMBERED = re.compile(r"^(?P<number>\d+(?:\.\d+)*)\.?\s+(?P<title>[A-Z].{2,80})$")
@@ -642,8 +695,11 @@ class ExtractiveTeacher:
     provider = "extractive"
     name = "extractive"
 
+    def __init__(self, about_questions: bool = False):
+        self.about_questions = about_questions
+
     async def ask(self, chunk: Chunk, n_pairs: int | None) -> Completion:
-        return Completion(result=extract_pairs(chunk)[:n_pairs])  # None: every pair found
+        return Completion(result=extract_pairs(chunk, self.about_questions)[:n_pairs])  # None: every pair found
 
     async def aclose(self) -> None:
         pass
