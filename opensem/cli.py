@@ -117,12 +117,14 @@ def dev(
     sem: SemOpt,
     adapter: AdapterOpt = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Also write the result, every answer included, as JSON here.")] = None,
+    fit: Annotated[int, typer.Option("--fit", min=0, help="Also ask this many training questions: how many trained answers the adapter reproduces (0: skip).")] = 30,
     set_: SetOpt = None,
     overrides: OverridesOpt = "",
 ) -> None:
     """Compare the base model and an adapter on the SEM's dev set (evals/SEM/dev_set.json): the
     questions to choose settings by, so the golden set stays an unseen test. Key-fact accuracy
-    with the paired 95% interval; nothing is registered."""
+    with the paired 95% interval, and how many of its own training answers the adapter
+    reproduces; nothing is registered."""
     from pathlib import Path
 
     from opensem.config import load_config
@@ -131,7 +133,7 @@ def dev(
     from opensem.workspace import open_sem
 
     s = open_sem(sem)
-    result = dev_set.run(s, load_config(s.root, s.name, _overrides(set_, overrides)), adapter)
+    result = dev_set.run(s, load_config(s.root, s.name, _overrides(set_, overrides)), adapter, fit)
     if out:
         atomic_write_json(Path(out), result)
 

@@ -113,3 +113,23 @@ def test_dev_compares_base_and_adapter_on_the_dev_questions(zoo, tmp_path):
     assert result["tuned_recall"] > result["base_recall"]
     assert result["gain"] == pytest.approx(result["tuned_recall"] - result["base_recall"])
     assert all(i["base"] != i["tuned"] for i in result["items"])  # two models answered
+    # asked its own training questions, the adapter gives its trained answers more closely than the base model
+    fit = result["fit"]
+    assert fit["n"] == 4 and fit["tuned_f1"] > fit["base_f1"] and fit["tuned_reproduced"] >= fit["base_reproduced"]
+    assert "training answers reproduced" in " ".join(done.output.split())
+
+
+def test_fit_compares_answers_with_the_trained_ones(zoo):
+    from opensem.judge.dev import fit, training_sample
+
+    assert training_sample(open_sem("zoo"), 5) == []  # nothing forged yet
+    zoo.processed_dir.mkdir(parents=True)
+    rows = [{"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": f"Q{k}?"},
+                          {"role": "assistant", "content": f"Answer number {k} is here."}]} for k in range(10)]
+    (zoo.processed_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sample = training_sample(open_sem("zoo"), 4)
+    assert len(sample) == 4 and sample == training_sample(open_sem("zoo"), 4)  # the same pairs every call
+    assert all(q.startswith("Q") and a.startswith("Answer number") for q, a in sample)
+    result = fit(sample, ["I do not know."] * 4, [a for _, a in sample[:3]] + ["Answer number x"])
+    assert result["tuned_reproduced"] == 3 and result["base_reproduced"] == 0 and result["base_f1"] == 0.0
+    assert 0.75 < result["tuned_f1"] < 1.0

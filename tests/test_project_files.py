@@ -99,6 +99,9 @@ def test_an_outcome_row_fills_every_column_and_says_how_many_facts_the_pairs_tea
     row = _row(r)
     assert row.count("|") == HEADER.count("|") and "| 9/44, 7/27 |" in row and row.endswith("| not met |")
     assert "| n/a |" in _row({**r, "coverage": {}})
+    dev = {"base_recall": 0.07, "tuned_recall": 0.1, "gain": 0.03, "ci_low": -0.05, "ci_high": 0.13,
+           "fit": {"n": 30, "base_reproduced": 0, "tuned_reproduced": 8}}
+    assert "| 7% -> 10%, +3 [-5, +13]; 0 -> 8 of 30 |" in _row({**r, "dev": dev})
     assert _row({"sem": "sqlite", "seed": 42, "error": ["boom"], "minutes": 1.0}).count("|") == HEADER.count("|")
 
 

@@ -62,19 +62,53 @@ def accuracy(sem: Sem, cfg: Config, adapter: str) -> float:
     return sum(recalls) / len(recalls)
 
 
-def run(sem: Sem, cfg: Config, adapter: str | None = None) -> dict:
+def training_sample(sem: Sem, n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Up to n (question, answer) pairs of the forge's train.jsonl, the same ones on every call."""
+    import json
+    import random
+
+    path = sem.processed_dir / "train.jsonl"
+    if n <= 0 or not path.is_file():
+        return []
+    rows = [json.loads(line)["messages"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pairs = [([m for m in r if m["role"] == "user"][-1]["content"], r[-1]["content"]) for r in rows]
+    return random.Random(seed).sample(pairs, min(n, len(pairs)))
+
+
+def fit(sample: list[tuple[str, str]], base_answers: list[str], tuned_answers: list[str]) -> dict:
+    """How well the adapter learnt its own pairs: asked training questions, how close each model's
+    answer is to the trained answer (token F1) and how many it reproduces (F1 >= 0.8). A recipe
+    whose adapter reproduces few of its pairs has not learnt its data, whatever it does on new
+    questions; the base model's numbers are the floor."""
+    from opensem.judge.offline import token_f1
+
+    base = [token_f1(a, t) for a, (_, t) in zip(base_answers, sample)]
+    tuned = [token_f1(a, t) for a, (_, t) in zip(tuned_answers, sample)]
+    n = len(sample)
+    return {"n": n, "base_f1": sum(base) / n, "tuned_f1": sum(tuned) / n,
+            "base_reproduced": sum(f >= REPRODUCED for f in base), "tuned_reproduced": sum(f >= REPRODUCED for f in tuned)}
+
+
+REPRODUCED = 0.8  # token F1 at which an answer counts as the trained answer
+
+
+def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30) -> dict:
     """Answer the dev set with the base model and with the adapter (default: the newest), and
-    compare their key-fact accuracy item by item."""
+    compare their key-fact accuracy item by item. Also asks `fit_sample` training questions
+    (0: none), to say how well the adapter learnt its pairs (`fit`)."""
     from opensem.judge.evaluate import _answer, _check_same_base, resolve_adapter
     from opensem.judge.stats import paired_diff_ci
 
     items = load_dev_set(sem)
     folder = resolve_adapter(sem, adapter)
     _check_same_base(folder, cfg)  # the base it is compared with must be the one it was trained on
-    questions = [i.question for i in items]
-    console.print(f"[bold]dev[/bold] {sem.name}: {len(items)} dev questions, base vs adapter {folder.name}")
-    base_answers = _answer(sem, cfg, questions, "baseline", None, None)[0]
-    tuned_answers = _answer(sem, cfg, questions, "evaluate", folder.name, None)[0]
+    sample = training_sample(sem, fit_sample)
+    questions = [i.question for i in items] + [q for q, _ in sample]  # one model load each
+    console.print(f"[bold]dev[/bold] {sem.name}: {len(items)} dev questions and {len(sample)} training questions, "
+                  f"base vs adapter {folder.name}")
+    base_all = _answer(sem, cfg, questions, "baseline", None, None)[0]
+    tuned_all = _answer(sem, cfg, questions, "evaluate", folder.name, None)[0]
+    base_answers, tuned_answers = base_all[:len(items)], tuned_all[:len(items)]
     base, tuned = score(items, base_answers), score(items, tuned_answers)
     gain, low, high = paired_diff_ci(tuned, base, cfg.registry.confidence, cfg.registry.bootstrap_resamples)
     result = {
@@ -85,8 +119,15 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None) -> dict:
         "items": [{"id": i.id, "question": i.question, "base": a, "base_recall": b, "tuned": t, "tuned_recall": r}
                   for i, a, b, t, r in zip(items, base_answers, base, tuned_answers, tuned)],
     }
+    if sample:
+        result["fit"] = fit(sample, base_all[len(items):], tuned_all[len(items):])
     console.print(f"dev key-fact accuracy {result['base_recall']:.0%} -> {result['tuned_recall']:.0%} "
                   f"({100 * gain:+.0f} points, {cfg.registry.confidence:.0%} CI [{100 * low:+.0f}, {100 * high:+.0f}]); "
                   f"{result['better']} items better, {result['worse']} worse", highlight=False)
+    if sample:
+        f = result["fit"]
+        console.print(f"training answers reproduced (token F1 >= {REPRODUCED}): base {f['base_reproduced']} of {f['n']}, "
+                      f"adapter {f['tuned_reproduced']} of {f['n']} (mean F1 {f['base_f1']:.2f} -> {f['tuned_f1']:.2f})",
+                      highlight=False)
     return result
 
