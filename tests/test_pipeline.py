@@ -111,6 +111,7 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     assert len(page.images) == 2 and all(src.startswith("data:image/png;base64,") for src in page.images)
     markdown = (widgets.reports_dir / "report.md").read_text()
     assert "Version 2" in html and markdown.startswith("# OpenSEM report: widgets")
+    assert "Facts taught (golden set):" in markdown and "Facts taught (golden set):" in html  # from the forge manifest
     assert "(recipe `smollm2/135m_lora_cpu`)" in markdown  # lineage: which recipe trained the adapter
     trained = json.loads((widgets.adapters_dir / state["stages"]["train"]["run_name"] / "training_metadata.json").read_text())
     cpt = trained["cpt"]
