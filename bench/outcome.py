@@ -209,10 +209,10 @@ def _row(r: dict) -> str:
             f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {_taught(r['coverage'])} | {held_out} | {dev_cell} | {r['complete']:.0%}, {r['short']:.0%} | {r['decision']} | {r['minutes']:.1f} | {'met' if _met(r) else 'not met'} |")
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:] or None)
-
-
 def _taught(coverage: dict) -> str:
     """"12/52, 10/30": items of the golden and dev set whose key facts one training answer states."""
     return ", ".join(f"{c['taught']}/{c['items']}" for c in coverage.values()) or "n/a"
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or None)

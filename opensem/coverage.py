@@ -26,6 +26,7 @@ from pathlib import Path
 
 from opensem.workspace import Sem
 
+
 @dataclass
 class ItemCoverage:
     id: str

@@ -150,14 +150,12 @@ def extract_pairs(chunk: Chunk, about_questions: bool = False) -> list[tuple[str
     return _unique([(q, a) for q, a in pairs if not points_outside(q)])
 
 
-# a name a sentence is about: quoted, or written as code (an underscore, a slash, a dot inside, or
-# parentheses after it), or in capitals
 # a name a sentence mentions: quoted, written as code (backticks; an underscore, a slash or "()"
 # in a word), or a run of words in capitals ("INTEGER PRIMARY KEY", not the "PRIMARY" of "KEYs")
 _NAMED = re.compile(r"[\"“](?P<quoted>[^\"”?!,]{2,40})[\"”]|`(?P<code>[^`]{2,40})`"
                     r"|(?P<ident>\b[A-Za-z][\w.-]*(?:_|/|\(\))[\w./()-]*)"
                     r"|(?P<caps>\b[A-Z][A-Z0-9_]{2,}(?:\s+[A-Z][A-Z0-9_]+)*)(?![\w-])")
-_LABEL = re.compile(r"^(?P<q>[\"“])(?P<label>[^\"”:]{2,40})[\"”]:\s+(?P<body>[A-Z].+)$")  # '"noopt": The presence of ...'
+_LABEL = re.compile(r"^[\"“](?P<label>[^\"”:]{2,40})[\"”]:\s+(?P<body>[A-Z].+)$")  # '"noopt": The presence of ...'
 # capitals that are emphasis or a note's label, not a name
 _NOT_A_NAME = {"not", "and", "the", "must", "should", "may", "all", "any", "none", "note", "warning", "update", "only", "never", "and/or"}
 
