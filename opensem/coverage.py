@@ -19,11 +19,10 @@ and only counts the golden set's.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from opensem.io import read_jsonl
 from opensem.workspace import Sem
 
 
@@ -92,12 +91,8 @@ def from_processed(sem: Sem) -> dict[str, list[ItemCoverage]]:
     for path in (train, corpus):
         if not path.is_file():
             raise OpenSEMError(f"no forge output at {path}: run `opensem forge --sem {sem.name}` first")
-    answers = [json.loads(line)["messages"][-1]["content"] for line in _lines(train)]
-    return measure(sem, answers, [json.loads(line) for line in _lines(corpus)])
-
-
-def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    answers = [row["messages"][-1]["content"] for row in read_jsonl(train)]
+    return measure(sem, answers, read_jsonl(corpus))
 
 
 def as_manifest(coverage: dict[str, list[ItemCoverage]]) -> dict:
