@@ -183,7 +183,7 @@ def new_sem(name: Annotated[str, typer.Argument(help="Short name: lowercase lett
     out.print(f"Next: put documents in {sem.raw_dir.relative_to(sem.root)}/, write the golden set, then `opensem forge --sem {name}`.")
 
 
-golden_app = typer.Typer(help="Golden-set tools: check that key facts tell right answers from wrong ones.", no_args_is_help=True)
+golden_app = typer.Typer(help="Golden-set tools: check that key facts tell right answers from wrong ones; measure how many of the asked facts the training pairs state.", no_args_is_help=True)
 app.add_typer(golden_app, name="golden")
 
 
