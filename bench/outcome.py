@@ -7,7 +7,9 @@ fine-tuned with the paired 95% interval, the shuffled and echo controls, the for
 (pairs per KB of text), the registry gate's decision, and minutes; where the SEM has a dev set
 (evals/<sem>/dev_set.json), `opensem dev` on the new adapter: the number to choose settings by,
 so that the golden gain stays a number that nothing was chosen by, and how many of 30 training
-questions the base model and the adapter answer with the trained answer (has it learnt its pairs?).
+questions the base model and the adapter answer with the trained answer (has it learnt its pairs?),
+and the dev accuracy on the items a training answer teaches (does what it learnt carry over to
+questions asked in other words?).
 "facts taught" counts the golden and dev items whose key facts a training answer states
 (opensem/coverage.py).
 
@@ -38,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEMS = ["legal", "debian-policy", "sqlite"]
 TARGET_POINTS = 10
 HEADER = ("| SEM | seed | key-fact accuracy | gain (95% CI) | controls: shuffled pass, echo mean | pairs per KB "
-          "| facts taught: golden, dev | held-out loss | dev key-fact accuracy, gain; training answers reproduced | answers: complete, <= 2 sentences "
+          "| facts taught: golden, dev | held-out loss | dev key-fact accuracy, gain; training answers reproduced; taught items | answers: complete, <= 2 sentences "
           "| gate | minutes | target |")
 
 
@@ -204,6 +206,9 @@ def _row(r: dict) -> str:
                 if dev else (f"failed: {r['dev_error']}" if r.get("dev_error") else "no dev set"))
     if dev and dev.get("fit"):
         dev_cell += f"; {dev['fit']['base_reproduced']} -> {dev['fit']['tuned_reproduced']} of {dev['fit']['n']}"
+    taught = (dev or {}).get("by_coverage", {}).get("taught", {})
+    if taught.get("n"):
+        dev_cell += f"; taught items {taught['base_recall']:.0%} -> {taught['tuned_recall']:.0%}"
     return (f"| {r['sem']} | {seed} | {r['baseline']:.0%} -> {r['tuned']:.0%} | {100 * r['gain']:+.0f} points [{100 * r['low']:+.0f}, {100 * r['high']:+.0f}] "
             f"| {r['shuffled_pass']:.0%}, {r['echo_mean']:.2f}{' (judge unreliable)' if r['unreliable'] == 'true' else ''} "
             f"| {r['pairs_per_kb']} ({r['pairs']} pairs) | {_taught(r['coverage'])} | {held_out} | {dev_cell} | {r['complete']:.0%}, {r['short']:.0%} | {r['decision']} | {r['minutes']:.1f} | {'met' if _met(r) else 'not met'} |")

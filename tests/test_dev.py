@@ -117,6 +117,9 @@ def test_dev_compares_base_and_adapter_on_the_dev_questions(zoo, tmp_path):
     fit = result["fit"]
     assert fit["n"] == 4 and fit["tuned_f1"] > fit["base_f1"] and fit["tuned_reproduced"] >= fit["base_reproduced"]
     assert "training answers reproduced" in " ".join(done.output.split())
+    # both dev answers are training answers here: every item is taught, the split says so
+    assert result["by_coverage"]["taught"]["n"] == 2 and result["by_coverage"]["untaught"]["n"] == 0
+    assert all(i["taught"] for i in result["items"]) and "taught items 2:" in done.output
 
 
 def test_fit_compares_answers_with_the_trained_ones(zoo):
@@ -133,3 +136,21 @@ def test_fit_compares_answers_with_the_trained_ones(zoo):
     result = fit(sample, ["I do not know."] * 4, [a for _, a in sample[:3]] + ["Answer number x"])
     assert result["tuned_reproduced"] == 3 and result["base_reproduced"] == 0 and result["base_f1"] == 0.0
     assert 0.75 < result["tuned_f1"] < 1.0
+
+
+def test_dev_accuracy_splits_by_whether_a_training_answer_teaches_the_facts(zoo):
+    from opensem.judge.dev import by_coverage, load_dev_set, taught_ids
+
+    zoo.dev_set.write_text(json.dumps(DEV))
+    items = load_dev_set(open_sem("zoo"))
+    assert taught_ids(open_sem("zoo"), items) is None  # nothing forged: no split
+    zoo.processed_dir.mkdir(parents=True)
+    rows = [{"messages": [{"role": "user", "content": "What do they eat?"}, {"role": "assistant", "content": "Zorblats eat copper wire."}]},
+            {"messages": [{"role": "user", "content": "How old?"}, {"role": "assistant", "content": "Frobnits get old."}]}]
+    (zoo.processed_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    taught = taught_ids(open_sem("zoo"), items)
+    assert taught == {"d1"}  # "copper" is taught; no answer says ninety
+    split = by_coverage(items, taught, base=[0.0, 1.0], tuned=[1.0, 0.0])
+    assert split["taught"] == {"n": 1, "base_recall": 0.0, "tuned_recall": 1.0}
+    assert split["untaught"] == {"n": 1, "base_recall": 1.0, "tuned_recall": 0.0}
+    assert by_coverage(items, set(), [0.5, 0.5], [1.0, 1.0])["taught"] == {"n": 0, "base_recall": None, "tuned_recall": None}

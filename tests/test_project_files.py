@@ -102,6 +102,8 @@ def test_an_outcome_row_fills_every_column_and_says_how_many_facts_the_pairs_tea
     dev = {"base_recall": 0.07, "tuned_recall": 0.1, "gain": 0.03, "ci_low": -0.05, "ci_high": 0.13,
            "fit": {"n": 30, "base_reproduced": 0, "tuned_reproduced": 8}}
     assert "| 7% -> 10%, +3 [-5, +13]; 0 -> 8 of 30 |" in _row({**r, "dev": dev})
+    split = {"taught": {"n": 7, "base_recall": 0.0, "tuned_recall": 0.14}, "untaught": {"n": 20, "base_recall": 0.1, "tuned_recall": 0.1}}
+    assert "| 7% -> 10%, +3 [-5, +13]; 0 -> 8 of 30; taught items 0% -> 14% |" in _row({**r, "dev": {**dev, "by_coverage": split}})
     assert _row({"sem": "sqlite", "seed": 42, "error": ["boom"], "minutes": 1.0}).count("|") == HEADER.count("|")
 
 

@@ -93,10 +93,38 @@ def fit(sample: list[tuple[str, str]], base_answers: list[str], tuned_answers: l
 REPRODUCED = 0.8  # token F1 at which an answer counts as the trained answer
 
 
+def taught_ids(sem: Sem, items) -> set[str] | None:
+    """The dev items whose key facts one training answer states in full (opensem/coverage.py),
+    by the forge output on disk; None where there is none."""
+    from opensem.coverage import item_coverage
+    from opensem.io import read_jsonl
+
+    path = sem.processed_dir / "train.jsonl"
+    if not path.is_file():
+        return None
+    answers = [row["messages"][-1]["content"] for row in read_jsonl(path)]
+    return {row.id for row in item_coverage(items, answers, []) if row.taught == 1}
+
+
+def by_coverage(items, taught: set[str], base: list[float], tuned: list[float]) -> dict:
+    """Key-fact accuracy on the items a training answer teaches and on the others. Where the
+    adapter gains no more on the taught items than on the rest, what it learnt from its pairs
+    does not carry over to a question asked in other words."""
+    out = {}
+    for name, wanted in (("taught", True), ("untaught", False)):
+        picked = [(b, t) for i, b, t in zip(items, base, tuned) if (i.id in taught) == wanted]
+        n = len(picked)
+        out[name] = {"n": n, "base_recall": sum(b for b, _ in picked) / n if n else None,
+                     "tuned_recall": sum(t for _, t in picked) / n if n else None}
+    return out
+
+
 def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30) -> dict:
     """Answer the dev set with the base model and with the adapter (default: the newest), and
     compare their key-fact accuracy item by item. Also asks `fit_sample` training questions
-    (0: none), to say how well the adapter learnt its pairs (`fit`)."""
+    (0: none), to say how well the adapter learnt its pairs (`fit`), and splits the accuracy by
+    whether the forge output on disk teaches an item's facts (`by_coverage`; it should be the
+    output the adapter was trained on)."""
     from opensem.judge.evaluate import _answer, _check_same_base, resolve_adapter
     from opensem.judge.stats import paired_diff_ci
 
@@ -122,6 +150,11 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30)
     }
     if sample:
         result["fit"] = fit(sample, base_all[len(items):], tuned_all[len(items):])
+    taught = taught_ids(sem, items)
+    if taught is not None:
+        result["by_coverage"] = by_coverage(items, taught, base, tuned)
+        for row in result["items"]:
+            row["taught"] = row["id"] in taught
     console.print(f"dev key-fact accuracy {result['base_recall']:.0%} -> {result['tuned_recall']:.0%} "
                   f"({100 * gain:+.0f} points, {cfg.registry.confidence:.0%} CI [{100 * low:+.0f}, {100 * high:+.0f}]); "
                   f"{result['better']} items better, {result['worse']} worse", highlight=False)
@@ -130,5 +163,9 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30)
         console.print(f"training answers reproduced (token F1 >= {REPRODUCED}): base {f['base_reproduced']} of {f['n']}, "
                       f"adapter {f['tuned_reproduced']} of {f['n']} (mean F1 {f['base_f1']:.2f} -> {f['tuned_f1']:.2f})",
                       highlight=False)
+    if taught is not None:
+        console.print("; ".join(f"{name} items {c['n']}: " + (f"{c['base_recall']:.0%} -> {c['tuned_recall']:.0%}" if c["n"] else "none")
+                                for name, c in result["by_coverage"].items())
+                      + " (taught: a training answer states all their key facts)", highlight=False)
     return result
 
