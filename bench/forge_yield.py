@@ -2,8 +2,8 @@
 
 Per corpus: KB of text after ingest, pairs the extractive teacher writes and the faithfulness and
 quality checks keep (before near-duplicate removal and decontamination, which depend on the run),
-pairs per KB, the share of yes/no answers, and the rejections by reason (`--about`: with
-forge.teacher.about_questions on). The corpora: the three
+pairs per KB, the share of yes/no answers, and the rejections by reason (`--about` or `--about=every`:
+with that forge.teacher.about_questions). The corpora: the three
 sample SEMs, and any folder named on the command line - a real corpus nobody here wrote, with no
 golden set, so that a change to the teacher is checked on text it was not written against. Two
 that Debian ships and were used that way (not part of the project):
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEMS = ["legal", "debian-policy", "sqlite"]
 
 
-def measure(folder: Path, about_questions: bool = False) -> dict:
+def measure(folder: Path, about_questions: str = "off") -> dict:
     from opensem.config import load_config
     from opensem.forge.chunk import chunk_document
     from opensem.forge.extractive import extract_pairs, unfaithful
@@ -51,10 +51,10 @@ def measure(folder: Path, about_questions: bool = False) -> dict:
 
 
 def main(args: list[str] | None = None) -> dict:
-    """args: folders of documents; `--about` turns on forge.teacher.about_questions."""
+    """args: folders of documents; `--about=MODE` sets forge.teacher.about_questions."""
     args = list(args or [])
-    about = "--about" in args
-    args = [a for a in args if a != "--about"]
+    about = next((a.split("=", 1)[1] if "=" in a else "unmatched" for a in args if a.split("=")[0] == "--about"), "off")
+    args = [a for a in args if a.split("=")[0] != "--about"]
     folders = {sem: ROOT / "data" / sem / "raw" for sem in SEMS} | {Path(a).name: Path(a) for a in args}
     print("| corpus | KB | pairs kept | per KB | yes/no share | rejected |")
     print("| --- | --- | --- | --- | --- | --- |")

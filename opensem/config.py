@@ -213,10 +213,18 @@ class TeacherConfig(Section):
     prompt_template: str | None = None
     """Path to a prompt template file; default: opensem/templates/teacher_prompt.txt."""
 
-    about_questions: bool = False
-    """extractive only: a sentence that no other pattern asks about, but that names something
-    (quoted, written as code, or in capitals), is asked about by that name: "What does section
-    4.9.1 say about nostrip?" -> the sentence. More of the documents' facts get a question."""
+    about_questions: Literal["off", "unmatched", "every"] = "off"
+    """extractive only: a sentence that names something (quoted, written as code, or in capitals)
+    is also asked about by that name: "What does section 4.9.1 say about nostrip?" -> the
+    sentence. `unmatched`: only sentences no other pattern asks about (more of the documents'
+    facts get a question); `every`: every such sentence, so that a fact is asked in two ways
+    (its pattern's question and its name's) and is less bound to one wording. true means
+    unmatched, false off."""
+
+    @field_validator("about_questions", mode="before")
+    @classmethod
+    def _about_questions_from_bool(cls, value: Any) -> Any:
+        return {True: "unmatched", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     max_concurrency: int = Field(8, gt=0)
     """Teacher requests in flight at once."""

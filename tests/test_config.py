@@ -134,3 +134,14 @@ def test_a_literal_storage_password_is_refused_and_not_echoed(project, url, refu
     with pytest.raises(ConfigError) as exc:
         load_config(project, "legal", [f"sweep.storage={url}"])
     assert "holds a password" in str(exc.value) and "hunter2" not in str(exc.value)
+
+
+def test_about_questions_takes_its_modes_and_the_old_booleans(project):
+    def about(value):
+        return load_config(project, "legal", [f"forge.teacher.about_questions={value}"]).forge.teacher.about_questions
+
+    assert load_config(project, "legal").forge.teacher.about_questions == "off"
+    assert about("every") == "every" and about("unmatched") == "unmatched"
+    assert about("true") == "unmatched" and about("false") == "off" and about("off") == "off"  # YAML reads off as false
+    with pytest.raises(ConfigError, match="about_questions"):
+        about("always")

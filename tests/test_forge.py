@@ -186,8 +186,9 @@ def test_extractive_user_question_shapes():
 
 
 def test_about_questions_ask_what_no_other_pattern_asks_by_the_name_a_sentence_mentions():
-    """forge.teacher.about_questions: a sentence that yields no other pair, but names an option,
-    a file or a keyword, is asked about by that name; off, it asks nothing."""
+    """forge.teacher.about_questions: unmatched, a sentence that yields no other pair, but names an
+    option, a file or a keyword, is asked about by that name; every, a sentence with a pair of its
+    own is asked about by its name too; off, it asks nothing."""
     text = (
         '"noopt": The presence of this tag means that the package should be compiled with a minimum of optimization.\n'
         "Secondly, required targets may write to \"/tmp\" but must not depend on the contents of it.\n"
@@ -195,11 +196,12 @@ def test_about_questions_ask_what_no_other_pattern_asks_by_the_name_a_sentence_m
         "It is a quiet and sunny afternoon in the garden and nothing much is happening there.\n"
         "The SQL parser reads SQL text. The SQL text is stored, and later SQL statements reuse it.\n"
         "An invitation to treat is not an offer.\n"
+        'The "nostrip" tag must not be used by packages in the main archive area.\n'
     )
     chunk = Chunk("d#0", "d", "Debian Policy > 4.9.1. Build options", text, 80)
-    assert set(extract_pairs(chunk)) == set(extract_pairs(chunk, about_questions=False))
+    assert set(extract_pairs(chunk)) == set(extract_pairs(chunk, about_questions="off"))
     plain_pairs = dict(extract_pairs(chunk))
-    pairs = dict(extract_pairs(chunk, about_questions=True))
+    pairs = dict(extract_pairs(chunk, about_questions="unmatched"))
     added = {q: a for q, a in pairs.items() if q not in plain_pairs}
     assert added == {
         "What does section 4.9.1 of Debian Policy say about noopt?":
@@ -208,11 +210,16 @@ def test_about_questions_ask_what_no_other_pattern_asks_by_the_name_a_sentence_m
             'Secondly, required targets may write to "/tmp" but must not depend on the contents of it.',
     }  # client/server is no name, the garden sentence names nothing, SQL is said too often to identify a fact
     assert "Is an invitation to treat an offer?" in plain_pairs  # a sentence with a pair of its own gets no about-question
+    nostrip = 'The "nostrip" tag must not be used by packages in the main archive area.'
+    assert plain_pairs['Must the "nostrip" tag be used by packages in the main archive area?'] == "No. " + nostrip
+    every = dict(extract_pairs(chunk, about_questions="every"))
+    assert {q: a for q, a in every.items() if q not in pairs} == {"What does section 4.9.1 of Debian Policy say about nostrip?": nostrip}
+    assert set(plain_pairs) <= set(every)  # the pattern's own question stays beside it
     from opensem.forge.extractive import unfaithful
 
     for question, answer in added.items():
         assert unfaithful(question, answer, chunk) is None
-    unnumbered = dict(extract_pairs(Chunk("d#1", "d", "Build options", text, 80), about_questions=True))
+    unnumbered = dict(extract_pairs(Chunk("d#1", "d", "Build options", text, 80), about_questions="unmatched"))
     assert "What does the section Build options say about noopt?" in unnumbered
 
 

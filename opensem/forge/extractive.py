@@ -98,7 +98,10 @@ def chunk_topic(chunk: Chunk) -> str | None:
     return topic if re.search(r"\s[A-Z]", topic) else _term(topic)  # keep "Statute of Frauds"
 
 
-def extract_pairs(chunk: Chunk, about_questions: bool = False) -> list[tuple[str, str]]:
+def extract_pairs(chunk: Chunk, about_questions: str = "off") -> list[tuple[str, str]]:
+    """Every pair the patterns find in a chunk. about_questions (forge.teacher.about_questions):
+    "unmatched" asks about a sentence no pattern fits by a name it mentions, "every" asks so about
+    every sentence that names something, beside its pattern's questions."""
     pairs: list[tuple[str, str]] = []
     lines = chunk.text.split("\n")
     list_lead: tuple[str, str, str] | None = None  # (count, what, lead sentence) awaiting its items
@@ -143,7 +146,9 @@ def extract_pairs(chunk: Chunk, about_questions: bool = False) -> list[tuple[str
                 definitions.append((*defined, plain(raw)))
             antecedent = term or antecedent
             found = _sentence_pairs(raw, chunk.heading, antecedent if not term else None, section_term, terms)
-            pairs.extend(found or (_about_pairs(raw, chunk) if about_questions else []))
+            if about_questions == "every" or (about_questions == "unmatched" and not found):
+                found = found + _about_pairs(raw, chunk)
+            pairs.extend(found)
         antecedent = None  # a paragraph ends
     pairs.extend(difference_pairs(definitions))
     pairs.extend(section_pairs(chunk))
@@ -177,11 +182,10 @@ def _names(raw: str, sentence: str, chunk: Chunk) -> list[str]:
 
 
 def _about_pairs(raw: str, chunk: Chunk) -> list[tuple[str, str]]:
-    """A sentence no other pattern asked about, asked about by a name it mentions, as users ask
-    about a named option, file or keyword: '"nostrip": This tag means that the debugging symbols
+    """A sentence asked about by a name it mentions, as users ask about a named option, file or
+    keyword (forge.teacher.about_questions says which sentences): '"nostrip": This tag means that the debugging symbols
     should not be stripped ...' -> "What does section 4.9.1 say about nostrip?". The answer is
-    the sentence; a sentence that names nothing, or is no complete sentence, asks nothing.
-    (forge.teacher.about_questions)"""
+    the sentence; a sentence that names nothing, or is no complete sentence, asks nothing."""
     sentence = plain(raw)
     label = _LABEL.match(sentence)
     if not (40 <= len(sentence) <= 400) or sentence.endswith(("?", ":")) or not is_complete_sentence(label["body"] if label else sentence):
@@ -693,7 +697,7 @@ class ExtractiveTeacher:
     provider = "extractive"
     name = "extractive"
 
-    def __init__(self, about_questions: bool = False):
+    def __init__(self, about_questions: str = "off"):
         self.about_questions = about_questions
 
     async def ask(self, chunk: Chunk, n_pairs: int | None) -> Completion:
