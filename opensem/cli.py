@@ -123,8 +123,9 @@ def dev(
 ) -> None:
     """Compare the base model and an adapter on the SEM's dev set (evals/SEM/dev_set.json): the
     questions to choose settings by, so the golden set stays an unseen test. Key-fact accuracy
-    with the paired 95% interval, and how many of its own training answers the adapter
-    reproduces; nothing is registered."""
+    with the paired 95% interval, how many of its own training answers the adapter reproduces,
+    and the accuracy on the items its training pairs teach against the others; nothing is
+    registered."""
     from pathlib import Path
 
     from opensem.config import load_config

@@ -91,8 +91,12 @@ def from_processed(sem: Sem) -> dict[str, list[ItemCoverage]]:
     for path in (train, corpus):
         if not path.is_file():
             raise OpenSEMError(f"no forge output at {path}: run `opensem forge --sem {sem.name}` first")
-    answers = [row["messages"][-1]["content"] for row in read_jsonl(train)]
-    return measure(sem, answers, read_jsonl(corpus))
+    return measure(sem, training_answers(train), read_jsonl(corpus))
+
+
+def training_answers(train_jsonl) -> list[str]:
+    """The answers of the forge's training pairs (each row's last message)."""
+    return [row["messages"][-1]["content"] for row in read_jsonl(train_jsonl)]
 
 
 def as_manifest(coverage: dict[str, list[ItemCoverage]]) -> dict:

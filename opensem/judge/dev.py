@@ -96,14 +96,12 @@ REPRODUCED = 0.8  # token F1 at which an answer counts as the trained answer
 def taught_ids(sem: Sem, items) -> set[str] | None:
     """The dev items whose key facts one training answer states in full (opensem/coverage.py),
     by the forge output on disk; None where there is none."""
-    from opensem.coverage import item_coverage
-    from opensem.io import read_jsonl
+    from opensem.coverage import item_coverage, training_answers
 
     path = sem.processed_dir / "train.jsonl"
     if not path.is_file():
         return None
-    answers = [row["messages"][-1]["content"] for row in read_jsonl(path)]
-    return {row.id for row in item_coverage(items, answers, []) if row.taught == 1}
+    return {row.id for row in item_coverage(items, training_answers(path), []) if row.taught == 1}
 
 
 def by_coverage(items, taught: set[str], base: list[float], tuned: list[float]) -> dict:
