@@ -63,18 +63,20 @@ def measure(sem: str, overrides: list[str] = (), seeds: list[int] | None = None)
             if done.returncode != 0:
                 results.append({"sem": sem, "seed": seed, "error": (done.stderr or done.stdout).strip().splitlines()[-1:], "minutes": minutes})
             else:
-                results.append({**_read_runs(root, uri, sem, seed), **_dev(root, env, sem, seed), "minutes": minutes})
+                results.append({**_read_runs(root, uri, sem, seed), **_dev(root, env, sem, seed, [*overrides, *seed_set]),
+                                "minutes": minutes})
             print(_row(results[-1]), flush=True)
         return results
 
 
-def _dev(root: Path, env: dict, sem: str, seed: int | None) -> dict:
+def _dev(root: Path, env: dict, sem: str, seed: int | None, overrides: list[str]) -> dict:
     """`opensem dev` on the adapter just trained, where the SEM has a dev set: the number to
-    choose settings by (the golden gain above is the one to report)."""
+    choose settings by (the golden gain above is the one to report). Asked with the pipeline's
+    overrides, so that both models answer as the pipeline's did (retrieval on or off)."""
     if not (root / "evals" / sem / "dev_set.json").is_file():
         return {}
     out = root / "dev.json"
-    done = subprocess.run([sys.executable, "-m", "opensem", "dev", "--sem", sem, "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "opensem", "dev", "--sem", sem, "--out", str(out), *overrides],
                           cwd=root, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         return {"dev_error": (done.stderr or done.stdout).strip().splitlines()[-1:]}

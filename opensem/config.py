@@ -135,7 +135,8 @@ class TrainingConfig(Section):
     """Device steps per optimizer step."""
 
     max_length: int = Field(256, gt=8)
-    """Longest tokenized example; longer ones are truncated."""
+    """Longest tokenized example; longer ones are truncated. With retrieval on, a pair may be
+    longer by its excerpts (retrieval.top_k x retrieval.passage_tokens): see pair_max_length."""
 
     packing: bool = False
     """Pack several examples into one sequence. Slow on CPU; useful on GPUs."""
@@ -311,6 +312,24 @@ class GenerationConfig(Section):
     is one, else the CPU in fp32; cpu gives the same answers as a CPU-only machine (16-bit greedy
     decoding on a GPU can choose other tokens). Keep one setting for a baseline and the adapters
     compared with it."""
+
+
+# --------------------------------------------------------------------------------------------
+# retrieval (open book: questions asked with passages of the SEM's documents)
+# --------------------------------------------------------------------------------------------
+class RetrievalConfig(Section):
+    enabled: bool = False
+    """Open book: every question - the baseline's, the adapter's, the served model's and the
+    forge's training pairs - is asked with the top_k passages of the SEM's documents that best
+    match it (TF-IDF) before it in the user turn, so the adapter learns to answer from them. The
+    baseline reads the same passages: the gain the gate judges is the fine-tune's alone
+    (opensem/retrieval.py). Changing it needs a new forge, baseline and adapter."""
+
+    top_k: int = Field(2, gt=0)
+    """Passages given with each question."""
+
+    passage_tokens: int = Field(256, gt=16)
+    """Longest passage, in the base model's tokens (a passage never crosses a section)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,11 +544,19 @@ class Config(Section):
     training: TrainingConfig = TrainingConfig()
     forge: ForgeConfig = ForgeConfig()
     generation: GenerationConfig = GenerationConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
     judge: JudgeConfig = JudgeConfig()
     golden: GoldenConfig = GoldenConfig()
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
     sweep: SweepConfig = SweepConfig()
+
+    @property
+    def pair_max_length(self) -> int:
+        """Longest training pair in tokens: training.max_length, plus room for the excerpts
+        when retrieval is on (the cpt phase's windows stay at training.max_length)."""
+        r = self.retrieval
+        return self.training.max_length + (r.top_k * r.passage_tokens if r.enabled else 0)
 
     def digest(self) -> str:
         """Short stable hash of the resolved config, tagged on every run."""

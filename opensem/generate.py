@@ -4,13 +4,27 @@ that compares models (baseline, evaluate, the served model), so their answers ar
 from __future__ import annotations
 
 
-def build_messages(question: str, system_prompt: str | None) -> list[dict]:
+def build_messages(question: str, system_prompt: str | None, context: str | None = None) -> list[dict]:
+    """The chat a model is asked with; retrieved passages (context) lead the user turn."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    if context:
+        from opensem.retrieval import HEADER, QUESTION
+
+        question = f"{HEADER}\n\n{context}\n\n{QUESTION}{question}"
     return messages + [{"role": "user", "content": question}]
 
 
-def answer_questions(model, tokenizer, questions: list[str], system_prompt: str | None, max_new_tokens: int = 96, batch_size: int = 8) -> list[str]:
-    """Greedy answers, batched with left padding (a batch of one gives the same tokens)."""
+def question_of(user_turn: str) -> str:
+    """The question of a user turn build_messages wrote, with or without passages."""
+    from opensem.retrieval import HEADER, QUESTION
+
+    return user_turn.rsplit(f"\n\n{QUESTION}", 1)[-1] if user_turn.startswith(HEADER) else user_turn
+
+
+def answer_questions(model, tokenizer, questions: list[str], system_prompt: str | None, max_new_tokens: int = 96, batch_size: int = 8,
+                     retriever=None) -> list[str]:
+    """Greedy answers, batched with left padding (a batch of one gives the same tokens); with a
+    retriever (opensem/retrieval.py) each question is asked with its passages."""
     import torch
 
     tokenizer.padding_side = "left"
@@ -20,7 +34,8 @@ def answer_questions(model, tokenizer, questions: list[str], system_prompt: str 
     model.eval()
     for start in range(0, len(questions), batch_size):
         batch = questions[start : start + batch_size]
-        prompts = [tokenizer.apply_chat_template(build_messages(q, system_prompt), add_generation_prompt=True, tokenize=False) for q in batch]
+        prompts = [tokenizer.apply_chat_template(build_messages(q, system_prompt, retriever.context(q) if retriever else None),
+                                                 add_generation_prompt=True, tokenize=False) for q in batch]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
             out = model.generate(

@@ -41,9 +41,12 @@ class Pair:
     answer: str
     chunk: Chunk
 
-    def messages(self, system_prompt: str | None) -> dict:
-        # the same prompt the model is asked with at evaluation (generate.build_messages)
-        return {"messages": build_messages(self.question, system_prompt) + [{"role": "assistant", "content": self.answer}]}
+    def messages(self, system_prompt: str | None, retriever=None) -> dict:
+        # the same prompt the model is asked with at evaluation (generate.build_messages): with
+        # retrieval on, the passages found for the question, as at evaluation - not the pair's
+        # own chunk, which an evaluated question does not come with
+        context = retriever.context(self.question) if retriever else None
+        return {"messages": build_messages(self.question, system_prompt, context) + [{"role": "assistant", "content": self.answer}]}
 
 
 def run(sem: Sem, cfg: Config) -> dict:
@@ -69,9 +72,9 @@ def run(sem: Sem, cfg: Config) -> dict:
         kept, rejected = _filter(replies, cfg, golden)
         train, test = split_by_chunk(kept, fc.test_fraction, fc.seed)
         out = sem.processed_dir
-        system = cfg.model.system_prompt
-        atomic_write_jsonl(out / "train.jsonl", (p.messages(system) for p in train))
-        atomic_write_jsonl(out / "test.jsonl", (p.messages(system) for p in test))
+        system, retriever = cfg.model.system_prompt, _retriever(sem, cfg, base_dir)
+        atomic_write_jsonl(out / "train.jsonl", (p.messages(system, retriever) for p in train))
+        atomic_write_jsonl(out / "test.jsonl", (p.messages(system, retriever) for p in test))
         atomic_write_jsonl(out / "rejected.jsonl", rejected)
         # the documents as read (reflowed, markup removed): what training's cpt phase reads
         atomic_write_jsonl(out / "corpus.jsonl", ({"document": d.name, "text": d.text} for d in docs))
@@ -98,6 +101,10 @@ def run(sem: Sem, cfg: Config) -> dict:
             "test": len(test),
             "rejected": dict(sorted(reasons.items())),
             "coverage": covered,
+            # the pairs' prompts carry these passages; training checks it asks the same way
+            "retrieval": cfg.retrieval.model_dump() if cfg.retrieval.enabled else None,
+            # how often the passages found for a pair's question hold its answer: retrieval's recall
+            "answer_in_passages": _answer_in_passages(kept, retriever),
             "budget_exhausted": budget.exhausted,
             **usage,
             "config_digest": cfg.digest(),
@@ -139,7 +146,7 @@ def run(sem: Sem, cfg: Config) -> dict:
             tracking.log_jsonl_dataset(out / "test.jsonl", f"{sem.name}-test", "testing")
         tracked.log_artifact(out / "manifest.json", "forge")
         tracked.log_artifact(out / "rejected.jsonl", "forge")
-        tracked.log_text("".join(_jsonl(p.messages(system)) for p in train[:20]), "forge/sample_pairs.jsonl")
+        tracked.log_text("".join(_jsonl(p.messages(system, retriever)) for p in train[:20]), "forge/sample_pairs.jsonl")
 
     _print_summary(sem, manifest)
     if 0 < len(train) < FEW_PAIRS:
@@ -270,6 +277,22 @@ def _token_counter(model_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _answer_in_passages(pairs: list[Pair], retriever) -> float | None:
+    from opensem.retrieval import found
+
+    return round(sum(found(p.answer, retriever.context(p.question)) for p in pairs) / len(pairs), 3) if retriever and pairs else None
+
+
+def _retriever(sem: Sem, cfg: Config, model_dir):
+    if not cfg.retrieval.enabled:
+        return None
+    from transformers import AutoTokenizer
+
+    from opensem.retrieval import for_sem
+
+    return for_sem(sem, cfg, AutoTokenizer.from_pretrained(model_dir))
 
 
 def _raw_digest(sem: Sem, docs) -> str:

@@ -66,13 +66,14 @@ def training_sample(sem: Sem, n: int, seed: int = 0) -> list[tuple[str, str]]:
     """Up to n (question, answer) pairs of the forge's train.jsonl, the same ones on every call."""
     import random
 
+    from opensem.generate import question_of
     from opensem.io import read_jsonl
 
     path = sem.processed_dir / "train.jsonl"
     if n <= 0 or not path.is_file():
         return []
     rows = [row["messages"] for row in read_jsonl(path)]
-    pairs = [([m for m in r if m["role"] == "user"][-1]["content"], r[-1]["content"]) for r in rows]
+    pairs = [(question_of([m for m in r if m["role"] == "user"][-1]["content"]), r[-1]["content"]) for r in rows]
     return random.Random(seed).sample(pairs, min(n, len(pairs)))
 
 

@@ -40,9 +40,14 @@ CONTROLS_TABLE = "eval/controls.json"
 
 
 def prompt_digest(cfg: Config) -> str:
-    """How the model is asked: system prompt and answer length. Answers are compared only when
-    asked the same way, so a new system prompt gets a new baseline rather than the old one."""
-    asked = json.dumps({"system_prompt": cfg.model.system_prompt, "max_new_tokens": cfg.generation.max_new_tokens})
+    """How the model is asked: system prompt, answer length and, when on, the retrieval settings.
+    Answers are compared only when asked the same way, so a new system prompt gets a new
+    baseline rather than the old one, and an open-book adapter is never compared with a
+    closed-book baseline."""
+    asked = {"system_prompt": cfg.model.system_prompt, "max_new_tokens": cfg.generation.max_new_tokens}
+    if cfg.retrieval.enabled:  # left out when off, so the baselines measured before it stay valid
+        asked["retrieval"] = cfg.retrieval.model_dump()
+    asked = json.dumps(asked)
     return hashlib.sha256(asked.encode()).hexdigest()[:12]
 
 
@@ -218,7 +223,10 @@ def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: st
     from opensem.generate import answer_questions
     from opensem.models import load_model_and_tokenizer, resolve_base_model
 
+    from opensem.retrieval import for_sem
+
     model, tokenizer = load_model_and_tokenizer(resolve_base_model(cfg.model.base, sem.base_models_dir), g.device)
+    retriever = for_sem(sem, cfg, tokenizer)
     if stage != "baseline":
         from peft import PeftModel
 
@@ -230,7 +238,7 @@ def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: st
         task = progress.add_task("answering", total=len(questions))
         for k in range(0, len(questions), g.batch_size):
             batch = questions[k:k + g.batch_size]
-            answers += answer_questions(model, tokenizer, batch, cfg.model.system_prompt, g.max_new_tokens, g.batch_size)
+            answers += answer_questions(model, tokenizer, batch, cfg.model.system_prompt, g.max_new_tokens, g.batch_size, retriever)
             progress.advance(task, len(batch))
     seconds = time.perf_counter() - start
     tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
@@ -260,6 +268,12 @@ def _check_same_base(folder: Path, cfg: Config) -> None:
         how = f"--set recipe={trained['recipe']}" if trained.get("recipe") else f"--set model.base={base}"
         raise OpenSEMError(f"adapter {folder.name!r} was trained on {base}, but model.base here is {cfg.model.base}; "
                            f"evaluate it with the config it was trained with: {how}")
+    # and asked as it was trained: open book (with passages) or not (metadata before retrieval: off)
+    retrieval = trained.get("retrieval")
+    if trained and retrieval != (cfg.retrieval.model_dump() if cfg.retrieval.enabled else None):
+        how = " ".join(f"--set retrieval.{k}={v}" for k, v in retrieval.items()) if retrieval else "--set retrieval.enabled=false"
+        raise OpenSEMError(f"adapter {folder.name!r} was trained with retrieval {retrieval or 'off'}, this config has it "
+                           f"{'on' if cfg.retrieval.enabled else 'off'}; evaluate it as it was trained: {how}")
 
 
 def _log_table(tracked, rows: list[dict], artifact: str = TABLE) -> None:

@@ -41,17 +41,18 @@ def _answer(conf: dict, question: str) -> str:
             from peft import PeftModel
 
             from opensem.models import load_model_and_tokenizer, resolve_base_model
+            from opensem.retrieval import for_sem
 
             model, tok = load_model_and_tokenizer(resolve_base_model(cfg.model.base, sem.base_models_dir))
             if conf.get("adapter"):
                 model = PeftModel.from_pretrained(model, str(sem.adapters_dir / conf["adapter"]))
-            _loaded[key] = ("hf", (model, tok), cfg)
+            _loaded[key] = ("hf", (model, tok, for_sem(sem, cfg, tok)), cfg)
     kind, model, cfg = _loaded[key]
     if kind == "pyfunc":
         import pandas as pd
 
         return model.predict(pd.DataFrame({"question": [question]}), params={"max_new_tokens": int(conf["max_new_tokens"])})[0]
-    return answer_questions(model[0], model[1], [question], cfg.model.system_prompt, int(conf["max_new_tokens"]), 1)[0]
+    return answer_questions(model[0], model[1], [question], cfg.model.system_prompt, int(conf["max_new_tokens"]), 1, model[2])[0]
 
 
 def call_api(prompt: str, options: dict, context: dict) -> dict:

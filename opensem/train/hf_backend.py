@@ -110,7 +110,7 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
         **checkpointing,
         # Padding-free batches carry no padding, so there is nothing to truncate against: long
         # examples are dropped beforehand (see stage.py) instead.
-        max_length=None if padding_free else t.max_length,
+        max_length=None if padding_free else cfg.pair_max_length,
         packing=t.packing,
         padding_free=padding_free,
         train_sampling_strategy="group_by_length" if t.group_by_length and not padding_free else "random",

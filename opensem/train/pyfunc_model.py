@@ -1,7 +1,8 @@
 """The class MLflow loads for an OpenSEM adapter (logged as code: see pyfunc.py).
 
 Loads the base model (resolved as training found it) plus the LoRA adapter, and answers
-questions with the same prompt format and greedy decoding as evaluation.
+questions with the same prompt format and greedy decoding as evaluation (open book, from the
+logged passages, when the adapter was trained with retrieval on).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
         self.system_prompt = conf.get("system_prompt")
         self.max_new_tokens = int(conf.get("max_new_tokens", 96))
         self.batch_size = int(conf.get("batch_size", 8))
+        self.retriever = None
+        if "passages" in context.artifacts:
+            from opensem.retrieval import Retriever
+
+            self.retriever = Retriever.load(Path(context.artifacts["passages"]))
 
     # pd.DataFrame: what the logged signature hands over. MLflow infers no schema from this hint
     # (the signature is explicit) and, with a hint present, no longer warns that one is missing.
@@ -45,7 +51,7 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
         else:
             questions = [str(q) for q in model_input]
         max_new = int((params or {}).get("max_new_tokens", self.max_new_tokens))
-        return answer_questions(self.model, self.tokenizer, questions, self.system_prompt, max_new, self.batch_size)
+        return answer_questions(self.model, self.tokenizer, questions, self.system_prompt, max_new, self.batch_size, self.retriever)
 
 
 set_model(AdapterModel())

@@ -53,6 +53,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
         raise OpenSEMError(f"run {run_name!r} already finished ({state_dir}); pick a new name: --set training.run_name=...")
     if t.cpt_epochs:
         check_corpus(sem.processed_dir / "corpus.jsonl", sem.name)
+    _check_forged_retrieval(sem, cfg)
     resume_from = _last_checkpoint(checkpoints)
     base_dir = resolve_base_model(cfg.model.base, sem.base_models_dir)
 
@@ -76,9 +77,10 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             tracking.log_jsonl_dataset(sem.processed_dir / "train.jsonl", f"{sem.name}-train", "training")
 
         model, tokenizer, peft_applied = _load(plan, base_dir, cfg)
-        train_rows, dropped = _fit_length(train_rows, tokenizer, t.max_length)
+        train_rows, dropped = _fit_length(train_rows, tokenizer, cfg.pair_max_length)
         if dropped:
-            console.print(f"  [yellow]{dropped} examples longer than training.max_length={t.max_length} tokens left out[/yellow]")
+            console.print(f"  [yellow]{dropped} examples longer than {cfg.pair_max_length} tokens (training.max_length"
+                          f"{' + the retrieved passages' if cfg.retrieval.enabled else ''}) left out[/yellow]")
         from opensem.train.callbacks import EvalStopCallback, KeepBestCallback, PreemptionCallback, TrackingCallback
         from opensem.train.hf_backend import build_trainer
 
@@ -128,6 +130,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             "mlflow_run_id": tracked.run_id,
             "base_model": cfg.model.base,
             "recipe": cfg.recipe,
+            "retrieval": cfg.retrieval.model_dump() if cfg.retrieval.enabled else None,  # open book: asked with passages
             "base_model_path": str(base_dir),
             "backend": plan.backend,
             "plan": plan.as_dict(),
@@ -161,11 +164,15 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
         if t.merge:
             merge_adapter(out_dir, base_dir, plan, trainer.model, tokenizer)
 
+        from opensem.retrieval import for_sem
         from opensem.train.pyfunc import log_adapter_model
 
+        passages = None
+        if retriever := for_sem(sem, cfg, tokenizer):  # the served model answers from the same passages
+            retriever.save(passages := out_dir / "retrieval_passages.json")
         info = log_adapter_model(
             out_dir, cfg.model.base, sem.base_models_dir, cfg.model.system_prompt,
-            cfg.generation.max_new_tokens, cfg.generation.batch_size, cfg.generation.device,
+            cfg.generation.max_new_tokens, cfg.generation.batch_size, cfg.generation.device, passages,
         )
         tracked.set_tags({"opensem.model_uri": info.model_uri})
         _write_state(state_dir, {"mlflow_run_id": tracked.run_id, "status": "finished", "model_uri": info.model_uri})
@@ -254,6 +261,18 @@ def _final_eval_loss(trainer) -> float:
                 return float(entry["eval_loss"])
             break
     return float(trainer.evaluate()["eval_loss"])
+
+
+def _check_forged_retrieval(sem: Sem, cfg: Config) -> None:
+    """The pairs must be asked as the adapter will be: open book (with passages) or not."""
+    manifest = sem.processed_dir / "manifest.json"
+    if not manifest.is_file():
+        return  # pairs written by hand or by an older forge: nothing recorded to compare
+    forged = json.loads(manifest.read_text(encoding="utf-8")).get("retrieval")
+    wanted = cfg.retrieval.model_dump() if cfg.retrieval.enabled else None
+    if forged != wanted:
+        raise OpenSEMError(f"the forge wrote {sem.processed_dir} with retrieval {forged or 'off'}, this run has it "
+                           f"{wanted or 'off'}: run `opensem forge --sem {sem.name}` with the same settings first")
 
 
 def _fit_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:

@@ -43,7 +43,7 @@ def prepare(model_dir: Path | str, cfg: Config, plan: TrainingPlan):
 
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=str(model_dir),
-        max_seq_length=cfg.training.max_length,
+        max_seq_length=cfg.pair_max_length,
         dtype=dtype,
         load_in_4bit=plan.load_in_4bit,
     )

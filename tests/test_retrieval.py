@@ -1,0 +1,132 @@
+"""Open book (retrieval.enabled): the passages a question is asked with, in every place a model is
+asked - the forge's training pairs, the baseline and the adapter, the served model - and the
+guards that keep a closed-book adapter from being compared with an open-book one."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from opensem.cli import app
+from opensem.config import load_config
+from opensem.generate import build_messages, question_of
+from opensem.io import read_jsonl
+from opensem.retrieval import HEADER, QUESTION, Retriever, found
+from opensem.workspace import open_sem
+
+pytestmark = pytest.mark.usefixtures("bundled_model_dir")
+
+PASSAGES = [
+    "Zorblats\nA Zorblat is teal. Zorblats nest in the roofs of old barns.",
+    "Quimbles\nA Quimble has seven legs and walks sideways.",
+    "Frobnits\nFrobnits live in Oslo, where the winters are long.",
+]
+
+
+def test_the_passage_sharing_the_questions_words_ranks_first_and_ties_keep_document_order():
+    r = Retriever(PASSAGES, top_k=2)
+    assert r.search("How many legs does a Quimble have?")[0] == PASSAGES[1]
+    assert r.search("Where do Frobnits live?")[0] == PASSAGES[2]
+    assert r.search("What colour is a Zorblat?") == r.search("What colour is a Zorblat?")  # deterministic
+    assert r.search("Tell me about nothing in particular") == PASSAGES[:2]  # all scores 0: the first ones
+    assert len(r.context("Where do Frobnits live?").split("\n\n")) == 2
+
+
+def test_passages_lead_the_user_turn_and_the_question_reads_back_from_it():
+    messages = build_messages("Where do Frobnits live?", "Answer briefly.", PASSAGES[2])
+    assert messages[0] == {"role": "system", "content": "Answer briefly."}
+    assert messages[1] == {"role": "user", "content": f"{HEADER}\n\n{PASSAGES[2]}\n\n{QUESTION}Where do Frobnits live?"}
+    assert question_of(messages[1]["content"]) == "Where do Frobnits live?"
+    assert build_messages("Q?", None, "ctx") == [{"role": "user", "content": f"{HEADER}\n\nctx\n\n{QUESTION}Q?"}]
+    assert build_messages("Q?", "S") == [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}]
+    assert question_of("Q?") == "Q?" and question_of("Question: a\n\nQuestion: b") == "Question: a\n\nQuestion: b"
+
+
+def test_saved_passages_load_into_the_same_ranking(tmp_path):
+    r = Retriever(PASSAGES, top_k=1)
+    r.save(tmp_path / "p.json")
+    loaded = Retriever.load(tmp_path / "p.json")
+    assert loaded.top_k == 1 and loaded.search("Where do Frobnits live?") == r.search("Where do Frobnits live?")
+
+
+def test_an_open_book_baseline_is_never_compared_with_a_closed_book_adapter(project):
+    from opensem.judge.evaluate import prompt_digest
+
+    closed = load_config(project, "legal")
+    assert prompt_digest(load_config(project, "legal", ["retrieval.top_k=5"])) == prompt_digest(closed)  # off: unchanged
+    opened = load_config(project, "legal", ["retrieval.enabled=true"])
+    assert prompt_digest(opened) != prompt_digest(closed)
+    assert prompt_digest(load_config(project, "legal", ["retrieval.enabled=true", "retrieval.top_k=3"])) != prompt_digest(opened)
+    assert opened.pair_max_length == closed.training.max_length + 2 * 256 and closed.pair_max_length == closed.training.max_length
+
+
+def test_open_book_forge_writes_pairs_asked_with_the_passages_found_for_their_question(project):
+    on = ["--set", "retrieval.enabled=true", "--set", "retrieval.top_k=2"]
+    assert CliRunner().invoke(app, ["forge", "--sem", "legal", *on]).exit_code == 0
+    sem = open_sem("legal")
+    cfg = load_config(project, "legal", ["retrieval.enabled=true", "retrieval.top_k=2"])
+    from transformers import AutoTokenizer
+
+    from opensem.models import resolve_base_model
+    from opensem.retrieval import for_sem
+
+    retriever = for_sem(sem, cfg, AutoTokenizer.from_pretrained(resolve_base_model(cfg.model.base, sem.base_models_dir)))
+    rows = read_jsonl(sem.processed_dir / "train.jsonl") + read_jsonl(sem.processed_dir / "test.jsonl")
+    for row in rows:
+        system, user, answer = (m["content"] for m in row["messages"])
+        question = question_of(user)
+        assert system == cfg.model.system_prompt and user == f"{HEADER}\n\n{retriever.context(question)}\n\n{QUESTION}{question}"
+    # the answer (from a sentence of its chunk) is in the passages found for most questions
+    manifest = json.loads((sem.processed_dir / "manifest.json").read_text())
+    held = [found(a, retriever.context(question_of(q))) for q, a in ((r["messages"][1]["content"], r["messages"][2]["content"]) for r in rows)]
+    assert manifest["answer_in_passages"] == round(sum(held) / len(held), 3) and manifest["answer_in_passages"] > 0.6
+    assert manifest["retrieval"] == cfg.retrieval.model_dump()
+    assert not found("Frobnits live in Oslo.", rows[0]["messages"][1]["content"])
+
+    # training asked another way than the forge wrote is refused, before any model loads
+    result = CliRunner().invoke(app, ["train", "--sem", "legal"])
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "retrieval" in errors[0] and "opensem forge --sem legal" in errors[0], result.output
+
+
+@pytest.mark.slow
+def test_the_served_open_book_adapter_answers_from_the_passages_it_was_logged_with(project, bundled_model_dir):
+    from opensem.generate import answer_questions
+    from opensem.models import load_model_and_tokenizer
+    from opensem.train import run as train
+
+    overrides = ["retrieval.enabled=true", "retrieval.top_k=1", "retrieval.passage_tokens=64", "training.cpt_epochs=0",
+                 "training.max_steps=4", "training.run_name=ob", "model.system_prompt=Answer briefly."]
+    sem = open_sem("legal")
+    sections = ("## {}\n\n{}".format(*p.split("\n", 1)) for p in PASSAGES)  # one passage each
+    (sem.raw_dir / "zz-creatures.md").write_text("# Creatures\n\n" + "\n\n".join(sections) + "\n")
+    args = sum((["--set", o] for o in overrides if not o.startswith("training.")), [])
+    assert CliRunner().invoke(app, ["forge", "--sem", "legal", *args]).exit_code == 0
+    cfg = load_config(project, "legal", overrides)
+    result = train(sem, cfg)
+    saved = sem.adapters_dir / "ob" / "retrieval_passages.json"
+    assert any("Frobnits live in Oslo" in p for p in json.loads(saved.read_text())["passages"])
+
+    # the logged model answers open book, as evaluation does with the SEM's folder
+    (sem.raw_dir / "zz-creatures.md").unlink()  # it must not need the documents any more
+    questions = ["Where do Frobnits live?", "How many legs does a Quimble have?"]
+    served = list(mlflow.pyfunc.load_model(result["model_uri"]).predict(pd.DataFrame({"question": questions}),
+                                                                         params={"max_new_tokens": 24}))
+    from peft import PeftModel
+
+    base, tok = load_model_and_tokenizer(bundled_model_dir)
+    tuned = PeftModel.from_pretrained(base, str(sem.adapters_dir / "ob"))
+    open_book = answer_questions(tuned, tok, questions, "Answer briefly.", 24, 8, Retriever.load(saved))
+    closed_book = answer_questions(tuned, tok, questions, "Answer briefly.", 24, 8)
+    assert served == open_book and served != closed_book
+    assert "oslo" in served[0].lower()
+
+    # evaluated closed book, the open-book adapter is refused before anything is answered
+    result = CliRunner().invoke(app, ["evaluate", "--sem", "legal", "--adapter", "ob"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "--set retrieval.enabled=True" in errors[0], result.output
