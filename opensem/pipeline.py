@@ -29,6 +29,8 @@ def _key(cfg: Config, sections: tuple[str, ...], *inputs: str) -> str:
     data = cfg.model_dump(mode="json")
     if "training" in sections:
         data["training"] = {k: v for k, v in data["training"].items() if k != "run_name"}
+    if not cfg.retrieval.enabled:  # off: the keys recorded before retrieval existed stay valid
+        sections = tuple(s for s in sections if s != "retrieval")
     blob = json.dumps([{s: data[s] for s in sections}, inputs], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -63,7 +65,7 @@ def run(sem: Sem, cfg: Config) -> dict:
         atomic_write_json(path, state)
 
         # decontamination reads the golden and dev sets: editing either forges again
-        key = _key(cfg, ("model", "forge"), _raw_files_digest(sem), *(sha256_file(p) for p in (sem.golden_set, sem.dev_set) if p.is_file()))
+        key = _key(cfg, ("model", "forge", "retrieval"), _raw_files_digest(sem), *(sha256_file(p) for p in (sem.golden_set, sem.dev_set) if p.is_file()))
         if not finished("forge", key):
             forge.run(sem, cfg)
             record("forge", key)
@@ -76,7 +78,7 @@ def run(sem: Sem, cfg: Config) -> dict:
             result = run_eval(sem, cfg, "baseline")
             record("baseline", digest, run_id=result.run_id)
 
-        key = _key(cfg, ("model", "lora", "training"), sha256_file(sem.processed_dir / "train.jsonl"))
+        key = _key(cfg, ("model", "lora", "training", "retrieval"), sha256_file(sem.processed_dir / "train.jsonl"))
         if not finished("train", key):
             pending = done.get("train", {})
             name = pending.get("run_name") if pending.get("pending") == key else None  # an interrupted run resumes
@@ -91,7 +93,7 @@ def run(sem: Sem, cfg: Config) -> dict:
             record("train", key, run_name=name)
         adapter = done["train"]["run_name"]
 
-        key = _key(cfg, ("model", "generation", "judge"), adapter, digest)
+        key = _key(cfg, ("model", "generation", "retrieval", "judge"), adapter, digest)
         if not finished("evaluate", key):
             result = run_eval(sem, cfg, "evaluate", adapter=adapter)
             record("evaluate", key, run_id=result.run_id)

@@ -86,6 +86,7 @@ CASES = [
     ("--set wrong type", nothing, ["config", *LEGAL, "--set", "training.learning_rate=fast"], "learning_rate"),
     ("--set out of range", nothing, ["config", *LEGAL, "--set", "lora.r=0"], "lora.r"),
     ("--set unknown provider", nothing, ["config", *LEGAL, "--set", "forge.teacher.provider=gemini"], "provider"),
+    ("--set retrieval.top_k out of range", nothing, ["config", *LEGAL, "--set", "retrieval.top_k=0"], "retrieval.top_k"),
     ("--set unknown section", nothing, ["config", *LEGAL, "--set", "trainer.epochs=1"], "trainer"),
     ("recipe that does not exist", nothing, ["config", *LEGAL, "--set", "recipe=nosuch/1b_lora_cpu"], "nosuch/1b_lora_cpu"),
     ("MLproject overrides malformed", nothing, ["config", *LEGAL, "--overrides", "training.epochs"], "training.epochs"),
@@ -130,6 +131,8 @@ CASES = [
     ("train.jsonl empty", lambda r: processed(r, train=""), ["train", *LEGAL], "train.jsonl"),
     ("train.jsonl wrong role", lambda r: processed(r, train=json.dumps({"messages": [{"role": "robot", "content": "x"}]}) + "\n"),
      ["train", *LEGAL], "train.jsonl"),
+    ("pairs forged closed book, trained open book", both(processed, write("data/legal/processed/manifest.json", '{"retrieval": null}')),
+     ["train", *LEGAL, "--set", "retrieval.enabled=true"], "opensem forge --sem legal"),
     # -- environment variables ---------------------------------------------------------------------
     ("OPENAI_API_KEY missing", nothing, ["forge", *LEGAL, "--set", "forge.teacher.provider=openai", "--set", "forge.teacher.model=gpt-4o-mini"],
      "OPENAI_API_KEY"),

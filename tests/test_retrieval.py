@@ -130,3 +130,13 @@ def test_the_served_open_book_adapter_answers_from_the_passages_it_was_logged_wi
     result = CliRunner().invoke(app, ["evaluate", "--sem", "legal", "--adapter", "ob"])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "--set retrieval.enabled=True" in errors[0], result.output
+
+
+def test_turning_retrieval_on_reruns_forge_train_and_evaluate_in_the_pipeline(project):
+    from opensem.pipeline import _key
+
+    off = load_config(project, "legal")
+    for sections in (("model", "forge", "retrieval"), ("model", "lora", "training", "retrieval"), ("model", "generation", "retrieval", "judge")):
+        unchanged = _key(load_config(project, "legal", ["retrieval.top_k=4"]), sections, "x")
+        assert unchanged == _key(off, sections, "x") == _key(off, tuple(s for s in sections if s != "retrieval"), "x")
+        assert _key(load_config(project, "legal", ["retrieval.enabled=true"]), sections, "x") != _key(off, sections, "x")
