@@ -66,7 +66,8 @@ def test_an_open_book_baseline_is_never_compared_with_a_closed_book_adapter(proj
 
 def test_open_book_forge_writes_pairs_asked_with_the_passages_found_for_their_question(project):
     on = ["--set", "retrieval.enabled=true", "--set", "retrieval.top_k=2"]
-    assert CliRunner().invoke(app, ["forge", "--sem", "legal", *on]).exit_code == 0
+    forged = CliRunner().invoke(app, ["forge", "--sem", "legal", *on])
+    assert forged.exit_code == 0 and "open book" in forged.output
     sem = open_sem("legal")
     cfg = load_config(project, "legal", ["retrieval.enabled=true", "retrieval.top_k=2"])
     from transformers import AutoTokenizer

@@ -327,6 +327,8 @@ def _print_summary(sem: Sem, m: dict) -> None:
     for name, c in m["coverage"].items():
         table.add_row(f"{name.replace('_', ' ')} facts", f"{c['taught']} of {c['items']} items stated by a training answer, "
                                                          f"{c['in_documents']} by a sentence of the documents")
+    if m.get("answer_in_passages") is not None:
+        table.add_row("open book", f"the passages found for a pair's question hold its answer for {m['answer_in_passages']:.0%} of pairs")
     table.add_row("requests", f"{m['requests']} sent, {m['cache_hits']} from cache")
     table.add_row("tokens", f"{m['tokens_input']} in / {m['tokens_output']} out")
     table.add_row("cost", f"${m['cost_usd']:.4f}" + ("  (budget reached: stopped early)" if m["budget_exhausted"] else ""))
