@@ -116,7 +116,7 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
     judge = make_judge(cfg, sem)  # fails fast on a missing key, before any generation
     if stage != "baseline" and not model_uri:
         folder = resolve_adapter(sem, adapter)
-        _check_same_base(folder, cfg)
+        _check_asked_as_trained(folder, cfg)
         adapter = folder.name
     baseline = find_baseline(sem, cfg, digest, judge.name) if stage == "evaluate" else None  # before generating
     under_test = "base" if stage == "baseline" else (model_uri or f"adapter:{adapter}")
@@ -222,7 +222,6 @@ def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: st
 
     from opensem.generate import answer_questions
     from opensem.models import load_model_and_tokenizer, resolve_base_model
-
     from opensem.retrieval import for_sem
 
     model, tokenizer = load_model_and_tokenizer(resolve_base_model(cfg.model.base, sem.base_models_dir), g.device)
@@ -259,9 +258,10 @@ def resolve_adapter(sem: Sem, name: str | None) -> Path:
     return finished[-1].parent
 
 
-def _check_same_base(folder: Path, cfg: Config) -> None:
+def _check_asked_as_trained(folder: Path, cfg: Config) -> None:
     """An adapter only fits the base it was trained on, and the baseline it is compared with must
-    be that base too: refuse to evaluate it under another model.base (another recipe)."""
+    be that base too: refuse to evaluate it under another model.base (another recipe), or with
+    retrieval set otherwise than in training (open book against closed book)."""
     trained = _read_json(folder / "training_metadata.json")
     base = trained.get("base_model")
     if base and base != cfg.model.base:
