@@ -59,7 +59,8 @@ def run(sem: Sem, cfg: Config) -> dict:
     base_dir = _base_model_dir(sem, cfg)
     budget = Budget(fc.max_cost_usd)
     teacher = make_teacher(cfg, sem.cache_dir / "teacher", budget, base_dir)  # checks keys before any work
-    count_tokens = _token_counter(base_dir)
+    tokenizer = _tokenizer(base_dir)
+    count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     chunks = [c for doc in docs for c in chunk_document(doc, count_tokens, fc.chunk_tokens, fc.chunk_overlap)]
 
     with tracking.stage_run(sem, "forge", cfg) as tracked:
@@ -72,7 +73,9 @@ def run(sem: Sem, cfg: Config) -> dict:
         kept, rejected = _filter(replies, cfg, golden)
         train, test = split_by_chunk(kept, fc.test_fraction, fc.seed)
         out = sem.processed_dir
-        system, retriever = cfg.model.system_prompt, _retriever(sem, cfg, base_dir)
+        from opensem.retrieval import for_sem
+
+        system, retriever = cfg.model.system_prompt, for_sem(sem, cfg, tokenizer)
         atomic_write_jsonl(out / "train.jsonl", (p.messages(system, retriever) for p in train))
         atomic_write_jsonl(out / "test.jsonl", (p.messages(system, retriever) for p in test))
         atomic_write_jsonl(out / "rejected.jsonl", rejected)
@@ -272,27 +275,17 @@ def _base_model_dir(sem: Sem, cfg: Config):
     return resolve_base_model(cfg.model.base, sem.base_models_dir)
 
 
-def _token_counter(model_dir):
+def _tokenizer(model_dir):
+    """The base model's tokenizer: chunks and retrieval passages are measured in its tokens."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return AutoTokenizer.from_pretrained(model_dir)
 
 
 def _answer_in_passages(pairs: list[Pair], retriever) -> float | None:
     from opensem.retrieval import found
 
     return round(sum(found(p.answer, retriever.context(p.question)) for p in pairs) / len(pairs), 3) if retriever and pairs else None
-
-
-def _retriever(sem: Sem, cfg: Config, model_dir):
-    if not cfg.retrieval.enabled:
-        return None
-    from transformers import AutoTokenizer
-
-    from opensem.retrieval import for_sem
-
-    return for_sem(sem, cfg, AutoTokenizer.from_pretrained(model_dir))
 
 
 def _raw_digest(sem: Sem, docs) -> str:
