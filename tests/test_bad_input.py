@@ -94,6 +94,9 @@ CASES = [
     ("promote with nothing evaluated", nothing, ["promote", *LEGAL], "evaluate"),
     ("train before forge", nothing, ["train", *LEGAL], "forge"),
     ("evaluate before training", processed, ["evaluate", *LEGAL], "opensem train"),
+    ("evaluate a model that was never logged", nothing, ["evaluate", *LEGAL, "--model", "models:/opensem-legal@champion"],
+     "cannot load model"),
+    ("evaluate a folder that is not a logged model", nothing, ["evaluate", *LEGAL, "--model", "data/legal/raw"], "not a model"),
     # -- config files, every layer -------------------------------------------------------------
     ("defaults.yaml not YAML", write("configs/defaults.yaml", "training: [unclosed\n"), ["config", *LEGAL], "defaults.yaml"),
     ("SEM config not YAML", write("configs/sems/legal.yaml", "forge:\n  teacher: : :\n"), ["config", *LEGAL], "legal.yaml"),

@@ -127,10 +127,12 @@ def test_the_served_open_book_adapter_answers_from_the_passages_it_was_logged_wi
     assert served == open_book and served != closed_book
     assert "oslo" in served[0].lower()
 
-    # evaluated closed book, the open-book adapter is refused before anything is answered
-    result = CliRunner().invoke(app, ["evaluate", "--sem", "legal", "--adapter", "ob"])
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert result.exit_code == 2 and len(errors) == 1 and "--set retrieval.enabled=True" in errors[0], result.output
+    # evaluated closed book, the open-book adapter is refused before anything is answered, as
+    # the adapter folder and as the logged model (which would answer open book all the same)
+    for target in (["--adapter", "ob"], ["--model", result["model_uri"]]):
+        refused = CliRunner().invoke(app, ["evaluate", "--sem", "legal", *target])
+        errors = [line for line in refused.output.splitlines() if line.startswith("error:")]
+        assert refused.exit_code == 2 and len(errors) == 1 and "--set retrieval.enabled=True" in errors[0], refused.output
 
 
 def test_turning_retrieval_on_reruns_forge_train_and_evaluate_in_the_pipeline(project):

@@ -114,10 +114,14 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
             raise OpenSEMError("--limit must be at least 1")
         items = items[:limit]
     judge = make_judge(cfg, sem)  # fails fast on a missing key, before any generation
+    model_dir = None
     if stage != "baseline" and not model_uri:
         folder = resolve_adapter(sem, adapter)
         _check_asked_as_trained(folder, cfg)
         adapter = folder.name
+    elif model_uri:
+        model_dir, logged_adapter = _download_model(model_uri)
+        _check_asked_as_trained(logged_adapter, cfg)
     baseline = find_baseline(sem, cfg, digest, judge.name) if stage == "evaluate" else None  # before generating
     under_test = "base" if stage == "baseline" else (model_uri or f"adapter:{adapter}")
     tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PROMPT: prompt_digest(cfg), TAG_ANSWERED_ON: answered_on(cfg),
@@ -130,7 +134,7 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
 
     with tracking.stage_run(sem, stage, cfg, nested=nested, tags=tags) as tracked:
         console.print(f"[bold]{stage}[/bold] {sem.name}: {len(items)} golden questions, model {under_test}, judge {judge.name}")
-        answers, seconds, gen_tokens = _answer(sem, cfg, [i.question for i in items], stage, adapter, model_uri)
+        answers, seconds, gen_tokens = _answer(sem, cfg, [i.question for i in items], stage, adapter, model_dir)
         verdicts = judge.judge(items, answers)
         control_metrics, control_rows = _score_controls(sem, cfg, judge, items)
 
@@ -206,16 +210,17 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: str | None, model_uri: str | None):
-    """(answers, seconds spent generating, tokens generated) from the model under test."""
+def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: str | None, model_dir: Path | None):
+    """(answers, seconds spent generating, tokens generated) from the model under test: the
+    adapter, or the logged MLflow model in model_dir (see _download_model)."""
     from rich.progress import Progress
 
     g = cfg.generation
-    if model_uri:
+    if model_dir:
         import mlflow
         import pandas as pd
 
-        model = mlflow.pyfunc.load_model(model_uri)
+        model = mlflow.pyfunc.load_model(str(model_dir))
         start = time.perf_counter()
         answers = list(model.predict(pd.DataFrame({"question": questions}), params={"max_new_tokens": g.max_new_tokens}))
         return answers, time.perf_counter() - start, sum(len(a.split()) for a in answers)
@@ -256,6 +261,37 @@ def resolve_adapter(sem: Sem, name: str | None) -> Path:
     if not finished:
         raise OpenSEMError(f"no trained adapter for {sem.name}: run `opensem train --sem {sem.name}` first, or pass --model models:/...")
     return finished[-1].parent
+
+
+def _download_model(model_uri: str) -> tuple[Path, Path]:
+    """A logged OpenSEM model (models:/..., runs:/..., a path) as a local folder, and the adapter
+    folder in it, so that the adapter can be checked before the model is loaded."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except (MlflowException, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OpenSEMError(f"cannot load model {model_uri!r}: {first}; pass a model OpenSEM logged, "
+                           "e.g. models:/opensem-legal@champion after `opensem promote --sem legal`") from None
+    return local, _logged_adapter(local, model_uri)
+
+
+def _logged_adapter(model_dir: Path, model_uri: str) -> Path:
+    """The adapter folder inside a downloaded OpenSEM model (MLflow keeps it under its own name)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    try:
+        artifacts = Model.load(str(model_dir / "MLmodel")).flavors["python_function"].get("artifacts") or {}
+        folder = model_dir / artifacts["adapter"]["path"]
+    except (MlflowException, OSError, KeyError, TypeError):
+        folder = None
+    if folder is None or not (folder / "adapter_config.json").is_file():
+        raise OpenSEMError(f"{model_uri!r} is not a model OpenSEM logged (it carries no adapter); "
+                           "pass one that `opensem train` logged, e.g. models:/opensem-legal@champion")
+    return folder
 
 
 def _check_asked_as_trained(folder: Path, cfg: Config) -> None:
