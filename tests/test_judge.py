@@ -184,6 +184,15 @@ def test_baseline_then_evaluate_prints_the_comparison(tiny):
     table = mlflow.load_table("eval/per_question.json", run_ids=[e.info.run_id])
     assert list(table["id"]) == ["z1", "z2", "z3"] and {"answer", "score", "reason", "seconds"} <= set(table.columns)
 
+    # the MLflow model the training logged, evaluated by URI, answers as the adapter folder did
+    uri = json.loads((tiny.adapters_dir / "t1" / "opensem_run.json").read_text())["model_uri"]
+    by_uri = runner.invoke(app, ["evaluate", "--sem", "tiny", "--model", uri, *sum((["--set", s] for s in FAST), [])])
+    assert by_uri.exit_code == 0, by_uri.output
+    last = mlflow.search_runs(experiment_names=["opensem-tiny"], filter_string="tags.`opensem.stage` = 'evaluate'",
+                              order_by=["start_time DESC"], output_format="list")[0]
+    assert last.info.run_id != e.info.run_id and last.data.tags["opensem.model_under_test"] == uri
+    assert list(mlflow.load_table("eval/per_question.json", run_ids=[last.info.run_id])["answer"]) == list(table["answer"])
+
 
 @pytest.mark.slow
 def test_comparison_refuses_a_changed_golden_set_or_judge(tiny, monkeypatch):
