@@ -84,5 +84,6 @@ def for_sem(sem, cfg, tokenizer) -> Retriever | None:
     if not sem.raw_dir.is_dir():
         raise OpenSEMError(f"retrieval.enabled needs the SEM's documents in {sem.raw_dir}; add them, "
                            "or --set retrieval.enabled=false")
-    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    return Retriever(passages(sem.raw_dir, count, r.passage_tokens), r.top_k)
+    from opensem.forge.chunk import token_counter
+
+    return Retriever(passages(sem.raw_dir, token_counter(tokenizer), r.passage_tokens), r.top_k)

@@ -186,6 +186,7 @@ def test_baseline_then_evaluate_prints_the_comparison(tiny):
 
     # the MLflow model the training logged, evaluated by URI, answers as the adapter folder did
     uri = json.loads((tiny.adapters_dir / "t1" / "opensem_run.json").read_text())["model_uri"]
+    (tiny.adapters_dir / "t1").rename(tiny.adapters_dir.parent / "t1-moved")  # so it cannot answer from the folder
     by_uri = runner.invoke(app, ["evaluate", "--sem", "tiny", "--model", uri, *sum((["--set", s] for s in FAST), [])])
     assert by_uri.exit_code == 0, by_uri.output
     last = mlflow.search_runs(experiment_names=["opensem-tiny"], filter_string="tags.`opensem.stage` = 'evaluate'",

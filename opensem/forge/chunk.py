@@ -65,6 +65,11 @@ def sections(text: str) -> Iterator[tuple[str, list[str]]]:
         yield " > ".join(path[k] for k in sorted(path)), paragraphs
 
 
+def token_counter(tokenizer) -> Callable[[str], int]:
+    """Counts a text's tokens as the model will see them inside a prompt (no BOS/EOS added)."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def chunk_document(doc: Document, count_tokens: Callable[[str], int], chunk_tokens: int, overlap: int) -> list[Chunk]:
     chunks: list[Chunk] = []
 

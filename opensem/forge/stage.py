@@ -19,7 +19,7 @@ from rich.table import Table
 
 from opensem import coverage
 from opensem.config import Config
-from opensem.forge.chunk import Chunk, chunk_document
+from opensem.forge.chunk import Chunk, chunk_document, token_counter
 from opensem.forge.extractive import unfaithful
 from opensem.forge.ingest import ingest
 from opensem.forge.quality import Decontaminator, NearDuplicates, check_pair, content_words, is_complete_sentence
@@ -60,8 +60,7 @@ def run(sem: Sem, cfg: Config) -> dict:
     budget = Budget(fc.max_cost_usd)
     teacher = make_teacher(cfg, sem.cache_dir / "teacher", budget, base_dir)  # checks keys before any work
     tokenizer = _tokenizer(base_dir)
-    count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    chunks = [c for doc in docs for c in chunk_document(doc, count_tokens, fc.chunk_tokens, fc.chunk_overlap)]
+    chunks = [c for doc in docs for c in chunk_document(doc, token_counter(tokenizer), fc.chunk_tokens, fc.chunk_overlap)]
 
     with tracking.stage_run(sem, "forge", cfg) as tracked:
         tracked.log_params({"forge.teacher.name": teacher.name, "forge.chunks": len(chunks)})
