@@ -321,7 +321,7 @@ class RetrievalConfig(Section):
     enabled: bool = False
     """Open book: every question - the baseline's, the adapter's, the served model's and the
     forge's training pairs - is asked with the top_k passages of the SEM's documents that best
-    match it (TF-IDF) before it in the user turn, so the adapter learns to answer from them. The
+    match it (`method`) before it in the user turn, so the adapter learns to answer from them. The
     baseline reads the same passages: the gain the gate judges is the fine-tune's alone
     (opensem/retrieval.py). Changing it needs a new forge, baseline and adapter."""
 
@@ -330,6 +330,12 @@ class RetrievalConfig(Section):
 
     passage_tokens: int = Field(256, gt=16)
     """Longest passage, in the base model's tokens (a passage never crosses a section)."""
+
+    method: Literal["tfidf", "hybrid"] = "hybrid"
+    """How passages are ranked. tfidf: the words a question shares with a passage. hybrid: that
+    ranking fused with the bundled MiniLM embedding model's, which also finds a passage that says
+    it in other words. hybrid by measurement (README, "Open book": the share of the real corpora's
+    dev key facts the passages state, 95% / 70% -> 92% / 83%)."""
 
 
 # --------------------------------------------------------------------------------------------

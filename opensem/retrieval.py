@@ -7,8 +7,11 @@ A 135M model does not hold 100 KB of facts in its weights (README, "Real corpora
 to find the sentence in front of it that answers and to say it. The baseline reads the same
 passages, so the gain the gate judges is what the fine-tune adds, not what retrieval adds.
 
-Ranking is TF-IDF cosine similarity (scikit-learn): a few hundred passages need no embedding
-model or vector store, and it is deterministic, so every model reads exactly the same passages.
+Ranking (`retrieval.method`): `tfidf` is TF-IDF cosine similarity (scikit-learn), the words a
+question shares with a passage; `hybrid` fuses that ranking with all-MiniLM-L6-v2's (the bundled
+embedding model, opensem/embedding.py), which also finds a passage that says the same thing in
+other words ("How big is a ROWID?" -> "a 64-bit signed integer"). Both are deterministic, so every
+model reads exactly the same passages, and a few hundred passages need no vector store.
 """
 
 from __future__ import annotations
@@ -26,23 +29,50 @@ HEADER = "Answer from these excerpts of the documents."
 QUESTION = "Question: "
 
 
+# reciprocal rank fusion (Cormack, Clarke and Buettcher, 2009): a passage scores the sum over the
+# rankings of 1 / (RRF_K + its rank). Ranks, not scores, are fused because TF-IDF and embedding
+# cosines are on different scales; 60 is the constant of the paper. Written here: it is two lines
+# over the rankings, and no maintained library does only this without a search engine around it.
+RRF_K = 60
+METHODS = ("tfidf", "hybrid")
+
+
 class Retriever:
-    def __init__(self, passages: list[str], top_k: int):
+    def __init__(self, passages: list[str], top_k: int, method: str = "tfidf"):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         if not passages:
             raise OpenSEMError("retrieval has no passages to search: the SEM's raw folder holds no readable documents")
-        self.passages, self.top_k = passages, top_k
+        if method not in METHODS:
+            raise OpenSEMError(f"retrieval.method {method!r} is not one of {', '.join(METHODS)}")
+        self.passages, self.top_k, self.method = passages, top_k, method
         # sublinear tf: a word repeated in one long passage should not outrank a rarer exact match;
         # bigrams let "primary key" or "build target" count as a phrase
         self._vectorizer = TfidfVectorizer(sublinear_tf=True, stop_words="english", ngram_range=(1, 2))
         self._matrix = self._vectorizer.fit_transform(passages)
+        if method == "hybrid":
+            from opensem.embedding import Embedder
+
+            self._embedder = Embedder()
+            self._embedded = self._embedder.encode(passages)
+
+    def _ranking(self, scores) -> list[int]:
+        """Passage indices, best first (ties: the earlier passage)."""
+        return sorted(range(len(self.passages)), key=lambda j: (-float(scores[j]), j))
 
     def search(self, question: str) -> list[str]:
-        """The top_k passages, best first (ties: the earlier passage)."""
+        """The top_k passages, best first."""
         scores = (self._matrix @ self._vectorizer.transform([question]).T).toarray().ravel()
-        best = sorted(range(len(scores)), key=lambda j: (-scores[j], j))[:self.top_k]
-        return [self.passages[j] for j in best]
+        ranking = self._ranking(scores)
+        if self.method == "hybrid":
+            dense = self._ranking(self._embedded @ self._embedder.encode([question])[0])
+            fused = [0.0] * len(self.passages)
+            # a passage sharing no word with the question is not found by TF-IDF: no rank credit
+            for order in ([j for j in ranking if scores[j] > 0], dense):
+                for rank, j in enumerate(order):
+                    fused[j] += 1 / (RRF_K + rank)
+            ranking = self._ranking(fused)
+        return [self.passages[j] for j in ranking[:self.top_k]]
 
     def context(self, question: str) -> str:
         return "\n\n".join(self.search(question))
@@ -50,12 +80,23 @@ class Retriever:
     def save(self, path: Path) -> None:
         from opensem.io import atomic_write_json
 
-        atomic_write_json(path, {"top_k": self.top_k, "passages": self.passages})
+        atomic_write_json(path, {"top_k": self.top_k, "method": self.method, "passages": self.passages})
 
     @classmethod
     def load(cls, path: Path) -> Retriever:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(data["passages"], int(data["top_k"]))
+        return cls(data["passages"], int(data["top_k"]), data.get("method", "tfidf"))  # files before `method`: TF-IDF
+
+
+def settings(cfg) -> dict | None:
+    """The retrieval settings to record and compare (None: closed book)."""
+    return cfg.retrieval.model_dump() if cfg.retrieval.enabled else None
+
+
+def recorded(settings_: dict | None) -> dict | None:
+    """Settings as recorded by a forge, adapter or baseline; those written before
+    `retrieval.method` existed ranked by TF-IDF."""
+    return {"method": "tfidf", **settings_} if settings_ else None
 
 
 def found(answer: str, context: str, share: float = 0.8) -> bool:
@@ -86,4 +127,4 @@ def for_sem(sem, cfg, tokenizer) -> Retriever | None:
                            "or --set retrieval.enabled=false")
     from opensem.forge.chunk import token_counter
 
-    return Retriever(passages(sem.raw_dir, token_counter(tokenizer), r.passage_tokens), r.top_k)
+    return Retriever(passages(sem.raw_dir, token_counter(tokenizer), r.passage_tokens), r.top_k, r.method)

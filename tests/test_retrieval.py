@@ -36,6 +36,38 @@ def test_the_passage_sharing_the_questions_words_ranks_first_and_ties_keep_docum
     assert len(r.context("Where do Frobnits live?").split("\n\n")) == 2
 
 
+MEANING = [
+    "Cats\nA cat is a small furry pet that purrs and chases mice.",
+    "Automobiles\nAn automobile burns petrol in its engine to move along the road.",
+    "Weather\nRain falls from clouds when the air cools.",
+]
+
+
+def test_hybrid_ranking_finds_a_passage_that_shares_no_word_with_the_question():
+    question = "What fuel does a car use?"  # no word of it is in any passage
+    assert Retriever(MEANING, top_k=1, method="tfidf").search(question) == [MEANING[0]]  # all scores 0: the first
+    hybrid = Retriever(MEANING, top_k=1, method="hybrid")
+    assert hybrid.search(question) == [MEANING[1]]
+    # where the words do match, the fused ranking keeps the TF-IDF winner
+    assert Retriever(PASSAGES, top_k=1, method="hybrid").search("How many legs does a Quimble have?") == [PASSAGES[1]]
+
+
+def test_an_unknown_ranking_method_is_one_clear_error():
+    from opensem.errors import OpenSEMError
+
+    with pytest.raises(OpenSEMError, match="retrieval.method 'bm25' is not one of tfidf, hybrid"):
+        Retriever(PASSAGES, top_k=1, method="bm25")
+
+
+def test_settings_recorded_before_the_method_existed_read_as_tfidf(project):
+    from opensem.retrieval import recorded, settings
+
+    old = {"enabled": True, "top_k": 2, "passage_tokens": 256}
+    assert recorded(old) == settings(load_config(project, "legal", ["retrieval.enabled=true", "retrieval.method=tfidf"]))
+    assert recorded(old) != settings(load_config(project, "legal", ["retrieval.enabled=true", "retrieval.method=hybrid"]))
+    assert recorded(None) is None and settings(load_config(project, "legal")) is None
+
+
 def test_passages_lead_the_user_turn_and_the_question_reads_back_from_it():
     messages = build_messages("Where do Frobnits live?", "Answer briefly.", PASSAGES[2])
     assert messages[0] == {"role": "system", "content": "Answer briefly."}
@@ -47,10 +79,14 @@ def test_passages_lead_the_user_turn_and_the_question_reads_back_from_it():
 
 
 def test_saved_passages_load_into_the_same_ranking(tmp_path):
-    r = Retriever(PASSAGES, top_k=1)
+    r = Retriever(MEANING, top_k=1, method="hybrid")
     r.save(tmp_path / "p.json")
     loaded = Retriever.load(tmp_path / "p.json")
-    assert loaded.top_k == 1 and loaded.search("Where do Frobnits live?") == r.search("Where do Frobnits live?")
+    assert (loaded.top_k, loaded.method) == (1, "hybrid")
+    assert loaded.search("What fuel does a car use?") == r.search("What fuel does a car use?") == [MEANING[1]]
+    # a passages file written before `method` existed ranks by TF-IDF, as it was written
+    (tmp_path / "old.json").write_text(json.dumps({"top_k": 1, "passages": MEANING}))
+    assert Retriever.load(tmp_path / "old.json").method == "tfidf"
 
 
 def test_an_open_book_baseline_is_never_compared_with_a_closed_book_adapter(project):

@@ -26,6 +26,7 @@ from opensem.forge.quality import Decontaminator, NearDuplicates, check_pair, co
 from opensem.forge.teachers import make_teacher
 from opensem.generate import build_messages
 from opensem.llm import Budget, Completion
+from opensem.retrieval import settings as retrieval_settings
 from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file
 from opensem.workspace import Sem
 
@@ -104,7 +105,7 @@ def run(sem: Sem, cfg: Config) -> dict:
             "rejected": dict(sorted(reasons.items())),
             "coverage": covered,
             # the pairs' prompts carry these passages; training checks it asks the same way
-            "retrieval": cfg.retrieval.model_dump() if cfg.retrieval.enabled else None,
+            "retrieval": retrieval_settings(cfg),
             # how often the passages found for a pair's question hold its answer: retrieval's recall
             "answer_in_passages": _answer_in_passages(kept, retriever),
             "budget_exhausted": budget.exhausted,

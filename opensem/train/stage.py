@@ -23,6 +23,7 @@ from rich.console import Console
 from opensem.config import Config
 from opensem.errors import OpenSEMError
 from opensem.io import atomic_write_json, atomic_write_text
+from opensem.retrieval import recorded, settings as retrieval_settings
 from opensem.workspace import Sem
 
 console = Console(stderr=True)
@@ -130,7 +131,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             "mlflow_run_id": tracked.run_id,
             "base_model": cfg.model.base,
             "recipe": cfg.recipe,
-            "retrieval": cfg.retrieval.model_dump() if cfg.retrieval.enabled else None,  # open book: asked with passages
+            "retrieval": retrieval_settings(cfg),  # open book: asked with passages
             "base_model_path": str(base_dir),
             "backend": plan.backend,
             "plan": plan.as_dict(),
@@ -268,8 +269,8 @@ def _check_forged_retrieval(sem: Sem, cfg: Config) -> None:
     manifest = sem.processed_dir / "manifest.json"
     if not manifest.is_file():
         return  # pairs written by hand or by an older forge: nothing recorded to compare
-    forged = json.loads(manifest.read_text(encoding="utf-8")).get("retrieval")
-    wanted = cfg.retrieval.model_dump() if cfg.retrieval.enabled else None
+    forged = recorded(json.loads(manifest.read_text(encoding="utf-8")).get("retrieval"))
+    wanted = retrieval_settings(cfg)
     if forged != wanted:
         raise OpenSEMError(f"the forge wrote {sem.processed_dir} with retrieval {forged or 'off'}, this run has it "
                            f"{wanted or 'off'}: run `opensem forge --sem {sem.name}` with the same settings first")
