@@ -19,8 +19,9 @@ over the seeds beside the interval. The paired interval covers which golden ques
 asked, not how much a different training run moves the result; the spread shows that part.
 
 Target (issue 12): on every SEM a key-fact gain of at least +10 points with its interval above 0,
-and the gate promotes. Takes 3 to 7 minutes a SEM on 2 cores with the CPU recipe (each further
-seed a little less: forge and the baseline are reused); not part of `make bench`'s default set.
+and the gate promotes. Takes 10 to 20 minutes a SEM on 2 cores with the CPU recipe (open book;
+each further seed a little less: forge and the baseline are reused); not part of `make bench`'s
+default set.
 """
 
 from __future__ import annotations

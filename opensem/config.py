@@ -99,8 +99,9 @@ class TrainingConfig(Section):
     cpt_epochs: float = Field(0.0, ge=0)
     """Continued pre-training: passes over the documents themselves (data/<sem>/processed/
     corpus.jsonl, a loss on every token) before the question/answer pairs, with the same
-    adapter and learning rate (max_steps, when set, caps this phase too). 0 turns it off; the
-    bundled model's recipe sets 4, chosen on held-out loss."""
+    adapter and learning rate (max_steps, when set, caps this phase too). 0 turns it off, as the
+    bundled model's recipe does since it answers open book (retrieval.enabled; README, Real
+    corpora)."""
 
     cpt_shuffle_sentences: bool = False
     """In each continued pre-training pass, put the sentences of every section in another order
@@ -323,7 +324,9 @@ class RetrievalConfig(Section):
     forge's training pairs - is asked with the top_k passages of the SEM's documents that best
     match it (`method`) before it in the user turn, so the adapter learns to answer from them. The
     baseline reads the same passages: the gain the gate judges is the fine-tune's alone
-    (opensem/retrieval.py). Changing it needs a new forge, baseline and adapter."""
+    (opensem/retrieval.py). Changing it needs a new forge, baseline and adapter. Off here; the
+    bundled model's CPU recipe turns it on, chosen on the real corpora's dev sets (README, Real
+    corpora)."""
 
     top_k: int = Field(2, gt=0)
     """Passages given with each question."""

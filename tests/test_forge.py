@@ -411,8 +411,8 @@ def test_decontamination_removes_planted_copy_and_paraphrase(mini, monkeypatch):
     rejected = read_jsonl(mini.processed_dir / "rejected.jsonl")
     contaminated = {r["question"] for r in rejected if r["reason"] == "contaminated"}
     assert contaminated == {planted[0][0], planted[1][0]}
-    kept = {r["messages"][1]["content"] for f in ("train.jsonl", "test.jsonl") for r in read_jsonl(mini.processed_dir / f)}
-    assert planted[2][0] in kept
+    kept = [r["messages"][1]["content"] for f in ("train.jsonl", "test.jsonl") for r in read_jsonl(mini.processed_dir / f)]
+    assert any(user.endswith(planted[2][0]) for user in kept)  # open book: after its passages
     assert manifest["rejected"]["contaminated"] == 2
 
 
