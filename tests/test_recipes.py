@@ -64,6 +64,8 @@ def test_the_sample_sem_trains_with_the_bundled_cpu_recipe():
     assert cfg.recipe == "smollm2/135m_lora_cpu"
     assert cfg.model.base == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert (cfg.training.epochs, cfg.training.learning_rate) == (1, 1e-3)
+    # open book, without continued pre-training: chosen on the real corpora's dev sets (README)
+    assert (cfg.retrieval.enabled, cfg.retrieval.method, cfg.training.cpt_epochs) == (True, "hybrid", 0)
 
 
 @pytest.fixture

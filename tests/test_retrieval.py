@@ -92,8 +92,8 @@ def test_saved_passages_load_into_the_same_ranking(tmp_path):
 def test_an_open_book_baseline_is_never_compared_with_a_closed_book_adapter(project):
     from opensem.judge.evaluate import prompt_digest
 
-    closed = load_config(project, "legal")
-    assert prompt_digest(load_config(project, "legal", ["retrieval.top_k=5"])) == prompt_digest(closed)  # off: unchanged
+    closed = load_config(project, "legal", ["retrieval.enabled=false"])
+    assert prompt_digest(load_config(project, "legal", ["retrieval.enabled=false", "retrieval.top_k=5"])) == prompt_digest(closed)  # off: unchanged
     opened = load_config(project, "legal", ["retrieval.enabled=true"])
     assert prompt_digest(opened) != prompt_digest(closed)
     assert prompt_digest(load_config(project, "legal", ["retrieval.enabled=true", "retrieval.top_k=3"])) != prompt_digest(opened)
@@ -174,8 +174,8 @@ def test_the_served_open_book_adapter_answers_from_the_passages_it_was_logged_wi
 def test_turning_retrieval_on_reruns_forge_train_and_evaluate_in_the_pipeline(project):
     from opensem.pipeline import _key
 
-    off = load_config(project, "legal")
+    off = load_config(project, "legal", ["retrieval.enabled=false"])
     for sections in (("model", "forge", "retrieval"), ("model", "lora", "training", "retrieval"), ("model", "generation", "retrieval", "judge")):
-        unchanged = _key(load_config(project, "legal", ["retrieval.top_k=4"]), sections, "x")
+        unchanged = _key(load_config(project, "legal", ["retrieval.enabled=false", "retrieval.top_k=4"]), sections, "x")
         assert unchanged == _key(off, sections, "x") == _key(off, tuple(s for s in sections if s != "retrieval"), "x")
         assert _key(load_config(project, "legal", ["retrieval.enabled=true"]), sections, "x") != _key(off, sections, "x")
