@@ -228,6 +228,13 @@ class TeacherConfig(Section):
     def _about_questions_from_bool(cls, value: Any) -> Any:
         return {True: "unmatched", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
+    yes_no_questions: bool = True
+    """extractive only: also ask a sentence as a yes/no question ("Must the file exist?" -> "Yes.
+    The file must exist."; from a negated sentence, "No. ..."). Off: no yes/no pairs at all; the
+    sentence's other questions (what, when, why, who must) stay. A yes/no question restates the
+    sentence it was made from, so "Yes. <the question as a statement>" can be learnt without
+    reading the passages (docs/real-corpora.md, candidate RN)."""
+
     max_concurrency: int = Field(8, gt=0)
     """Teacher requests in flight at once."""
 

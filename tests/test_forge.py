@@ -3,6 +3,7 @@ resume, budget, quality filters, decontamination, output format, MLflow run."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -222,6 +223,29 @@ def test_about_questions_ask_what_no_other_pattern_asks_by_the_name_a_sentence_m
         assert unfaithful(question, answer, chunk) is None
     unnumbered = dict(extract_pairs(Chunk("d#1", "d", "Build options", text, 80), about_questions="unmatched"))
     assert "What does the section Build options say about noopt?" in unnumbered
+
+
+def test_yes_no_questions_off_drops_the_yes_no_pairs_and_keeps_the_sentences_other_questions(project):
+    """forge.teacher.yes_no_questions=false: no pair answers Yes./No.; a sentence's what-question
+    stays; the teacher the config builds passes the setting on."""
+    text = (
+        "The clean target must remove the generated files, but it may keep the build logs.\n"
+        "An invitation to treat is not an offer.\n"
+        "Breach of a warranty allows the innocent party to claim damages but not to terminate the contract.\n"
+    )
+    chunk = Chunk("d#0", "d", "Contract law > Terms", text, 80)
+    both = dict(extract_pairs(chunk))
+    assert both["Must the clean target remove the generated files?"].startswith("Yes. The clean target")
+    assert both["Is an invitation to treat an offer?"] == "No. An invitation to treat is not an offer."
+    without = dict(extract_pairs(chunk, yes_no=False))
+    assert without == {q: a for q, a in both.items() if not a.startswith(("Yes. ", "No. "))}
+    assert set(without) == {"What must the clean target remove?", "What does breach of a warranty allow?"}
+
+    from opensem.forge.teachers import make_teacher
+
+    cfg = load_config(project, "legal", ["forge.teacher.yes_no_questions=false"])
+    teacher = make_teacher(cfg, project / "cache", budget=None)
+    assert dict(asyncio.run(teacher.ask(chunk, None)).result) == without
 
 
 # -- end to end, offline --------------------------------------------------------------------------

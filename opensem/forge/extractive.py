@@ -98,10 +98,11 @@ def chunk_topic(chunk: Chunk) -> str | None:
     return topic if re.search(r"\s[A-Z]", topic) else _term(topic)  # keep "Statute of Frauds"
 
 
-def extract_pairs(chunk: Chunk, about_questions: str = "off") -> list[tuple[str, str]]:
+def extract_pairs(chunk: Chunk, about_questions: str = "off", yes_no: bool = True) -> list[tuple[str, str]]:
     """Every pair the patterns find in a chunk. about_questions (forge.teacher.about_questions):
     "unmatched" asks about a sentence no pattern fits by a name it mentions, "every" asks so about
-    every sentence that names something, beside its pattern's questions."""
+    every sentence that names something, beside its pattern's questions. yes_no=False
+    (forge.teacher.yes_no_questions) drops the yes/no pairs, whose answers open with Yes./No."""
     pairs: list[tuple[str, str]] = []
     lines = chunk.text.split("\n")
     list_lead: tuple[str, str, str] | None = None  # (count, what, lead sentence) awaiting its items
@@ -152,7 +153,7 @@ def extract_pairs(chunk: Chunk, about_questions: str = "off") -> list[tuple[str,
         antecedent = None  # a paragraph ends
     pairs.extend(difference_pairs(definitions))
     pairs.extend(section_pairs(chunk))
-    return _unique([(q, a) for q, a in pairs if not points_outside(q)])
+    return _unique([(q, a) for q, a in pairs if not points_outside(q) and (yes_no or not _YES_NO.match(a))])
 
 
 # a name a sentence mentions: quoted, written as code (backticks; an underscore, a slash or "()"
@@ -697,11 +698,11 @@ class ExtractiveTeacher:
     provider = "extractive"
     name = "extractive"
 
-    def __init__(self, about_questions: str = "off"):
-        self.about_questions = about_questions
+    def __init__(self, about_questions: str = "off", yes_no: bool = True):
+        self.about_questions, self.yes_no = about_questions, yes_no
 
     async def ask(self, chunk: Chunk, n_pairs: int | None) -> Completion:
-        return Completion(result=extract_pairs(chunk, self.about_questions)[:n_pairs])  # None: every pair found
+        return Completion(result=extract_pairs(chunk, self.about_questions, self.yes_no)[:n_pairs])  # None: every pair found
 
     async def aclose(self) -> None:
         pass
