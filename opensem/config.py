@@ -233,7 +233,8 @@ class TeacherConfig(Section):
     The file must exist."; from a negated sentence, "No. ..."). Off: no yes/no pairs at all; the
     sentence's other questions (what, when, why, who must) stay. A yes/no question restates the
     sentence it was made from, so "Yes. <the question as a statement>" can be learnt without
-    reading the passages (docs/real-corpora.md, candidate RN)."""
+    reading the passages. Off was measured open book and refused: it lowered the dev gain
+    (docs/real-corpora.md, candidate RN)."""
 
     max_concurrency: int = Field(8, gt=0)
     """Teacher requests in flight at once."""
