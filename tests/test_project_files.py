@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -37,7 +38,6 @@ def test_run_outputs_are_ignored(path):
 def test_a_bench_takes_its_arguments_and_an_unknown_one_is_named(tmp_path):
     """`python -m bench forge_yield FOLDER` passes the folder on (the README's commands with
     arguments once tried to import each argument as a benchmark)."""
-    import sys
 
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "doc.md").write_text("# Widgets\n\nIf a widget is dropped, the casing cracks along its seam.\n")
@@ -53,7 +53,6 @@ def test_a_bench_takes_its_arguments_and_an_unknown_one_is_named(tmp_path):
 def test_bench_help_and_the_gpu_bench_on_a_machine_without_one():
     """`--help` prints the bench's own page; gpu_train names a wrong case and, with no GPU, says
     so (exit 2, no traceback); its architecture numbers build models of the published sizes."""
-    import sys
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -74,6 +73,23 @@ def test_bench_help_and_the_gpu_bench_on_a_machine_without_one():
         with torch.device("meta"):  # no memory: only the parameter count
             sizes[name] = round(AutoModelForCausalLM.from_config(config).num_parameters() / 1e9, 2)
     assert sizes == {"smollm2-1.7b": 1.71, "qwen2.5-7b": 7.62}
+
+
+def test_passage_coverage_counts_the_key_facts_more_passages_state_and_names_a_bad_grid(bundled_model_dir):
+    """More passages of one size state at least the facts fewer do, and cost more tokens; the
+    whole legal golden set's facts are in the documents (TF-IDF: no embedding model needed)."""
+    from bench.passage_coverage import _grid, measure
+
+    rows = {(r["passage_tokens"], r["top_k"]): r for r in measure("legal", "golden_set", [(128, 1), (128, 3), (64, 2)], "tfidf")}
+    assert list(rows) == [(128, 1), (128, 3), (64, 2)]
+    assert rows[(128, 3)]["stated"] >= rows[(128, 1)]["stated"] > 0.3 and rows[(128, 3)]["tokens"] > rows[(128, 1)]["tokens"]
+    assert rows[(64, 2)]["passages"] > rows[(128, 1)]["passages"]
+    assert _grid("256x2,128x3") == [(256, 2), (128, 3)]
+    for bad in ("256", "0x2", "axb"):
+        with pytest.raises(SystemExit, match="is not a list like 256x2,128x3"):
+            _grid(bad)
+    wrong = subprocess.run([sys.executable, "-m", "bench", "passage_coverage", "legal"], cwd=REPO, capture_output=True, text=True)
+    assert wrong.returncode != 0 and "legal has no evals/legal/dev_set.json" in wrong.stderr
 
 
 def test_the_outcome_spread_names_each_seed_and_counts_failures():
