@@ -182,3 +182,14 @@ def test_a_question_asks_one_clause(sentence, expected, absent):
 
 def test_a_fragment_opening_with_a_connective_asks_nothing():
     assert extract_pairs(chunk("In addition, the packages in main")) == []
+
+
+def test_a_sentence_the_documents_cut_off_with_its_list_is_never_an_answer():
+    """debian-policy's "Packages should build reproducibly, which ... means that given" runs on
+    into a list: a pair on it would teach an answer that stops mid-sentence."""
+    lead_in = chunk("Packages should build reproducibly, which for the purposes of this document means that given\n"
+                    "* a version of a source package unpacked at a given path;\n* a set of versions of installed build dependencies;")
+    cut = [(q, a) for q, a in extract_pairs(lead_in) if "reproducibly" in a]
+    assert cut and {unfaithful(q, a, lead_in) for q, a in cut} == {"fragment"}
+    whole = chunk("Packages should build reproducibly, which means the same source gives the same bytes.")
+    assert {unfaithful(q, a, whole) for q, a in extract_pairs(whole) if "reproducibly" in a} == {None}

@@ -25,7 +25,7 @@ from opensem.forge import run as forge
 from opensem.forge.chunk import Chunk
 from opensem.forge.extractive import extract_pairs
 from opensem.forge.ingest import ingest
-from opensem.forge.quality import Decontaminator, check_pair, content_words
+from opensem.forge.quality import Decontaminator, check_pair, content_words, is_complete_sentence
 from opensem.generate import question_of
 from opensem.golden import load_golden
 from opensem.io import read_jsonl
@@ -138,9 +138,12 @@ def test_extractive_pairs_are_grounded_and_do_not_give_the_answer_away():
                     assert a_words - q_words, (q, a)  # a passive's question leaves its whole object out
                 else:
                     # the question carries at most a part of the answer's content words, not
-                    # counting a condition both open with ("Under the mirror image rule, ...")...
-                    lead = q.split(", ")[0] + ", " if ", " in q and a.startswith(q.split(", ")[0] + ", ") else ""
-                    a_words, q_words = content_words(a.replace(lead, "", 1)), content_words(q.replace(lead, "", 1))
+                    # counting a condition both open with ("Under the mirror image rule, ...");
+                    # a bare fact is followed by its sentence: the fact alone is what is hidden
+                    head = a.split(". ")[0] + "."
+                    hidden = a if is_complete_sentence(head) else head
+                    lead = q.split(", ")[0] + ", " if ", " in q and hidden.startswith(q.split(", ")[0] + ", ") else ""
+                    a_words, q_words = content_words(hidden.replace(lead, "", 1)), content_words(q.replace(lead, "", 1))
                     assert len(a_words & q_words) <= 0.7 * len(a_words), (q, a)
                 # ...and never the fact a cloze answer opens with
                 fact = a.split(". ")[0]
@@ -154,9 +157,11 @@ def test_extractive_question_shapes():
                   "A **warranty** is a less important term.\nA promise supported by payment is an **option contract**.", 30)
     pairs = dict(extract_pairs(chunk))
     assert pairs["What is a warranty?"] == "A warranty is a less important term."
-    assert pairs["What is a promise supported by payment called?"] == "An option contract."
+    # a bare fact comes first, then the sentence that states it: no answer is a fragment
+    assert pairs["What is a promise supported by payment called?"] == "An option contract. A promise supported by payment is an option contract."
     cloze = next(q for q in pairs if "how many years" in q)
-    assert "6 years" not in cloze and pairs[cloze] == "6 years."
+    assert "6 years" not in cloze
+    assert pairs[cloze] == "6 years. Under the Limitation Act 1980, a claim must be brought within 6 years of the breach."
 
 
 def test_extractive_user_question_shapes():
@@ -175,8 +180,10 @@ def test_extractive_user_question_shapes():
     assert pairs["Is an invitation to treat an offer?"] == "No. An invitation to treat is not an offer."
     assert pairs["Under the mirror image rule, must acceptance match the offer exactly?"].startswith("Yes. Under the mirror")
     assert pairs["What does breach of a condition allow?"].endswith("to terminate the contract.")
-    assert pairs["Which rule says that earlier statements cannot vary a written contract?"] == "The parol evidence rule."
-    assert pairs["What is the term for a court order to carry out the contract?"] == "Specific performance."
+    assert pairs["Which rule says that earlier statements cannot vary a written contract?"] == (
+        "The parol evidence rule. Under the parol evidence rule, earlier statements cannot vary a written contract.")
+    assert pairs["What is the term for a court order to carry out the contract?"] == (
+        "Specific performance. Specific performance is a court order to carry out the contract.")
     assert pairs["When is specific performance granted?"] == "Specific performance is granted only when damages would be inadequate."
     assert pairs["What is the difference between assignment and delegation?"].count("transfer") == 2
     # not kindred: no difference question; a bare "Yes." + the question restated teaches nothing
