@@ -77,7 +77,7 @@ def test_bench_help_and_the_gpu_bench_on_a_machine_without_one():
 
 def test_passage_coverage_counts_the_key_facts_more_passages_state_and_names_a_bad_grid(bundled_model_dir):
     """More passages of one size state at least the facts fewer do, and cost more tokens; the
-    whole legal golden set's facts are in the documents (TF-IDF: no embedding model needed)."""
+    passages state a good share of legal's golden key facts (TF-IDF: no embedding model needed)."""
     from bench.passage_coverage import _grid, measure
 
     rows = {(r["passage_tokens"], r["top_k"]): r for r in measure("legal", "golden_set", [(128, 1), (128, 3), (64, 2)], "tfidf")}

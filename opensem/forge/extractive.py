@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 from opensem.forge.chunk import Chunk
-from opensem.forge.quality import NEGATION, content_words, is_complete_sentence, points_outside
+from opensem.forge.quality import ENDS_A_SENTENCE, NEGATION, content_words, is_complete_sentence, points_outside
 from opensem.forge.reflow import split_sentences
 from opensem.llm import Completion
 
@@ -689,12 +689,9 @@ def unfaithful(question: str, answer: str, chunk: Chunk) -> str | None:
         return "not_verbatim"
     if m and (m["polarity"] == "No") != (_negations(body) > _negations(question)):
         return "polarity"
-    if not _ENDS_A_SENTENCE.search(answer.strip()):
+    if not ENDS_A_SENTENCE.search(answer.strip()):
         return "fragment"
     return None
-
-
-_ENDS_A_SENTENCE = re.compile(r"[.!?][\"'”’)\]]*$")
 
 
 def _unique(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:

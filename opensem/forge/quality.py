@@ -65,6 +65,7 @@ def is_english(text: str) -> bool:
 
 
 _OPENS_POLAR = re.compile(r"^(?:yes|no)[.,]\s+", re.I)
+ENDS_A_SENTENCE = re.compile(r"[.!?][\"'”’)]*$")  # . ! or ?, then any closing quotes or bracket
 
 
 def is_complete_sentence(answer: str) -> bool:
@@ -72,7 +73,7 @@ def is_complete_sentence(answer: str) -> bool:
     leading Yes./No.): a statement, not a fragment such as "Six years." or "A voidable."."""
     body = _OPENS_POLAR.sub("", answer.strip())
     opens = body[:1].isupper() or body[:1].isdigit()
-    return len(body.split()) >= 5 and opens and bool(re.search(r"[.!?][\"'”’)]*$", body))
+    return len(body.split()) >= 5 and opens and bool(ENDS_A_SENTENCE.search(body))
 
 
 def points_outside(question: str) -> bool:
