@@ -12,6 +12,7 @@ ones. Takes a minute or two on 2 cores (the embedding model encodes every passag
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,13 +47,19 @@ def measure(sem: str, question_set: str, grid: list[tuple[int, int]], method: st
     return sorted(rows, key=lambda r: (-r["passage_tokens"], r["top_k"]))
 
 
+def _refuse(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2 (the project's convention)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def _grid(text: str) -> list[tuple[int, int]]:
     try:
         grid = [tuple(int(n) for n in cell.split("x")) for cell in text.split(",")]
     except ValueError:
         grid = []
     if not grid or any(len(g) != 2 or min(g) < 1 for g in grid):
-        raise SystemExit(f"error: --grid {text!r} is not a list like 256x2,128x3 (passage tokens x passages)")
+        _refuse(f"--grid {text!r} is not a list like 256x2,128x3 (passage tokens x passages)")
     return grid
 
 
@@ -61,14 +68,14 @@ def main(args: list[str] | None = None) -> list[dict]:
     options = {a.split("=", 1)[0]: (a.split("=", 1) + [""])[1] for a in args if a.startswith("--")}
     unknown = set(options) - {"--golden", "--grid", "--method"}
     if unknown:
-        raise SystemExit(f"error: unknown option {sorted(unknown)[0]}; see python -m bench passage_coverage --help")
+        _refuse(f"unknown option {sorted(unknown)[0]}; see python -m bench passage_coverage --help")
     question_set = "golden_set" if "--golden" in options else "dev_set"
     grid = _grid(options["--grid"]) if options.get("--grid") else GRID
     method = options.get("--method") or "hybrid"
     sems = [a for a in args if not a.startswith("--")] or ["debian-policy", "sqlite"]
     for sem in sems:
         if not (ROOT / "evals" / sem / f"{question_set}.json").is_file():
-            raise SystemExit(f"error: {sem} has no evals/{sem}/{question_set}.json")
+            _refuse(f"{sem} has no evals/{sem}/{question_set}.json")
     print(f"| SEM | passage tokens x passages | passages in the SEM | {question_set} key facts the passages state | prompt tokens of passages, mean |")
     print("| --- | --- | --- | --- | --- |")
     rows = []
