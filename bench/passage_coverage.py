@@ -1,7 +1,8 @@
-"""`python -m bench passage_coverage [SEM ...] [--golden] [--method=M] [--grid=256x2,128x2,...]`:
+"""`python -m bench passage_coverage [SEM ...] [--golden] [--method=M] [--grid=256x2,s1x3,...]`:
 how many of a question set's key facts do the open-book passages state?
 
-Per SEM and retrieval setting (`retrieval.passage_tokens` x `retrieval.top_k`), the share of the
+Per SEM and retrieval setting (`retrieval.passage_tokens` x `retrieval.top_k`; a cell `s1x3` is
+`retrieval.unit=sentence` with `retrieval.window` 1 and top_k 3), the share of the
 dev set's key facts that the passages found for its questions state (the same key-fact check the
 judge scores answers by), and how many tokens those passages put in a prompt. No model answers:
 it measures what a reader could at best say, and what it costs to read. Settings are chosen by
@@ -12,30 +13,38 @@ ones. Takes a minute or two on 2 cores (the embedding model encodes every passag
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = [(256, 2), (192, 2), (128, 2), (128, 3), (128, 4), (96, 3), (96, 4), (64, 4), (64, 6)]
+GRID = [(256, 2), (192, 2), (128, 2), (128, 3), (128, 4), (96, 3), (96, 4), (64, 4), (64, 6),
+        ("s0", 1), ("s0", 4), ("s1", 1), ("s1", 2), ("s1", 3), ("s2", 2), ("s2", 3)]
+SENTENCE_CAP = 256  # retrieval.passage_tokens' default: the longest sentence window
 
 
-def measure(sem: str, question_set: str, grid: list[tuple[int, int]], method: str) -> list[dict]:
-    """One row per (passage_tokens, top_k) of the grid."""
+def measure(sem: str, question_set: str, grid: list[tuple[int | str, int]], method: str) -> list[dict]:
+    """One row per (passage_tokens, top_k) of the grid; passage_tokens "s<window>": sentence units."""
     from transformers import AutoTokenizer
 
     from opensem.forge.chunk import token_counter
     from opensem.golden import load_golden_for_scoring
     from opensem.judge.offline import key_fact_recall
     from opensem.models import BUNDLED_ID, resolve_base_model
-    from opensem.retrieval import Retriever, passages
+    from opensem.retrieval import Retriever, passages, sentence_windows
 
     count = token_counter(AutoTokenizer.from_pretrained(resolve_base_model(BUNDLED_ID, ROOT / "models" / "base")))
     items = load_golden_for_scoring(ROOT / "evals" / sem / f"{question_set}.json")
     rows = []
-    for size in sorted({s for s, _ in grid}, reverse=True):
-        units = passages(ROOT / "data" / sem / "raw", count, size)
+    raw = ROOT / "data" / sem / "raw"
+    for size in {s for s, _ in grid}:
         deepest = max(k for s, k in grid if s == size)
-        retriever = Retriever(units, deepest, method)  # one retriever per size: passages embedded once
+        if isinstance(size, str):
+            ranked, shown, spans = sentence_windows(raw, count, SENTENCE_CAP, int(size[1:]))
+            units, retriever = ranked, Retriever(ranked, deepest, method, shown, spans)
+        else:  # one retriever per size: passages embedded once
+            units = passages(raw, count, size)
+            retriever = Retriever(units, deepest, method)
         found = [retriever.search(item.question) for item in items]
         for s, k in grid:
             if s != size:
@@ -44,7 +53,11 @@ def measure(sem: str, question_set: str, grid: list[tuple[int, int]], method: st
             stated = [key_fact_recall(c, item.key_facts) for c, item in zip(contexts, items)]
             rows.append({"sem": sem, "passage_tokens": s, "top_k": k, "passages": len(units),
                          "stated": sum(stated) / len(stated), "tokens": sum(map(count, contexts)) / len(contexts)})
-    return sorted(rows, key=lambda r: (-r["passage_tokens"], r["top_k"]))
+    def order(r: dict) -> tuple:  # chunk sizes largest first, then sentence windows narrowest first
+        size = r["passage_tokens"]
+        return (1, int(size[1:])) if isinstance(size, str) else (0, -size), r["top_k"]
+
+    return sorted(rows, key=order)
 
 
 def _refuse(message: str) -> None:
@@ -53,13 +66,14 @@ def _refuse(message: str) -> None:
     sys.exit(2)
 
 
-def _grid(text: str) -> list[tuple[int, int]]:
-    try:
-        grid = [tuple(int(n) for n in cell.split("x")) for cell in text.split(",")]
-    except ValueError:
-        grid = []
-    if not grid or any(len(g) != 2 or min(g) < 1 for g in grid):
-        _refuse(f"--grid {text!r} is not a list like 256x2,128x3 (passage tokens x passages)")
+def _grid(text: str) -> list[tuple[int | str, int]]:
+    grid = []
+    for cell in text.split(","):
+        m = re.fullmatch(r"(?:(\d+)|s(\d+))x(\d+)", cell.strip())
+        if not m or (m[1] and int(m[1]) < 1) or int(m[3]) < 1:
+            _refuse(f"--grid {text!r} is not a list like 256x2,128x3,s1x3 (passage tokens, or s and the "
+                    "sentence window, x passages)")
+        grid.append((int(m[1]) if m[1] else f"s{int(m[2])}", int(m[3])))
     return grid
 
 
@@ -82,5 +96,6 @@ def main(args: list[str] | None = None) -> list[dict]:
     for sem in sems:
         for r in measure(sem, question_set, grid, method):
             rows.append(r)
-            print(f"| {sem} | {r['passage_tokens']} x {r['top_k']} | {r['passages']} | {r['stated']:.1%} | {r['tokens']:.0f} |", flush=True)
+            size = f"sentence ±{r['passage_tokens'][1:]}" if isinstance(r["passage_tokens"], str) else r["passage_tokens"]
+            print(f"| {sem} | {size} x {r['top_k']} | {r['passages']} | {r['stated']:.1%} | {r['tokens']:.0f} |", flush=True)
     return rows

@@ -348,6 +348,14 @@ class RetrievalConfig(Section):
     it in other words. hybrid by measurement (README, "Open book": the share of the real corpora's
     dev key facts the passages state, 95% / 70% -> 92% / 83%)."""
 
+    unit: Literal["chunk", "sentence"] = "chunk"
+    """What is ranked. chunk: passages of passage_tokens. sentence: single sentences, each shown
+    with `window` sentences of its section either side (at most passage_tokens), so the sentence
+    that matches best stands in the middle of its excerpt (opensem/retrieval.py)."""
+
+    window: int = Field(1, ge=0)
+    """With unit sentence: the sentences shown either side of each sentence found."""
+
 
 # --------------------------------------------------------------------------------------------
 # judge

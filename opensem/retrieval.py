@@ -12,6 +12,12 @@ question shares with a passage; `hybrid` fuses that ranking with all-MiniLM-L6-v
 embedding model, opensem/embedding.py), which also finds a passage that says the same thing in
 other words ("How big is a ROWID?" -> "a 64-bit signed integer"). Both are deterministic, so every
 model reads exactly the same passages, and a few hundred passages need no vector store.
+
+Units (`retrieval.unit`): `chunk` ranks and shows the documents cut into passages of
+`passage_tokens`. `sentence` ranks single sentences (each led by its heading path) and shows each
+of the top_k with `retrieval.window` sentences of its section either side: the sentence that
+matches best stands in the middle of the first excerpt instead of somewhere in 256 tokens, and a
+sentence already shown in a better excerpt is not shown again.
 """
 
 from __future__ import annotations
@@ -38,7 +44,12 @@ METHODS = ("tfidf", "hybrid")
 
 
 class Retriever:
-    def __init__(self, passages: list[str], top_k: int, method: str = "tfidf"):
+    """Ranks `passages` against a question. With sentence units `passages` are the sentences that
+    are ranked, `shown[j]` the excerpt the model reads for sentence j, and `spans[j]` its place
+    ([section, sentence, first, last]) so that a sentence already shown is not shown twice."""
+
+    def __init__(self, passages: list[str], top_k: int, method: str = "tfidf",
+                 shown: list[str] | None = None, spans: list[list[int]] | None = None):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         if not passages:
@@ -46,6 +57,7 @@ class Retriever:
         if method not in METHODS:
             raise OpenSEMError(f"retrieval.method {method!r} is not one of {', '.join(METHODS)}")
         self.passages, self.top_k, self.method = passages, top_k, method
+        self.shown, self.spans = shown or passages, spans
         # sublinear tf: a word repeated in one long passage should not outrank a rarer exact match;
         # bigrams let "primary key" or "build target" count as a phrase
         self._vectorizer = TfidfVectorizer(sublinear_tf=True, stop_words="english", ngram_range=(1, 2))
@@ -72,7 +84,18 @@ class Retriever:
                 for rank, j in enumerate(order):
                     fused[j] += 1 / (RRF_K + rank)
             ranking = self._ranking(fused)
-        return [self.passages[j] for j in ranking[:self.top_k]]
+        if self.spans is None:
+            return [self.shown[j] for j in ranking[:self.top_k]]
+        chosen, seen = [], set()
+        for j in ranking:
+            section, sentence, first, last = self.spans[j]
+            if (section, sentence) in seen:
+                continue
+            chosen.append(self.shown[j])
+            seen |= {(section, i) for i in range(first, last + 1)}
+            if len(chosen) == self.top_k:
+                break
+        return chosen
 
     def context(self, question: str) -> str:
         return "\n\n".join(self.search(question))
@@ -80,17 +103,24 @@ class Retriever:
     def save(self, path: Path) -> None:
         from opensem.io import atomic_write_json
 
-        atomic_write_json(path, {"top_k": self.top_k, "method": self.method, "passages": self.passages})
+        extra = {"shown": self.shown, "spans": self.spans} if self.spans is not None else {}
+        atomic_write_json(path, {"top_k": self.top_k, "method": self.method, "passages": self.passages, **extra})
 
     @classmethod
     def load(cls, path: Path) -> Retriever:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(data["passages"], int(data["top_k"]), data.get("method", "tfidf"))  # files before `method`: TF-IDF
+        # files before `method` ranked by TF-IDF; files without `spans` hold chunks
+        return cls(data["passages"], int(data["top_k"]), data.get("method", "tfidf"), data.get("shown"), data.get("spans"))
 
 
 def settings(cfg) -> dict | None:
-    """The retrieval settings to record and compare (None: closed book)."""
-    return cfg.retrieval.model_dump() if cfg.retrieval.enabled else None
+    """The retrieval settings to record and compare (None: closed book). Chunk units leave out
+    `unit` and `window` (which only sentence units read), so what was recorded before they
+    existed still compares equal."""
+    if not cfg.retrieval.enabled:
+        return None
+    dumped = cfg.retrieval.model_dump()
+    return dumped if dumped["unit"] == "sentence" else {k: v for k, v in dumped.items() if k not in ("unit", "window")}
 
 
 def recorded(settings_: dict | None) -> dict | None:
@@ -117,6 +147,35 @@ def passages(raw_dir: Path, count_tokens: Callable[[str], int], passage_tokens: 
             for doc in docs for c in chunk_document(doc, count_tokens, passage_tokens, 0)]
 
 
+def sentence_windows(raw_dir: Path, count_tokens: Callable[[str], int], passage_tokens: int,
+                     window: int) -> tuple[list[str], list[str], list[list[int]]]:
+    """Every sentence of the documents led by its heading path (what is ranked), the excerpt shown
+    for it (the sentence with `window` sentences of its section either side, fewer where that
+    would pass passage_tokens), and its span [section, sentence, first, last]."""
+    from opensem.forge.chunk import sections
+    from opensem.forge.ingest import ingest
+    from opensem.forge.reflow import split_sentences
+
+    docs, _ = ingest(raw_dir)
+    ranked, shown, spans = [], [], []
+
+    def led(heading: str, text: str) -> str:
+        return f"{heading}\n{text}" if heading else text
+
+    for section, (heading, paragraphs) in enumerate(s for doc in docs for s in sections(doc.text)):
+        sentences = [x for paragraph in paragraphs for x in split_sentences(paragraph)]
+        for i, sentence in enumerate(sentences):
+            for w in range(window, -1, -1):  # the widest window that fits
+                first, last = max(0, i - w), min(len(sentences) - 1, i + w)
+                text = led(heading, " ".join(sentences[first:last + 1]))
+                if w == 0 or count_tokens(text) <= passage_tokens:
+                    break
+            ranked.append(led(heading, sentence))
+            shown.append(text)
+            spans.append([section, i, first, last])
+    return ranked, shown, spans
+
+
 def for_sem(sem, cfg, tokenizer) -> Retriever | None:
     """The SEM's retriever when retrieval is on (passages measured in the base model's tokens)."""
     r = cfg.retrieval
@@ -127,4 +186,8 @@ def for_sem(sem, cfg, tokenizer) -> Retriever | None:
                            "or --set retrieval.enabled=false")
     from opensem.forge.chunk import token_counter
 
-    return Retriever(passages(sem.raw_dir, token_counter(tokenizer), r.passage_tokens), r.top_k, r.method)
+    count = token_counter(tokenizer)
+    if r.unit == "sentence":
+        ranked, shown, spans = sentence_windows(sem.raw_dir, count, r.passage_tokens, r.window)
+        return Retriever(ranked, r.top_k, r.method, shown, spans)
+    return Retriever(passages(sem.raw_dir, count, r.passage_tokens), r.top_k, r.method)

@@ -84,11 +84,15 @@ def test_passage_coverage_counts_the_key_facts_more_passages_state_and_names_a_b
     assert list(rows) == [(128, 1), (128, 3), (64, 2)]
     assert rows[(128, 3)]["stated"] >= rows[(128, 1)]["stated"] > 0.3 and rows[(128, 3)]["tokens"] > rows[(128, 1)]["tokens"]
     assert rows[(64, 2)]["passages"] > rows[(128, 1)]["passages"]
-    assert _grid("256x2,128x3") == [(256, 2), (128, 3)]
-    for bad in ("256", "0x2", "axb"):
+    # sentence units: one per sentence (more than any chunking), a wider window states at least as much
+    sentences = {(r["passage_tokens"], r["top_k"]): r for r in measure("legal", "golden_set", [("s0", 2), ("s1", 2)], "tfidf")}
+    assert sentences[("s0", 2)]["passages"] > rows[(64, 2)]["passages"]
+    assert sentences[("s1", 2)]["stated"] >= sentences[("s0", 2)]["stated"] and sentences[("s1", 2)]["tokens"] > sentences[("s0", 2)]["tokens"]
+    assert _grid("256x2,128x3,s1x3") == [(256, 2), (128, 3), ("s1", 3)]
+    for bad in ("256", "0x2", "axb", "s1"):
         with pytest.raises(SystemExit) as refused:
             _grid(bad)
-        assert refused.value.code == 2 and "is not a list like 256x2,128x3" in capsys.readouterr().err
+        assert refused.value.code == 2 and "is not a list like 256x2,128x3,s1x3" in capsys.readouterr().err
     wrong = subprocess.run([sys.executable, "-m", "bench", "passage_coverage", "legal"], cwd=REPO, capture_output=True, text=True)
     assert wrong.returncode == 2 and "legal has no evals/legal/dev_set.json" in wrong.stderr and "Traceback" not in wrong.stderr
 

@@ -15,7 +15,7 @@ from opensem.cli import app
 from opensem.config import load_config
 from opensem.generate import build_messages, question_of
 from opensem.io import read_jsonl
-from opensem.retrieval import HEADER, QUESTION, Retriever, found
+from opensem.retrieval import HEADER, QUESTION, Retriever, found, settings
 from opensem.workspace import open_sem
 
 pytestmark = pytest.mark.usefixtures("bundled_model_dir")
@@ -59,13 +59,16 @@ def test_an_unknown_ranking_method_is_one_clear_error():
         Retriever(PASSAGES, top_k=1, method="bm25")
 
 
-def test_settings_recorded_before_the_method_existed_read_as_tfidf(project):
-    from opensem.retrieval import recorded, settings
+def test_settings_recorded_before_the_method_and_unit_existed_read_as_tfidf_chunks(project):
+    from opensem.retrieval import recorded
 
     old = {"enabled": True, "top_k": 2, "passage_tokens": 256}
     assert recorded(old) == settings(load_config(project, "legal", ["retrieval.enabled=true", "retrieval.method=tfidf"]))
     assert recorded(old) != settings(load_config(project, "legal", ["retrieval.enabled=true", "retrieval.method=hybrid"]))
     assert recorded(None) is None and settings(load_config(project, "legal")) is None
+    # sentence units are recorded with their window, so a chunk-unit adapter is never asked with them
+    sentences = settings(load_config(project, "legal", ["retrieval.enabled=true", "retrieval.unit=sentence"]))
+    assert sentences["unit"] == "sentence" and sentences["window"] == 1 and recorded(old) != sentences
 
 
 def test_passages_lead_the_user_turn_and_the_question_reads_back_from_it():
@@ -76,6 +79,30 @@ def test_passages_lead_the_user_turn_and_the_question_reads_back_from_it():
     assert build_messages("Q?", None, "ctx") == [{"role": "user", "content": f"{HEADER}\n\nctx\n\n{QUESTION}Q?"}]
     assert build_messages("Q?", "S") == [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}]
     assert question_of("Q?") == "Q?" and question_of("Question: a\n\nQuestion: b") == "Question: a\n\nQuestion: b"
+
+
+def test_sentence_units_show_the_best_sentence_between_its_neighbours_and_never_twice(tmp_path):
+    from opensem.retrieval import sentence_windows
+
+    (tmp_path / "beasts.md").write_text(
+        "# Zorblats\n\nA Zorblat is teal. Zorblats nest in the roofs of old barns. They lay three eggs a year. "
+        "Their eggs hatch in spring.\n\n# Quimbles\n\nA Quimble has seven legs. It walks sideways.\n")
+    words = lambda text: len(text.split())  # noqa: E731
+    ranked, shown, spans = sentence_windows(tmp_path, words, 64, 1)
+    assert ranked[1] == "Zorblats\nZorblats nest in the roofs of old barns."
+    assert shown[1] == "Zorblats\nA Zorblat is teal. Zorblats nest in the roofs of old barns. They lay three eggs a year."
+    assert shown[4] == "Quimbles\nA Quimble has seven legs. It walks sideways."  # its section's only neighbour
+    assert spans[1] == [0, 1, 0, 2] and spans[4] == [1, 0, 0, 1]
+    r = Retriever(ranked, 2, "tfidf", shown, spans)
+    # the eggs sentences are neighbours: the second one is inside the first's excerpt, so the next
+    # excerpt shown is another section's, not the same sentences again
+    found = r.search("When do the eggs of a Zorblat hatch, and how many eggs does it lay?")
+    assert found[0].endswith("They lay three eggs a year. Their eggs hatch in spring.") and len(found) == 2
+    assert "Their eggs hatch in spring." not in found[1]
+    # a window longer than passage_tokens narrows to the sentence alone
+    assert sentence_windows(tmp_path, words, 8, 1)[1][1] == "Zorblats\nZorblats nest in the roofs of old barns."
+    r.save(tmp_path / "s.json")
+    assert Retriever.load(tmp_path / "s.json").search("How many legs does a Quimble have?") == r.search("How many legs does a Quimble have?")
 
 
 def test_saved_passages_load_into_the_same_ranking(tmp_path):
@@ -121,7 +148,7 @@ def test_open_book_forge_writes_pairs_asked_with_the_passages_found_for_their_qu
     manifest = json.loads((sem.processed_dir / "manifest.json").read_text())
     held = [found(a, retriever.context(question_of(q))) for q, a in ((r["messages"][1]["content"], r["messages"][2]["content"]) for r in rows)]
     assert manifest["answer_in_passages"] == round(sum(held) / len(held), 3) and manifest["answer_in_passages"] > 0.6
-    assert manifest["retrieval"] == cfg.retrieval.model_dump()
+    assert manifest["retrieval"] == settings(cfg) == {k: v for k, v in cfg.retrieval.model_dump().items() if k not in ("unit", "window")}
     assert not found("Frobnits live in Oslo.", rows[0]["messages"][1]["content"])
 
     # training asked another way than the forge wrote is refused, before any model loads
