@@ -236,6 +236,12 @@ class TeacherConfig(Section):
     reading the passages. Off was measured open book and refused: it lowered the dev gain
     (docs/real-corpora.md, candidate RN)."""
 
+    yes_opener: bool = True
+    """extractive only: open the answer to a yes/no question that its sentence agrees with with
+    "Yes.". Off: that answer is the sentence alone ("Must the file exist?" -> "The file must
+    exist."), so "Yes." is never the answer's first word to learn; an answer that denies still
+    opens with "No." (docs/real-corpora.md, candidate RSY)."""
+
     max_concurrency: int = Field(8, gt=0)
     """Teacher requests in flight at once."""
 

@@ -23,7 +23,7 @@ from opensem.config import load_config
 from opensem.errors import OpenSEMError
 from opensem.forge import run as forge
 from opensem.forge.chunk import Chunk
-from opensem.forge.extractive import extract_pairs
+from opensem.forge.extractive import extract_pairs, unfaithful
 from opensem.forge.ingest import ingest
 from opensem.forge.quality import Decontaminator, check_pair, content_words, is_complete_sentence
 from opensem.generate import question_of
@@ -224,7 +224,6 @@ def test_about_questions_ask_what_no_other_pattern_asks_by_the_name_a_sentence_m
     every = dict(extract_pairs(chunk, about_questions="every"))
     assert {q: a for q, a in every.items() if q not in pairs} == {"What does section 4.9.1 of Debian Policy say about nostrip?": nostrip}
     assert set(plain_pairs) <= set(every)  # the pattern's own question stays beside it
-    from opensem.forge.extractive import unfaithful
 
     for question, answer in added.items():
         assert unfaithful(question, answer, chunk) is None
@@ -253,6 +252,27 @@ def test_yes_no_questions_off_drops_the_yes_no_pairs_and_keeps_the_sentences_oth
     cfg = load_config(project, "legal", ["forge.teacher.yes_no_questions=false"])
     teacher = make_teacher(cfg, project / "cache", budget=None)
     assert dict(asyncio.run(teacher.ask(chunk, None)).result) == without
+
+
+def test_yes_opener_off_answers_an_agreeing_question_with_its_sentence_and_keeps_no(project):
+    """forge.teacher.yes_opener=false: the same questions; an agreeing answer loses its "Yes."
+    and is the sentence alone, a denial keeps "No."; the teacher the config builds passes it on."""
+    text = "The clean target must remove the generated files, but it may keep the build logs.\nAn invitation to treat is not an offer.\n"
+    chunk = Chunk("d#0", "d", "Contract law > Terms", text, 40)
+    sentence = "The clean target must remove the generated files, but it may keep the build logs."
+    both = dict(extract_pairs(chunk))
+    plain_ = dict(extract_pairs(chunk, yes_opener=False))
+    assert set(plain_) == set(both)
+    assert both["Must the clean target remove the generated files?"] == f"Yes. {sentence}"
+    assert plain_["Must the clean target remove the generated files?"] == sentence
+    assert plain_["Is an invitation to treat an offer?"] == "No. An invitation to treat is not an offer."
+    assert not any(a.startswith("Yes") for a in plain_.values())
+    assert all(unfaithful(q, a, chunk) is None for q, a in plain_.items())
+
+    from opensem.forge.teachers import make_teacher
+
+    cfg = load_config(project, "legal", ["forge.teacher.yes_opener=false"])
+    assert dict(asyncio.run(make_teacher(cfg, project / "cache", budget=None).ask(chunk, None)).result) == plain_
 
 
 # -- end to end, offline --------------------------------------------------------------------------

@@ -98,11 +98,14 @@ def chunk_topic(chunk: Chunk) -> str | None:
     return topic if re.search(r"\s[A-Z]", topic) else _term(topic)  # keep "Statute of Frauds"
 
 
-def extract_pairs(chunk: Chunk, about_questions: str = "off", yes_no: bool = True) -> list[tuple[str, str]]:
+def extract_pairs(chunk: Chunk, about_questions: str = "off", yes_no: bool = True,
+                  yes_opener: bool = True) -> list[tuple[str, str]]:
     """Every pair the patterns find in a chunk. about_questions (forge.teacher.about_questions):
     "unmatched" asks about a sentence no pattern fits by a name it mentions, "every" asks so about
     every sentence that names something, beside its pattern's questions. yes_no=False
-    (forge.teacher.yes_no_questions) drops the yes/no pairs, whose answers open with Yes./No."""
+    (forge.teacher.yes_no_questions) drops the yes/no pairs, whose answers open with Yes./No.;
+    yes_opener=False (forge.teacher.yes_opener) keeps them and answers an agreeing one with its
+    sentence alone (a denial still opens with "No.")."""
     pairs: list[tuple[str, str]] = []
     lines = chunk.text.split("\n")
     list_lead: tuple[str, str, str] | None = None  # (count, what, lead sentence) awaiting its items
@@ -153,7 +156,8 @@ def extract_pairs(chunk: Chunk, about_questions: str = "off", yes_no: bool = Tru
         antecedent = None  # a paragraph ends
     pairs.extend(difference_pairs(definitions))
     pairs.extend(section_pairs(chunk))
-    return _unique([(q, a) for q, a in pairs if not points_outside(q) and (yes_no or not _YES_NO.match(a))])
+    kept = [(q, a) for q, a in pairs if not points_outside(q) and (yes_no or not _YES_NO.match(a))]
+    return _unique([(q, a.removeprefix("Yes. ") if not yes_opener else a) for q, a in kept])
 
 
 # a name a sentence mentions: quoted, written as code (backticks; an underscore, a slash or "()"
@@ -707,11 +711,12 @@ class ExtractiveTeacher:
     provider = "extractive"
     name = "extractive"
 
-    def __init__(self, about_questions: str = "off", yes_no: bool = True):
-        self.about_questions, self.yes_no = about_questions, yes_no
+    def __init__(self, about_questions: str = "off", yes_no: bool = True, yes_opener: bool = True):
+        self.about_questions, self.yes_no, self.yes_opener = about_questions, yes_no, yes_opener
 
     async def ask(self, chunk: Chunk, n_pairs: int | None) -> Completion:
-        return Completion(result=extract_pairs(chunk, self.about_questions, self.yes_no)[:n_pairs])  # None: every pair found
+        pairs = extract_pairs(chunk, self.about_questions, self.yes_no, self.yes_opener)
+        return Completion(result=pairs[:n_pairs])  # None: every pair found
 
     async def aclose(self) -> None:
         pass
