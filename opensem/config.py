@@ -240,7 +240,8 @@ class TeacherConfig(Section):
     """extractive only: open the answer to a yes/no question that its sentence agrees with with
     "Yes.". Off: that answer is the sentence alone ("Must the file exist?" -> "The file must
     exist."), so "Yes." is never the answer's first word to learn; an answer that denies still
-    opens with "No." (docs/real-corpora.md, candidate RSY)."""
+    opens with "No.". Off was measured and refused: the adapter then says the question back as a
+    statement without "Yes." (docs/real-corpora.md, candidate RSY)."""
 
     max_concurrency: int = Field(8, gt=0)
     """Teacher requests in flight at once."""
@@ -357,7 +358,8 @@ class RetrievalConfig(Section):
     unit: Literal["chunk", "sentence"] = "chunk"
     """What is ranked. chunk: passages of passage_tokens. sentence: single sentences, each shown
     with `window` sentences of its section either side (at most passage_tokens), so the sentence
-    that matches best stands in the middle of its excerpt (opensem/retrieval.py)."""
+    that matches best stands in the middle of its excerpt (opensem/retrieval.py). Measured with
+    top_k 3 and refused: debian-policy's dev gain rose, sqlite's fell (docs/real-corpora.md, RS)."""
 
     window: int = Field(1, ge=0)
     """With unit sentence: the sentences shown either side of each sentence found."""
