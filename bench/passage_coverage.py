@@ -53,6 +53,7 @@ def measure(sem: str, question_set: str, grid: list[tuple[int | str, int]], meth
             stated = [key_fact_recall(c, item.key_facts) for c, item in zip(contexts, items)]
             rows.append({"sem": sem, "passage_tokens": s, "top_k": k, "passages": len(units),
                          "stated": sum(stated) / len(stated), "tokens": sum(map(count, contexts)) / len(contexts)})
+
     def order(r: dict) -> tuple:  # chunk sizes largest first, then sentence windows narrowest first
         size = r["passage_tokens"]
         return (1, int(size[1:])) if isinstance(size, str) else (0, -size), r["top_k"]

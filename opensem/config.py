@@ -237,7 +237,7 @@ class TeacherConfig(Section):
     (docs/real-corpora.md, candidate RN)."""
 
     yes_opener: bool = True
-    """extractive only: open the answer to a yes/no question that its sentence agrees with with
+    """extractive only: an answer to a yes/no question that its sentence agrees with opens with
     "Yes.". Off: that answer is the sentence alone ("Must the file exist?" -> "The file must
     exist."), so "Yes." is never the answer's first word to learn; an answer that denies still
     opens with "No.". Off was measured and refused: the adapter then says the question back as a
