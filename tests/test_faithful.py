@@ -51,6 +51,29 @@ def test_unfaithful_pairs_are_caught(question, answer, reason):
     assert unfaithful(question, answer, chunk(PLANTED)) == reason
 
 
+OPEN = """A text comparison may not be required in the case of numeric values.
+A contract is not frustrated simply because performance has become more expensive.
+The license may not require a royalty for such sale.
+A contract is not frustrated by a change of law that makes performance more expensive."""
+
+
+@pytest.mark.parametrize("question, answer, reason", [
+    # "may not" can mean "need not": "May it be required?" has no "No." in the source
+    ("May a text comparison be required?", "No. A text comparison may not be required in the case of numeric values.", "no_not_entailed"),
+    # a denied reason is no denied fact
+    ("Is a contract frustrated?", "No. A contract is not frustrated simply because performance has become more expensive.", "no_not_entailed"),
+    # a "may not" of permission is dropped too: the words alone cannot tell the two apart
+    ("May the license require a royalty for such sale?", "No. The license may not require a royalty for such sale.", "no_not_entailed"),
+    ("Is a contract frustrated by a change of law that makes performance more expensive?",
+     "No. A contract is not frustrated by a change of law that makes performance more expensive.", None),
+])
+def test_a_no_the_source_leaves_open_is_not_trained_on(question, answer, reason):
+    assert unfaithful(question, answer, chunk(OPEN)) == reason
+    # the teacher does write such a "No." (asked one way or another); the check is what keeps it out
+    made = [(q, a) for q, a in extract_pairs(chunk(OPEN)) if a == answer]
+    assert made and {unfaithful(q, a, chunk(OPEN)) for q, a in made} == {reason}
+
+
 _ASKS = re.compile(r"\b(?:what|when|why|which|how|who|where|whom|whose)\b|^(?:[^?]{0,120},\s+)?(?:is|are|can|must|may|should|does|do|will|was|were|has|have|did)\b", re.I)
 
 
@@ -83,6 +106,11 @@ def test_complete_sentences_are_told_from_fragments():
     # a polar question asks the first clause only
     ("The file named by the INTO clause must not previously exist, or else it must be an empty file.", ", or",
      "Must the file named by the INTO clause previously exist?"),
+    # ", only B" belongs to the answer: the question asks about A
+    ("The sequence table does not track ROWID changes made by UPDATE, only INSERT statements.", "only insert",
+     "Does the sequence table track ROWID changes made by UPDATE?"),
+    # a subject that ends in "and" holds a clause of its own ("X contains Y and is not used for Z")
+    ("The installer section contains special packages used by the installer and is not used for normal packages.", "contains", None),
     # a framing lead stays in the answer, not in the question
     ("For example, the license must not insist that other programs on the medium are free software.", "for example",
      "Must the license insist that other programs on the medium are free software?"),

@@ -406,6 +406,7 @@ def _statement_pairs(
         or _unbalanced(subject)
         or _NOT_IN_A_SUBJECT.search(subject)
         or "," in subject  # an opening phrase the lead pattern did not know ("Unlike X, SQLite ...")
+        or subject_words[-1].lower() in ("and", "or", "but", "nor")  # "X contains Y and [is not used]": two clauses
         or not subject[:1].isalnum()
         or (_VAGUE_SUBJECT.match(subject) and not lead)  # "When two BLOB values are compared, the result ..."
     ):
@@ -419,7 +420,7 @@ def _statement_pairs(
     answer = _cap(answer)
     out = happens
     # the question asks the first clause only: "Must the file exist, or else ..., or ...?" is no question
-    polar_rest = re.split(r"\s+(?:but|because)\s+|,\s+(?:or|so|and|but|which|thus)\s+|,\s+(?:since|as|unless|except)\b", rest)[0]
+    polar_rest = re.split(r"\s+(?:but|because)\s+|,\s+(?:or|so|and|but|which|thus|only)\s+|,\s+(?:since|as|unless|except)\b", rest)[0]
     polar_rest = re.sub(r"\s+(?:simply|merely|only|either|also)$", "", polar_rest)
     polar = _question(f"{lead}{asked} {subj} {polar_rest}")
     if negated or content_words(answer) - content_words(polar):  # a bare "Yes." + echo teaches nothing
@@ -640,6 +641,13 @@ _UNGRAMMATICAL = re.compile(
     r"therefore|hence|otherwise|in general|in other words|finally|note that|so|and|but)\b", re.I)
 
 
+# A "not" that leaves the question's answer open: "may not be required" can mean "need not be"
+# (so "May it be required?" is no "No."), and "is not frustrated simply because it costs more"
+# denies a reason, not the fact ("Is a contract frustrated?" is no "No." either).
+_MAY_NOT = re.compile(r"\b(?:may|might)\s+not\b", re.I)
+_NOT_BECAUSE = re.compile(r"\bnot\s+(?:\S+\s+){0,6}?(?:simply|merely|just|only|solely)\s+because\b", re.I)
+
+
 def _unbalanced(text: str) -> bool:
     """A quote or bracket left open: the question was cut inside it ("... of the form "x IN?")."""
     return text.count('"') % 2 == 1 or text.count("(") != text.count(")") or text.count("“") != text.count("”")
@@ -680,6 +688,8 @@ def unfaithful(question: str, answer: str, chunk: Chunk) -> str | None:
                        own words: each of its parts must stand in the chunk
         polarity       "No." where the source sentence does not negate the question's statement,
                        or "Yes." where it does (compared clause against clause)
+        no_not_entailed  "No." from a "not" that leaves the answer open: "may not"/"might not"
+                       (possibly not, or not allowed?) or a denied reason ("not X simply because Y")
         fragment       the answer does not end a sentence (. ! ?): a lead-in the documents cut off
                        with the list it introduces ("... means that given")
     """
@@ -693,6 +703,8 @@ def unfaithful(question: str, answer: str, chunk: Chunk) -> str | None:
         return "not_verbatim"
     if m and (m["polarity"] == "No") != (_negations(body) > _negations(question)):
         return "polarity"
+    if m and m["polarity"] == "No" and (_MAY_NOT.search(_FIRST_CLAUSE.split(body)[0]) or _NOT_BECAUSE.search(body)):
+        return "no_not_entailed"
     if not ENDS_A_SENTENCE.search(answer.strip()):
         return "fragment"
     return None
