@@ -109,6 +109,9 @@ def test_complete_sentences_are_told_from_fragments():
     # ", only B" belongs to the answer: the question asks about A
     ("The sequence table does not track ROWID changes made by UPDATE, only INSERT statements.", "only insert",
      "Does the sequence table track ROWID changes made by UPDATE?"),
+    # a second verb phrase after "and" is left to the answer
+    ("WITHOUT ROWID is found only in SQLite and is used by no other engine.", "and is used",
+     "Is WITHOUT ROWID found only in SQLite?"),
     # a subject that ends in "and" holds a clause of its own ("X contains Y and is not used for Z")
     ("The installer section contains special packages used by the installer and is not used for normal packages.", "contains", None),
     # a framing lead stays in the answer, not in the question
@@ -173,6 +176,14 @@ def test_conditions_passives_and_plurals_are_asked(sentence, expected, answer_op
     ("The separate package allows bug reports against the list to be sorted.", "What do the separate package"),
     ("Perhaps they might be ill or away — you do not know who may be on the receiving side.", "Do perhaps"),
     ("Packages must be placed in non-free if they are not free.", "How must packages be placed?"),  # a place, not a manner
+    # half of a choice: its "Yes." says more than the source
+    ("Statements made during negotiations are either terms, which are part of the contract, or mere representations.", "Are statements made during negotiations either"),
+    # a bracket inside a phrase would end the question mid-phrase ("... only recognized by version 3.37.0?" drops "and later")
+    ("The keyword is only recognized by SQLite version 3.37.0 (2021-11-27) and later.", "Is the keyword only recognized"),
+    ("The optimization is helpful for tables that have composite (multi-column) PRIMARY KEYs.", "Is the optimization helpful"),
+    # a noun taken for a verb: the clause's verb comes later
+    ('Numeric arguments in parentheses that follow the type name (ex: "VARCHAR(255)") are ignored by SQLite.', "Does numeric"),
+    ("A good strategy is to wait until the end of development; the tests then decide.", "Is a good strategy"),
 ])
 def test_clauses_that_are_no_condition_or_subject_ask_nothing(sentence, wrong):
     questions = [q for q, _ in extract_pairs(chunk(sentence))]

@@ -392,6 +392,8 @@ def _statement_pairs(
     if m and _DISCOURSE_LEAD.match(m["lead"]):
         lead = ""
     happens = _what_happens(sentence, answer)
+    # a bracket inside a phrase ("composite (multi-column) PRIMARY KEYs") cuts the phrase in two
+    cut_in_phrase = bool(re.match(r"[^;:(]*\([^()]+\)\s+[\w\"]", main))  # "f()" is a name, not a bracket
     main = re.split(r"\s*[;:]\s+|\s+\(", main)[0]
     aux = _AUX.search(" " + main + " ")
     if not aux:
@@ -420,10 +422,15 @@ def _statement_pairs(
     answer = _cap(answer)
     out = happens
     # the question asks the first clause only: "Must the file exist, or else ..., or ...?" is no question
-    polar_rest = re.split(r"\s+(?:but|because)\s+|,\s+(?:or|so|and|but|which|thus|only)\s+|,\s+(?:since|as|unless|except)\b", rest)[0]
+    polar_rest = re.split(r"\s+(?:but|because)\s+|,\s+(?:or|so|and|but|which|thus|only)\s+|,\s+(?:since|as|unless|except)\b"
+                          r"|\s+and\s+(?=(?:is|are|can|cannot|must|may|should|will|does|do|you|it|they|we)\s)", rest)[0]
     polar_rest = re.sub(r"\s+(?:simply|merely|only|either|also)$", "", polar_rest)
     polar = _question(f"{lead}{asked} {subj} {polar_rest}")
-    if negated or content_words(answer) - content_words(polar):  # a bare "Yes." + echo teaches nothing
+    # "Must it be either a NULL?" asks half of a choice, and its "Yes." says more than the source
+    half_choice = bool(re.search(r"\beither(?:\s+\S+){1,2}$", polar_rest))
+    # "A good strategy is to wait" turns into no question ("Is a good strategy to wait?")
+    no_question = verb in ("is", "are") and rest.startswith("to ") and subject_words[0].lower() in ("a", "an")
+    if (negated or content_words(answer) - content_words(polar)) and not (half_choice or cut_in_phrase or no_question):  # a bare "Yes." + echo teaches nothing
         out.append((polar, f"{'No' if negated else 'Yes'}. {answer}"))
     wh = "when" if lead else "When"
     cond = _CONDITION.search(" " + rest + " ")
@@ -524,6 +531,18 @@ _VERB_PLURAL = re.compile(
 )
 
 
+# a finite "is/are" later in the clause: the word taken for the verb was a noun (not "that is", a relative)
+_LATER_VERB = re.compile(r"(?<!\bthat)(?<!\bwhich)(?<!\bwho)\s(?:is|are)\s")
+
+
+def _after(sentence: str, word: str) -> str:
+    """The sentence after `word`, brackets left out (the clause goes on behind them)."""
+    flat = sentence
+    while (bare := re.sub(r"\s*\([^()]*\)", "", flat)) != flat:  # inner brackets first: "(ex: "VARCHAR(255)")"
+        flat = bare
+    return flat[flat.find(word) + len(word):] if word in flat else ""
+
+
 def _lemma(verb: str) -> str:
     if verb == "has":
         return "have"
@@ -555,6 +574,7 @@ def _do_support_pairs(lead: str, main: str, answer: str) -> list[tuple[str, str]
         or (plural and any(w.endswith("s") and not w.endswith("ss") and nxt not in ("of", "and", "or")
                            for w, nxt in zip(words_, words_[1:])))  # "The package allows bug reports": a verb inside
         or re.search(r"\b(?:this|it|that|them)$", rest)
+        or _LATER_VERB.search(re.split(r"[;:,]", _after(answer, f" {verb} "))[0])  # "Numeric arguments ... are ignored": a noun
     ):
         return []
     do = "do" if plural else "does"
