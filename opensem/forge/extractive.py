@@ -430,7 +430,8 @@ def _statement_pairs(
     half_choice = bool(re.search(r"\beither(?:\s+\S+){1,2}$", polar_rest))
     # "A good strategy is to wait" turns into no question ("Is a good strategy to wait?")
     no_question = verb in ("is", "are") and rest.startswith("to ") and subject_words[0].lower() in ("a", "an")
-    if (negated or content_words(answer) - content_words(polar)) and not (half_choice or cut_in_phrase or no_question):  # a bare "Yes." + echo teaches nothing
+    teaches = negated or content_words(answer) - content_words(polar)  # a bare "Yes." + echo teaches nothing
+    if teaches and not (half_choice or cut_in_phrase or no_question):
         out.append((polar, f"{'No' if negated else 'Yes'}. {answer}"))
     wh = "when" if lead else "When"
     cond = _CONDITION.search(" " + rest + " ")
