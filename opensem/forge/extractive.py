@@ -541,7 +541,7 @@ def _after(sentence: str, word: str) -> str:
     flat = sentence
     while (bare := re.sub(r"\s*\([^()]*\)", "", flat)) != flat:  # inner brackets first: "(ex: "VARCHAR(255)")"
         flat = bare
-    return flat[flat.find(word) + len(word):] if word in flat else ""
+    return flat.partition(word)[2]
 
 
 def _lemma(verb: str) -> str:
