@@ -7,6 +7,7 @@ transformers and mlflow are imported inside the commands that need them.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from typing import Annotated, Optional
 
@@ -54,6 +55,10 @@ def user_errors(fn):
             err.print(f"[yellow]interrupted:[/yellow] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(Interrupted.exit_code) from None
 
+    # typer's rich help prints a docstring's line breaks as they are; one line per paragraph
+    # lets it wrap the text to the terminal instead
+    if fn.__doc__:
+        wrapper.__doc__ = "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(fn.__doc__).split("\n\n"))
     return wrapper
 
 
@@ -121,7 +126,9 @@ def dev(
     set_: SetOpt = None,
     overrides: OverridesOpt = "",
 ) -> None:
-    """Compare the base model and an adapter on the SEM's dev set (evals/SEM/dev_set.json): the
+    """Compare the base model and an adapter on the SEM's dev set (choose settings by it).
+
+    The dev set (evals/SEM/dev_set.json) holds the
     questions to choose settings by, so the golden set stays an unseen test. Key-fact accuracy
     with the paired 95% interval, how many of its own training answers the adapter reproduces,
     and the accuracy on the items its training pairs teach against the others; nothing is
@@ -191,9 +198,11 @@ app.add_typer(golden_app, name="golden")
 @golden_app.command("check")
 @user_errors
 def golden_check(sem: SemOpt, set_: SetOpt = None) -> None:
-    """Lint the SEM's golden set: own answer states each key fact, no key fact in its own question,
-    no other item's answer states all of an item's facts (errors, exit 2); loose short tokens,
-    yes/no-only and single-fact items (warnings). Baseline, evaluate and pipeline run it first."""
+    """Lint the SEM's golden set: do its key facts tell right answers from wrong ones?
+
+    Errors (exit 2): an item's own answer misses a key fact, a key fact is in its own question,
+    or another item's answer states all of an item's facts. Warnings: loose short tokens,
+    yes/no-only and single-fact items. Baseline, evaluate and pipeline run it first."""
     from opensem.config import load_config
     from opensem.golden_lint import run as lint
     from opensem.workspace import open_sem
@@ -210,8 +219,9 @@ def golden_coverage(
     list_: Annotated[bool, typer.Option("--list", help="Name the dev set's items whose facts the documents state but no training answer does.")] = False,
     out_file: Annotated[Optional[str], typer.Option("--out", help="Also write every item's coverage as JSON here.")] = None,
 ) -> None:
-    """Do the forge's training answers state the facts the golden and dev sets ask about? Per set:
-    items whose key facts one training answer states (the most the pairs teach directly) and
+    """Do the forge's training answers state the facts the golden and dev sets ask about?
+
+    Per set: items whose key facts one training answer states (the most the pairs teach directly) and
     items whose key facts one sentence of the documents states. No model runs."""
     from pathlib import Path
 

@@ -33,6 +33,26 @@ def test_every_stage_has_a_command_with_sem_and_set():
         assert "--sem" in result.output and "--set" in result.output
 
 
+def test_help_paragraphs_wrap_to_the_terminal():
+    # typer's rich help prints a docstring's line breaks as they are: the listing of `opensem --help`
+    # showed `dev`'s summary cut into short lines. Each paragraph must reach typer as one line.
+    import typer.main
+
+    def commands(group, path=()):
+        for name, command in group.commands.items():
+            yield (*path, name), command
+            if hasattr(command, "commands"):
+                yield from commands(command, (*path, name))
+
+    found = list(commands(typer.main.get_command(app)))
+    assert {("dev",), ("golden", "check"), ("golden", "coverage")} <= {p for p, _ in found}
+    for path, command in found:
+        for paragraph in (command.help or "").split("\n\n"):
+            assert "\n" not in paragraph, (path, paragraph)
+    listing = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "Compare the base model and an adapter on the SEM's dev set (choose settings by it)." in listing
+
+
 def test_stage_needs_a_sem():
     result = CliRunner().invoke(app, ["train"])
     assert result.exit_code == 2 and "--sem" in result.output
