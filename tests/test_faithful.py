@@ -117,6 +117,10 @@ def test_complete_sentences_are_told_from_fragments():
     # a framing lead stays in the answer, not in the question
     ("For example, the license must not insist that other programs on the medium are free software.", "for example",
      "Must the license insist that other programs on the medium are free software?"),
+    # "Of course" states a consequence of the sentence before: asked alone, "No." would be false
+    # (sqlite: rigid type enforcement does occur, except in the old versions just described)
+    ("Of course, rigid type enforcement will not occur because the earlier versions of SQLite do not know how to do that.",
+     "rigid type enforcement", None),
 ])
 def test_questions_do_not_inherit_the_sentences_framing(sentence, absent, expected):
     questions = [q for q, _ in extract_pairs(chunk(sentence))]
@@ -127,6 +131,7 @@ def test_questions_do_not_inherit_the_sentences_framing(sentence, absent, expect
 
 @pytest.mark.parametrize("question, reason", [
     ("Under circumstances described below, may the engine convert values?", "needs_context"),
+    ("Will ordinary rowid tables run faster in that case?", "needs_context"),  # which case?
     ("Does SQLite enforce this restriction?", "needs_context"),
     ("Are the following targets required by debian/rules?", "needs_context"),
     ('Is "this" a reserved word in SQLite?', None),  # quoted: a name, not a pointer

@@ -331,9 +331,10 @@ _DISCOURSE_LEAD = re.compile(
     r"^(?:For (?:example|instance)|In (?:general|particular|practice|addition|other words|short|fact|most cases)|Of course"
     r"|As a rule|Typically|Usually|Normally|Generally)$", re.I)
 # A connective that opens a sentence without making it depend on the one before it: left out of
-# the question ("However, is X ...?" is no question), kept in the answer. "Thus", "Otherwise" and
-# "Instead" are not here: their sentence states a consequence of the previous one.
-_CONNECTIVE = re.compile(r"^(?:However|Also|Additionally|In addition|Furthermore|Moreover|Note that|Note also that|Of course),?\s+(?=\S)")
+# the question ("However, is X ...?" is no question), kept in the answer. "Thus", "Otherwise",
+# "Instead" and "Of course" are not here: their sentence states a consequence of the previous one
+# ("Of course, rigid type enforcement will not occur" holds for the old versions just described).
+_CONNECTIVE = re.compile(r"^(?:However|Also|Additionally|In addition|Furthermore|Moreover|Note that|Note also that),?\s+(?=\S)")
 # A subject that names nothing without its paragraph ("What is the value?", "What will the new
 # database contain?"): the question cannot be answered by anyone who has not just read the text.
 _VAGUE_SUBJECT = re.compile(

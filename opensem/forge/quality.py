@@ -33,7 +33,8 @@ STOPWORDS = frozenset(
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
 NEGATION = re.compile(r"\b(?:no|not|never|cannot|none|neither|nor)\b|n't\b", re.I)
 # Words that point at the surrounding text (outside quotes, where they may be part of a name).
-_POINTS_OUTSIDE = re.compile(r"\b(?:above|below|aforementioned|latter|former|the following|this|these|those|do(?:ing)? so|if so)\b", re.I)
+_POINTS_OUTSIDE = re.compile(r"\b(?:above|below|aforementioned|latter|former|the following|this|these|those|do(?:ing)? so|if so"
+                             r"|in (?:that|such an?|either|each) case|in such cases)\b", re.I)
 _REFUSAL = re.compile(r"\b(as an ai|i cannot|i can't|i'm sorry|i am sorry|i am unable|i'm unable|cannot help with)\b", re.I)
 
 
