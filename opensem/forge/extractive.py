@@ -328,7 +328,7 @@ _NON_SUBJECT = {  # a sentence opening with these has no subject a question can 
 # A lead that frames the sentence rather than conditions it: dropped from the question ("For
 # example, must the license ...?" is not how anyone asks), kept in the answer.
 _DISCOURSE_LEAD = re.compile(
-    r"^(?:For (?:example|instance)|In (?:general|particular|practice|addition|other words|short|fact|most cases)|Of course"
+    r"^(?:For (?:example|instance)|In (?:general|particular|practice|addition|other words|short|fact|most cases)"
     r"|As a rule|Typically|Usually|Normally|Generally)$", re.I)
 # A connective that opens a sentence without making it depend on the one before it: left out of
 # the question ("However, is X ...?" is no question), kept in the answer. "Thus", "Otherwise",
