@@ -14,7 +14,7 @@ PIP := $(BIN)/python -m pip
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup setup-gpu setup-sky test-gpu-api check-llama-server infra demo test test-fast bench clean-runs
+.PHONY: setup setup-gpu setup-sky setup-vllm test-gpu-api check-llama-server infra demo test test-fast bench clean-runs
 
 setup: $(VENV)/.opensem-installed
 
@@ -55,6 +55,17 @@ $(SKY_VENV)/.installed:
 	$(PYTHON) -m venv $(SKY_VENV)
 	$(SKY_VENV)/bin/python -m pip install -q --upgrade pip
 	$(SKY_VENV)/bin/python -m pip install -q "skypilot==0.14.1"
+	touch $@
+
+# vLLM in a venv of its own (it pins its own torch, not Unsloth's): the LLM teacher that
+# sky/outcome.yaml serves on a GPU node (vLLM 0.33 needs Python 3.11 or later). Not for this CPU machine.
+VLLM_VENV ?= .venv-vllm
+setup-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "vllm==0.33.0"
 	touch $@
 
 # The GPU stack's APIs, checked on a CPU machine (CI): a second venv with constraints/gpu.txt less

@@ -10,19 +10,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def project_copy(tmp: Path, sem: str, documents: list[str] | None = None) -> Path:
+def project_copy(tmp: Path, sem: str, documents: list[str] | None = None, source: Path = ROOT) -> Path:
     """configs/, evals/ and one SEM's raw documents (all, or the named ones) in tmp/project; the
-    bundled base model linked, so it is converted once for every copy."""
+    bundled base model linked, so it is converted once for every copy. The SEM's teacher cache
+    goes along when there is one: replies an LLM teacher wrote for an earlier forge of the same
+    documents (a paid one's, or a served one's that has since stopped, as in sky/outcome.yaml)
+    are answered from it, not asked again."""
     root = tmp / "project"
     for folder in ("configs", "evals"):
-        shutil.copytree(ROOT / folder, root / folder)
-    raw = ROOT / "data" / sem / "raw"
+        shutil.copytree(source / folder, root / folder)
+    raw = source / "data" / sem / "raw"
     if documents is None:
         shutil.copytree(raw, root / "data" / sem / "raw")
     else:
         (root / "data" / sem / "raw").mkdir(parents=True)
         for name in documents:
             shutil.copy(raw / name, root / "data" / sem / "raw" / name)
+    teacher_cache = source / "data" / sem / "cache" / "teacher"
+    if teacher_cache.is_dir():
+        shutil.copytree(teacher_cache, root / "data" / sem / "cache" / "teacher")
     (ROOT / "models" / "base").mkdir(parents=True, exist_ok=True)
     (root / "models").mkdir()
     os.symlink(ROOT / "models" / "base", root / "models" / "base")

@@ -36,7 +36,7 @@ from aiohttp import web
 
 
 class FakeLLMServer:
-    def __init__(self, latency: float = 0.0):
+    def __init__(self, latency: float = 0.0, port: int = 0):
         self.latency = latency
         self.default = "ok"
         self.reject_json_schema = False
@@ -44,7 +44,7 @@ class FakeLLMServer:
         self.lock = threading.Lock()
         self.release = threading.Event()
         self.log: list[dict] = []  # one entry per request: path, behaviour, status, prompt hash, time
-        self.port = 0
+        self.port = port  # 0: any free one
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -76,9 +76,10 @@ class FakeLLMServer:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/{tail:.*}", self._handle)
+        app.router.add_get("/v1/models", self._models)  # what a client polls to see the server is up
         runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=512)
+        site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=512)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]
         self._ready.set()
@@ -86,6 +87,10 @@ class FakeLLMServer:
         self._loop.run_until_complete(runner.cleanup())
 
     # -- replies ------------------------------------------------------------------------------
+    @staticmethod
+    async def _models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "served", "object": "model", "owned_by": "tests"}]})
+
     def _next(self) -> str:
         with self.lock:
             return self.script.popleft() if self.script else self.default
@@ -176,9 +181,9 @@ class FakeLLMServer:
         })
 
 
-if __name__ == "__main__":  # a stand-alone server in its own process, for bench/
+if __name__ == "__main__":  # a stand-alone server in its own process: `llm_server.py [LATENCY [PORT]]`
     import sys
 
-    with FakeLLMServer(latency=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0) as srv:
+    with FakeLLMServer(latency=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0, port=int(sys.argv[2]) if len(sys.argv) > 2 else 0) as srv:
         print(srv.url, flush=True)
         threading.Event().wait()

@@ -391,6 +391,23 @@ def test_cache_means_a_rerun_sends_nothing(mini, monkeypatch):
     assert second["digests"]["train"] == first["digests"]["train"]
 
 
+def test_a_bench_copy_answers_from_the_teacher_replies_forged_before(mini, tmp_path, monkeypatch):
+    """sky/outcome.yaml forges with a served teacher, stops the server, then runs the bench, whose
+    project copies must answer every chunk from the cache: with the server gone a request fails."""
+    from bench.common import project_copy
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeLLMServer() as server:
+        overrides = api(server, "openai", "forge.teacher.max_retries=0")
+        first = forge(mini, load_config(mini.root, "mini", overrides))
+    copy = project_copy(tmp_path / "bench", "mini", source=mini.root)
+    monkeypatch.setenv("OPENSEM_HOME", str(copy))
+    monkeypatch.chdir(copy)
+    second = forge(open_sem("mini"), load_config(copy, "mini", overrides))
+    assert first["requests"] == 6 and second["requests"] == 0 and second["cache_hits"] == 6
+    assert second["digests"]["train"] == first["digests"]["train"]
+
+
 def test_kill_9_part_way_then_resume_repeats_no_request(mini):
     env = dict(os.environ, OPENAI_API_KEY="sk-test", OPENSEM_HOME=str(mini.root))
     with FakeLLMServer() as server:

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -16,7 +17,7 @@ import yaml
 from conftest import REPO
 
 SKY_PYTHON = REPO / ".venv-sky" / "bin" / "python"
-TASKS = ["sky/train.yaml", "sky/sweep.yaml", "sky/pipeline.yaml"]
+TASKS = ["sky/train.yaml", "sky/sweep.yaml", "sky/pipeline.yaml", "sky/outcome.yaml"]
 needs_skypilot = pytest.mark.skipif(not SKY_PYTHON.exists(), reason="SkyPilot's venv is missing: run `make setup-sky`")
 
 PARSE = """
@@ -38,7 +39,7 @@ def test_tasks_parse_under_skypilot():
     done = subprocess.run([str(SKY_PYTHON), "-c", PARSE, *TASKS], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     tasks = json.loads(done.stdout)
-    assert [tasks[t]["name"] for t in TASKS] == ["opensem-train", "opensem-sweep", "opensem-pipeline"]
+    assert [tasks[t]["name"] for t in TASKS] == ["opensem-train", "opensem-sweep", "opensem-pipeline", "opensem-outcome"]
     for task in tasks.values():
         assert task["workdir"] == "." and "make setup-gpu" in task["setup"]
     # checkpoints on the bucket in SkyPilot's mode for them; spot instances for the resumable tasks
@@ -121,3 +122,83 @@ def test_train_and_sweep_tasks_forge_when_the_upload_has_no_pairs(task, tmp_path
 def test_without_overrides_doctor_gets_none(tmp_path):
     calls = _run_step("sky/train.yaml", tmp_path, {"SKYPILOT_TASK_ID": "t1"}, forged=True)
     assert calls[0] == ["opensem", "doctor", "--sem", "legal"]
+
+
+# -- sky/outcome.yaml: vLLM needs a GPU, so a stand-in serves the tests' local OpenAI-compatible
+# server on the port vLLM was given; forge is the real one, through the real openai SDK; the
+# bench (hours of training) is a stand-in that records how it was called and what it found.
+VLLM_STAND_IN = """#!/usr/bin/env bash
+{{ basename "$0"; printf '%s\\n' "$@"; echo; }} >> "$CALLS"
+while [ $# -gt 0 ]; do [ "$1" = --port ] && port="$2"; shift; done
+exec {python} {server} 0 "$port"
+"""
+VLLM_THAT_FAILS = """#!/usr/bin/env bash
+echo "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" >&2
+exit 1
+"""
+BENCH_STAND_IN = """#!/usr/bin/env bash
+{ basename "$0"; printf '%s\\n' "$@"; echo; } >> "$CALLS"
+if curl -sf "http://127.0.0.1:${TEACHER_PORT:-8000}/v1/models" > /dev/null; then up=up; else up=down; fi
+entries=$(find data/legal/cache/teacher -type f 2>/dev/null | wc -l)
+{ echo "state"; echo "server $up"; echo "teacher cache files $entries"; echo "TMPDIR $TMPDIR"; echo; } >> "$CALLS"
+echo "| legal | 42 | 33% -> 50% |"
+"""
+
+
+def _outcome_run(project, tmp_path, vllm: str, env: dict) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+    """sky/outcome.yaml's run step in a project copy, as a node would run it."""
+    (project / "sky").mkdir()
+    shutil.copy(REPO / "sky" / "outcome.sh", project / "sky" / "outcome.sh")
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir(parents=True)
+    scripts = {"vllm": vllm, "python": BENCH_STAND_IN, "opensem": f'#!/usr/bin/env bash\nexec {sys.executable} -m opensem "$@"\n'}
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (project / ".venv" / "bin").mkdir(parents=True)
+    (project / ".venv" / "bin" / "activate").write_text(f'export PATH="{bin_dir}:$PATH"\n')
+    calls = tmp_path / "calls.txt"
+    calls.write_text("")
+    run = yaml.safe_load((REPO / "sky" / "outcome.yaml").read_text())["run"]
+    keep = {k: os.environ[k] for k in ("PATH", "HOME", "OPENSEM_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "HF_HUB_OFFLINE")}
+    done = subprocess.run(["bash", "-c", run], cwd=project, capture_output=True, text=True, timeout=600,
+                          env={**keep, "CALLS": str(calls), "VLLM": str(bin_dir / "vllm"), **env})
+    return done, [block.splitlines() for block in calls.read_text().strip().split("\n\n") if block]
+
+
+def test_outcome_task_forges_with_the_served_teacher_then_benches_from_its_cache(project, tmp_path):
+    from bench.common import free_port
+
+    port = free_port()
+    vllm = VLLM_STAND_IN.format(python=sys.executable, server=REPO / "tests" / "llm_server.py")
+    env = {"TEACHER_MODEL": "Qwen/Qwen2.5-7B-Instruct", "TEACHER_PORT": str(port), "SEMS": "legal", "SEEDS": "42",
+           "OVERRIDES": "forge.teacher.timeout_s=30"}
+    done, calls = _outcome_run(project, tmp_path, vllm, env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert calls[0] == ["vllm", "serve", "Qwen/Qwen2.5-7B-Instruct", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "8192"]
+    # the real forge asked the served teacher, and its replies are cached
+    manifest = json.loads((project / "data" / "legal" / "processed" / "manifest.json").read_text())
+    assert manifest["teacher"] == "openai:Qwen/Qwen2.5-7B-Instruct" and manifest["requests"] == manifest["chunks"] > 0
+    url = f"http://127.0.0.1:{port}/v1"
+    assert calls[1] == ["python", "-m", "bench", "outcome", "legal", "--seeds", "42", "--set", "forge.teacher.provider=openai",
+                        "--set", f"forge.teacher.base_url={url}", "--set", "forge.teacher.model=Qwen/Qwen2.5-7B-Instruct",
+                        "--set", "forge.teacher.timeout_s=30"]
+    # by the time the bench trains, the server has stopped (the GPU is free) and the cache is there
+    state = calls[2]
+    assert state[:2] == ["state", "server down"] and int(state[2].split()[-1]) > 0
+    assert state[3] == f"TMPDIR {project / 'outcome' / 'tmp'}"
+    assert (project / "outcome" / "outcome.md").read_text() == "| legal | 42 | 33% -> 50% |\n"
+
+
+def test_outcome_task_stops_when_the_teacher_server_dies_and_runs_extractive_without_one(project, tmp_path):
+    env = {"TEACHER_MODEL": "Qwen/Qwen2.5-7B-Instruct", "TEACHER_PORT": "1", "SEMS": "legal"}
+    done, calls = _outcome_run(project, tmp_path, VLLM_THAT_FAILS, env)
+    assert done.returncode == 1 and calls == []  # no forge, no bench
+    assert "the teacher server (vllm serve Qwen/Qwen2.5-7B-Instruct) exited" in done.stderr
+    assert "CUDA out of memory" in done.stderr  # the end of its log, shown
+
+    shutil.rmtree(project / "sky")
+    shutil.rmtree(project / ".venv")
+    done, calls = _outcome_run(project, tmp_path / "again", VLLM_THAT_FAILS, {"TEACHER_MODEL": "", "SEMS": "legal debian-policy"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert calls[0] == ["python", "-m", "bench", "outcome", "legal", "debian-policy", "--seeds", "42,43,44"]
