@@ -34,17 +34,17 @@ if [ -n "${TEACHER_MODEL:-}" ]; then
       tail -n 20 outcome/vllm.log >&2
       exit 1
     fi
-    curl -sf "$url/models" > /dev/null && break
+    curl -sf --max-time 5 "$url/models" > /dev/null && break
     sleep 1
   done
-  if ! curl -sf "$url/models" > /dev/null; then
+  if ! curl -sf --max-time 5 "$url/models" > /dev/null; then
     echo "outcome: the teacher server did not answer on $url within ${TEACHER_WAIT_S:-1800} s; see outcome/vllm.log" >&2
     exit 1
   fi
   for sem in "${sems[@]}"; do
     opensem forge --sem "$sem" "${teacher[@]}" "${sets[@]}"
   done
-  kill "$server"
+  kill "$server"          # SIGTERM: vLLM shuts its engine down and frees the GPU
   wait "$server" || true  # killed by us: its exit status is not a failure
   trap - EXIT
 fi
