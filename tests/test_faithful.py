@@ -12,7 +12,7 @@ from opensem.forge.chunk import Chunk, chunk_document
 from opensem.forge.extractive import extract_pairs, unfaithful
 from opensem.forge.ingest import ingest
 from opensem.config import load_config
-from opensem.forge.quality import check_pair, is_complete_sentence
+from opensem.forge.quality import check_pair, contradicts_source, is_complete_sentence
 
 from conftest import REPO
 
@@ -237,3 +237,34 @@ def test_a_sentence_the_documents_cut_off_with_its_list_is_never_an_answer():
     assert cut and {unfaithful(q, a, lead_in) for q, a in cut} == {"fragment"}
     whole = chunk("Packages should build reproducibly, which means the same source gives the same bytes.")
     assert {unfaithful(q, a, whole) for q, a in extract_pairs(whole) if "reproducibly" in a} == {None}
+
+
+# -- an LLM teacher's answers: contradicts_source --------------------------------------------------
+SOURCE = ("The build target must not do anything that might require root privilege. A STRICT table is stored in "
+          "the same on-disk format as an ordinary table, but older versions cannot read it.\n"
+          "A contract is a legally binding agreement.")
+
+
+@pytest.mark.parametrize("answer, inverted", [
+    ("No. The build target may do things that require root privilege.", True),  # drops the source's "not"
+    ("No. A STRICT table is not stored in the same on-disk format as an ordinary table.", True),  # adds one
+    ("No. A contract is not a legally binding agreement.", True),
+    ("Yes. The build target must not do anything that might require root privilege.", False),
+    ("No. A STRICT table uses the same on-disk format as an ordinary table.", False),  # denied by another fact
+    ("Yes. Older versions cannot read a STRICT table.", False),  # the "but" clause, not the sentence's first
+    ("A contract is a legally binding agreement between two parties.", False),
+    ("The build target. It must not do anything that might require root privilege.", False),  # a bare term first
+])
+def test_contradicts_source_catches_an_inverted_restatement(answer, inverted):
+    assert contradicts_source(answer, SOURCE) is inverted
+
+
+def test_contradicts_source_flags_none_of_the_shipped_corpora_faithful_pairs():
+    """The extractive teacher's checked pairs restate their sources faithfully: any flag here is a
+    false alarm that would cost an LLM teacher good pairs (terms inside longer sentences were)."""
+    for sem in ("legal", "debian-policy", "sqlite"):
+        docs, _ = ingest(REPO / "data" / sem / "raw")
+        chunks = [c for d in docs for c in chunk_document(d, lambda s: max(1, len(s) // 4), 384, 48)]
+        pairs = [(a, c) for c in chunks for q, a in extract_pairs(c) if unfaithful(q, a, c) is None]
+        assert len(pairs) > 150, sem
+        assert [a for a, c in pairs if contradicts_source(a, c.text)] == [], sem

@@ -485,6 +485,24 @@ def test_decontamination_removes_planted_copy_and_paraphrase(mini, monkeypatch):
     assert manifest["rejected"]["contaminated"] == 2
 
 
+def test_an_llm_teachers_inverted_pair_is_rejected_and_a_denial_by_another_fact_kept(mini, monkeypatch):
+    """The issue's inverted pairs, from an LLM teacher: "No. X is not Y." from "X is Y." never
+    reaches training; a "No." that rests on a different statement of the chunk does."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    planted = [
+        ["Is a widget0 a kitchen gadget?", "No. A widget0 is not a small gadget used in kitchens."],  # inverted
+        ["Does the largest widget0 weigh two kilograms?", "No. The largest widget0 weighs 400 grams."],  # denied by a fact
+        ["How many sizes of widget0 are there?", "Three. Widget0s come in three sizes, the largest weighing 400 grams."],
+    ]
+    with FakeLLMServer() as server:
+        server.push("pairs:" + json.dumps(planted))
+        manifest = forge(mini, load_config(mini.root, "mini", api(server, "openai", "forge.teacher.max_concurrency=1")))
+    rejected = {r["question"]: r["reason"] for r in read_jsonl(mini.processed_dir / "rejected.jsonl")}
+    assert rejected.get(planted[0][0]) == "polarity" and manifest["rejected"]["polarity"] == 1
+    kept = {question_of(r["messages"][1]["content"]) for f in ("train.jsonl", "test.jsonl") for r in read_jsonl(mini.processed_dir / f)}
+    assert {planted[1][0], planted[2][0]} <= kept
+
+
 def test_decontaminator_unit():
     d = Decontaminator([{"question": "How long do I have to sue for breach of an ordinary contract in England?", "answer": "Six years."}], 0.6)
     assert d.is_contaminated("How long do I have to sue for breach of an ordinary contract in England?", "x")

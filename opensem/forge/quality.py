@@ -11,6 +11,10 @@ Reasons (counted in the manifest, rows in processed/rejected.jsonl):
                           teaches a fact without what it is about
     duplicate             a near-duplicate of a pair already kept (MinHash over word shingles)
     contaminated          a near-copy of a golden question, or of a golden question/answer pair
+    polarity              (an LLM teacher's pair) the answer restates a sentence of its chunk with a
+                          "not" the sentence does not have, or without the one it has
+                          (contradicts_source); the extractive teacher's own checks are in
+                          extractive.unfaithful
 Decontamination targets the test items, not the knowledge: the documents the golden set was
 written from are supposed to be in the training data, only the exam questions are not.
 """
@@ -80,6 +84,45 @@ def is_complete_sentence(answer: str) -> bool:
 def points_outside(question: str) -> bool:
     """The question leans on text it does not carry ("the rule described above")."""
     return bool(_POINTS_OUTSIDE.search(re.sub(r"[\"“][^\"”]*[\"”]", "", question)))
+
+
+# Where a sentence's clauses part: ; and :, a comma before a conjunction, and brackets (an aside).
+_CLAUSE_BREAK = re.compile(r"[;:]\s+|,\s+(?=(?:but|and|or|so|unless|except|while|whereas|although)\b)|\s*[()]\s*", re.I)
+
+
+def _clauses(sentence: str) -> list[str]:
+    return [c for c in _CLAUSE_BREAK.split(sentence) if c.strip()]
+
+
+def contradicts_source(answer: str, chunk_text: str, min_overlap: float = 0.6, min_words: int = 3) -> bool:
+    """True when an answer restates a clause of its chunk with the opposite polarity: "Is X Y?"
+    -> "No. X is not Y." from "X is Y." (the inverted pairs issue 12 found), or a "not" the
+    source has, left out. Each clause of the answer (less its Yes/No) with min_words content words
+    or more (a statement, not a bare term) is compared with the clause or sentence of the chunk
+    closest to it, the shortest among equals; only a close restatement (at least min_overlap of
+    the words of the longer of the two shared) is judged, so a "No." resting on a different, positive
+    statement ("No. The on-disk format is the same.") passes. Clauses, so that "X is Y, but Z is
+    not W" does not count as denying "X is Y". A paraphrase that moves the negation into a word
+    ("must not" -> "is forbidden") is rejected too: a pair lost, never a false one kept. The
+    bounds were set on the shipped corpora's checked extractive pairs (faithful by construction):
+    none flagged with min_words 3; with 2, three were (a term matched to a clause that denies
+    something else), so a two-word statement ("Consideration must be adequate") is not judged."""
+    from opensem.forge.reflow import split_sentences
+
+    source = [(content_words(c), bool(NEGATION.search(c)), len(c))
+              for paragraph in chunk_text.split("\n") for sentence in split_sentences(paragraph)
+              for c in [sentence, *_clauses(sentence)]]
+    for sentence in split_sentences(_OPENS_POLAR.sub("", answer.strip())):
+        for clause in _clauses(sentence):
+            said = content_words(clause)
+            if len(said) < min_words or not source:
+                continue
+            # the closest clause: shared words over the longer side's, so a term inside a long
+            # sentence ("the parol evidence rule") is not taken for a restatement of it
+            overlap, _, negated = max((len(said & w) / max(len(said), len(w)), -n, neg) for w, neg, n in source if w)
+            if overlap >= min_overlap and bool(NEGATION.search(clause)) != negated:
+                return True
+    return False
 
 
 def check_pair(question: str, answer: str, chunk_text: str, fcfg, chunk_words: set[str] | None = None) -> str | None:

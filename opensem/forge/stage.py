@@ -22,7 +22,7 @@ from opensem.config import Config
 from opensem.forge.chunk import Chunk, chunk_document, token_counter
 from opensem.forge.extractive import unfaithful
 from opensem.forge.ingest import ingest
-from opensem.forge.quality import Decontaminator, NearDuplicates, check_pair, content_words, is_complete_sentence
+from opensem.forge.quality import Decontaminator, NearDuplicates, check_pair, content_words, contradicts_source, is_complete_sentence
 from opensem.forge.teachers import make_teacher
 from opensem.generate import build_messages
 from opensem.llm import Budget, Completion
@@ -209,6 +209,8 @@ def _filter(replies: list[tuple[Chunk, Completion]], cfg: Config, golden: list[d
             reason = check_pair(question, answer, chunk.text, fc, chunk_words)
             if reason is None and extractive:
                 reason = unfaithful(question, answer, chunk)
+            elif reason is None and contradicts_source(answer, chunk.text):
+                reason = "polarity"  # an LLM teacher's words: only the polarity of what it restates is checked
             if reason is None and decon.is_contaminated(question, answer):
                 reason = "contaminated"
             if reason is None and dedup.seen(question, answer):
