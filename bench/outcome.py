@@ -21,7 +21,8 @@ asked, not how much a different training run moves the result; the spread shows 
 Target (issue 12): on every SEM a key-fact gain of at least +10 points with its interval above 0,
 and the gate promotes. Takes 10 to 20 minutes a SEM on 2 cores with the CPU recipe (open book;
 each further seed a little less: forge and the baseline are reused); not part of `make bench`'s
-default set.
+default set. On a cloud GPU with an LLM teacher served by vLLM: `sky launch sky/outcome.yaml`
+(a SEM's teacher cache travels into each project copy, so replies forged before are reused).
 """
 
 from __future__ import annotations
