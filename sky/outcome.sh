@@ -9,7 +9,9 @@
 #   3. The table goes to outcome/outcome.md; every golden answer, the dev results and the
 #      reports to outcome/tmp/opensem-outcome/.
 # OVERRIDES ("key=value ...") goes to every stage, e.g. recipe=qwen2.5/1.5b_lora_cuda for a
-# bigger base; `read -a` splits it without glob expansion.
+# bigger base; `read -a` splits it without glob expansion. Also read: TEACHER_PORT (8000),
+# TEACHER_MAX_LEN (8192, vLLM's --max-model-len), TEACHER_WAIT_S (1800) and VLLM (the vllm
+# command; the tests put a stand-in there).
 set -euo pipefail
 
 read -r -a _overrides <<< "${OVERRIDES:-}"

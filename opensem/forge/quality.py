@@ -11,8 +11,8 @@ Reasons (counted in the manifest, rows in processed/rejected.jsonl):
                           teaches a fact without what it is about
     duplicate             a near-duplicate of a pair already kept (MinHash over word shingles)
     contaminated          a near-copy of a golden question, or of a golden question/answer pair
-    polarity              (an LLM teacher's pair) the answer restates a sentence of its chunk with a
-                          "not" the sentence does not have, or without the one it has
+    polarity              (an LLM teacher's pair) the answer restates a clause of its chunk with a
+                          "not" the clause does not have, or without the one it has
                           (contradicts_source); the extractive teacher's own checks are in
                           extractive.unfaithful
 Decontamination targets the test items, not the knowledge: the documents the golden set was
@@ -109,9 +109,9 @@ def contradicts_source(answer: str, chunk_text: str, min_overlap: float = 0.6, m
     something else), so a two-word statement ("Consideration must be adequate") is not judged."""
     from opensem.forge.reflow import split_sentences
 
-    source = [(content_words(c), bool(NEGATION.search(c)), len(c))
+    source = [(words, bool(NEGATION.search(c)), len(c))
               for paragraph in chunk_text.split("\n") for sentence in split_sentences(paragraph)
-              for c in [sentence, *_clauses(sentence)]]
+              for c in [sentence, *_clauses(sentence)] if (words := content_words(c))]
     for sentence in split_sentences(_OPENS_POLAR.sub("", answer.strip())):
         for clause in _clauses(sentence):
             said = content_words(clause)
@@ -119,7 +119,7 @@ def contradicts_source(answer: str, chunk_text: str, min_overlap: float = 0.6, m
                 continue
             # the closest clause: shared words over the longer side's, so a term inside a long
             # sentence ("the parol evidence rule") is not taken for a restatement of it
-            overlap, _, negated = max((len(said & w) / max(len(said), len(w)), -n, neg) for w, neg, n in source if w)
+            overlap, _, negated = max((len(said & w) / max(len(said), len(w)), -n, neg) for w, neg, n in source)
             if overlap >= min_overlap and bool(NEGATION.search(clause)) != negated:
                 return True
     return False
