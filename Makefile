@@ -14,7 +14,7 @@ PIP := $(BIN)/python -m pip
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup setup-gpu setup-sky setup-vllm test-gpu-api check-llama-server infra demo test test-fast bench clean-runs
+.PHONY: setup setup-gpu setup-sky setup-vllm test-gpu-api check-llama-server check-outcome-task infra demo test test-fast bench clean-runs
 
 setup: $(VENV)/.opensem-installed
 
@@ -89,6 +89,10 @@ $(GPU_API_VENV)/.installed: pyproject.toml constraints/gpu.txt
 LLAMA_VENV ?= .venv-llama
 check-llama-server: setup $(LLAMA_VENV)/.installed
 	LLAMA_SERVER_PYTHON=$(abspath $(LLAMA_VENV))/bin/python $(BIN)/python -m bench third_party_server
+
+# sky/outcome.yaml's run step here, llama-cpp-python's server standing in for vLLM (about 9 min).
+check-outcome-task: setup $(LLAMA_VENV)/.installed
+	LLAMA_SERVER_PYTHON=$(abspath $(LLAMA_VENV))/bin/python $(BIN)/python -m bench outcome_task
 
 $(LLAMA_VENV)/.installed:
 	$(PYTHON) -m venv $(LLAMA_VENV)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -73,6 +74,16 @@ def test_bench_help_and_the_gpu_bench_on_a_machine_without_one():
         with torch.device("meta"):  # no memory: only the parameter count
             sizes[name] = round(AutoModelForCausalLM.from_config(config).num_parameters() / 1e9, 2)
     assert sizes == {"smollm2-1.7b": 1.71, "qwen2.5-7b": 7.62}
+
+
+def test_the_outcome_task_check_says_what_is_missing(tmp_path):
+    """`python -m bench outcome_task` without llama-cpp-python's venv: one line naming the make
+    target that builds it, exit 2, no traceback; its --help is its own page."""
+    env = {**os.environ, "LLAMA_SERVER_PYTHON": str(tmp_path / "none" / "python")}
+    done = subprocess.run([sys.executable, "-m", "bench", "outcome_task"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "make check-outcome-task" in done.stderr and "Traceback" not in done.stderr
+    page = subprocess.run([sys.executable, "-m", "bench", "outcome_task", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert page.returncode == 0 and page.stdout.startswith("`python -m bench outcome_task`")
 
 
 def test_passage_coverage_counts_the_key_facts_more_passages_state_and_names_a_bad_grid(bundled_model_dir, capsys):
