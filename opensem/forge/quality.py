@@ -21,6 +21,7 @@ written from are supposed to be in the training data, only the exam questions ar
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -94,6 +95,17 @@ def _clauses(sentence: str) -> list[str]:
     return [c for c in _CLAUSE_BREAK.split(sentence) if c.strip()]
 
 
+@functools.lru_cache(maxsize=64)
+def _source_clauses(chunk_text: str) -> tuple[tuple[set[str], bool, int], ...]:
+    """Every sentence of a chunk and its clauses, as (content words, negated, length): split once
+    per chunk, not once per pair the teacher wrote from it."""
+    from opensem.forge.reflow import split_sentences
+
+    return tuple((words, bool(NEGATION.search(c)), len(c))
+                 for paragraph in chunk_text.split("\n") for sentence in split_sentences(paragraph)
+                 for c in [sentence, *_clauses(sentence)] if (words := content_words(c)))
+
+
 def contradicts_source(answer: str, chunk_text: str, min_overlap: float = 0.6, min_words: int = 3) -> bool:
     """True when an answer restates a clause of its chunk with the opposite polarity: "Is X Y?"
     -> "No. X is not Y." from "X is Y." (the inverted pairs issue 12 found), or a "not" the
@@ -109,13 +121,13 @@ def contradicts_source(answer: str, chunk_text: str, min_overlap: float = 0.6, m
     something else), so a two-word statement ("Consideration must be adequate") is not judged."""
     from opensem.forge.reflow import split_sentences
 
-    source = [(words, bool(NEGATION.search(c)), len(c))
-              for paragraph in chunk_text.split("\n") for sentence in split_sentences(paragraph)
-              for c in [sentence, *_clauses(sentence)] if (words := content_words(c))]
+    source = _source_clauses(chunk_text)
+    if not source:
+        return False
     for sentence in split_sentences(_OPENS_POLAR.sub("", answer.strip())):
         for clause in _clauses(sentence):
             said = content_words(clause)
-            if len(said) < min_words or not source:
+            if len(said) < min_words:
                 continue
             # the closest clause: shared words over the longer side's, so a term inside a long
             # sentence ("the parol evidence rule") is not taken for a restatement of it
