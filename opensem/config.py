@@ -267,9 +267,34 @@ class PriceConfig(Section):
     """USD per million output tokens."""
 
 
+class ReadingConfig(Section):
+    """Open book only: how a training question's excerpts are chosen. Off, each is asked with the
+    passages the retriever finds for it, as at evaluation; since an extractive question shares its
+    answer sentence's words, that passage is nearly always the first excerpt, a position to copy
+    from rather than something to read for (opensem/retrieval.py, Retriever.reading_context)."""
+
+    answer_in_excerpts: bool = False
+    """Every training question's excerpts include the passage that states its answer, also where
+    the retriever ranks it below top_k (then in place of the last one)."""
+
+    shuffle: bool = False
+    """The excerpts of a training question in a random order, so the answer is not always first."""
+
+    distractor_pool: int = Field(1, gt=0)
+    """The other excerpts are drawn from this many of the best-ranked passages that do not state
+    the answer (1: the best ones, as the retriever ranks them)."""
+
+    copies: int = Field(1, gt=0, le=20)
+    """Each training pair is written this many times, each with its own draw of excerpts and
+    order: more optimizer steps over the same pairs (test.jsonl is written once, as evaluated)."""
+
+
 class ForgeConfig(Section):
     teacher: TeacherConfig = TeacherConfig()
     """The teacher that writes instruction/answer pairs."""
+
+    reading: ReadingConfig = ReadingConfig()
+    """Open book: the excerpts of each training question (reading practice; see ReadingConfig)."""
 
     chunk_tokens: int = Field(384, gt=16)
     """Chunk size in base-model tokens."""
@@ -477,6 +502,12 @@ class RegistryConfig(Section):
 
     bootstrap_resamples: int = Field(2000, ge=100)
     """Bootstrap resamples for confidence intervals."""
+
+    beat_copy_top1: bool = True
+    """Open book only: promote only a candidate whose key-fact accuracy is also above copy-top1's,
+    the top-ranked sentence of the same passages quoted verbatim (judge/references.py). An
+    expert that reads worse than quoting its own retriever adds nothing a search box does not.
+    false: judge by the baseline and champion alone."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ evaluation beats the baseline AND the current champion (if any), each by this ru
     4. a factual gain: key-fact accuracy rose, and the lower bound of its paired bootstrap
        interval is above 0
     5. mean judge score gain >= registry.min_improvement, and its interval's lower bound above 0
+    6. open book (registry.beat_copy_top1, on by default): key-fact accuracy above copy-top1's,
+       the top-ranked sentence of the passages it read, quoted verbatim (judge/references.py)
 A tie, a gain the judge's noise can explain, or a gain in on-topic wording with no more facts
 (1 -> 2 scores) is never promoted. The decision, its reasons and its numbers are printed and
 written to the version's tags and description.
@@ -92,6 +94,32 @@ def beats(candidate_run, reference_run, cfg: Config, what: str) -> Verdict:
     return Verdict(True, summary, numbers)
 
 
+def beats_copy_top1(candidate_run) -> Verdict:
+    """Rule 6: does the candidate state more key facts than quoting the top-ranked sentence of the
+    passages it read? Both numbers come from the candidate's own evaluation (same items, judge and
+    passages)."""
+    m = candidate_run.data.metrics
+    if "copy_top1_recall" not in m:
+        return Verdict(False, f"evaluate run {candidate_run.info.run_id[:8]} has no copy references (open book); "
+                              "re-run `opensem evaluate` with this version, or --set registry.beat_copy_top1=false")
+    tuned, top1 = m["key_fact_recall"], m["copy_top1_recall"]
+    numbers = {"copy_top1_key_fact_recall": top1, "copy_top1_margin": tuned - top1}
+    summary = f"key-fact accuracy {tuned:.0%} against {top1:.0%} for quoting the top-ranked sentence (copy-top1)"
+    if tuned <= top1:
+        how = "worse than" if tuned < top1 else "no better than"
+        return Verdict(False, f"{summary}: reads {how} quoting the top-ranked sentence "
+                              "(registry.beat_copy_top1; --set registry.beat_copy_top1=false judges without it)", numbers)
+    return Verdict(True, summary, numbers)
+
+
+def _open_book(evaluation_run) -> bool:
+    """Was the candidate asked with passages? (Its evaluation says; one from before the tag
+    existed says so by its copy-reference metrics.)"""
+    from opensem.judge.evaluate import TAG_OPEN_BOOK
+
+    return evaluation_run.data.tags.get(TAG_OPEN_BOOK) == "true" or "copy_top1_recall" in evaluation_run.data.metrics
+
+
 def find_candidate_eval(sem: Sem, run_id: str | None):
     import mlflow
 
@@ -139,6 +167,8 @@ def _decide(sem: Sem, cfg: Config, candidate) -> Decision:
     if not baseline_id:
         raise OpenSEMError(f"evaluate run {candidate.info.run_id[:8]} has no baseline to compare with")
     verdicts = [beats(candidate, mlflow.get_run(baseline_id), cfg, "baseline")]
+    if cfg.registry.beat_copy_top1 and _open_book(candidate):
+        verdicts.append(beats_copy_top1(candidate))
 
     client = MlflowClient()
     name = f"{cfg.registry.model_prefix}{sem.name}"

@@ -81,13 +81,17 @@ def gather(sem: Sem, cfg: Config) -> dict:
     bm, em = baseline.data.metrics, evaluation.data.metrics
     controls = [{"label": label, "baseline": control_cell(bm, name), "tuned": control_cell(em, name)}
                 for name, label in CONTROL_LABELS.items() if f"{name}_mean" in em]
+    from opensem.judge.references import LABELS, cell
+
+    references = [{"label": label, "baseline": cell(bm, name), "tuned": cell(em, name)}
+                  for name, label in LABELS.items() if f"{name}_recall" in em]
     headline = None
     if "recall_gain" in em:
         headline = {k: em[k] for k in ("recall_gain", "recall_gain_ci_low", "recall_gain_ci_high", "delta_mean", "delta_ci_low", "delta_ci_high")}
     unreliable = [run.data.tags.get(TAG_UNRELIABLE_REASON) for run in (baseline, evaluation)
                   if run.data.tags.get(TAG_UNRELIABLE) == "true"]
     return {
-        "controls": controls, "headline": headline, "unreliable": unreliable, "selection_note": cfg.golden.selection_note,
+        "controls": controls, "references": references, "headline": headline, "unreliable": unreliable, "selection_note": cfg.golden.selection_note,
         "sem": sem.name, "base_model": evaluation.data.tags.get("opensem.base_model", cfg.model.base),
         "recipe": training.get("recipe"), "manifest": manifest, "training": training, "adapter": adapter,
         "baseline": {"run_id": baseline.info.run_id, **baseline.data.metrics},

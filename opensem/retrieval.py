@@ -23,6 +23,8 @@ sentence already shown in a better excerpt is not shown again.
 from __future__ import annotations
 
 import json
+import random
+from itertools import islice
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +43,8 @@ QUESTION = "Question: "
 # over the rankings, and no maintained library does only this without a search engine around it.
 RRF_K = 60
 METHODS = ("tfidf", "hybrid")
+# how a sentence ends (a closing quote or bracket may follow the stop); a heading line does not
+SENTENCE_END = tuple(".!?:;\"')\u201d\u2019")
 
 
 class Retriever:
@@ -69,36 +73,83 @@ class Retriever:
             self._embedded = self._embedder.encode(passages)
 
     def _ranking(self, scores) -> list[int]:
-        """Passage indices, best first (ties: the earlier passage)."""
-        return sorted(range(len(self.passages)), key=lambda j: (-float(scores[j]), j))
+        """Indices, best first (ties: the earlier one)."""
+        return sorted(range(len(scores)), key=lambda j: (-float(scores[j]), j))
 
-    def search(self, question: str) -> list[str]:
-        """The top_k passages, best first."""
-        scores = (self._matrix @ self._vectorizer.transform([question]).T).toarray().ravel()
+    def _rank(self, question: str, matrix, embedded) -> list[int]:
+        """Rows of `matrix` (TF-IDF) and `embedded` (MiniLM; hybrid only), texts in one order,
+        ranked against the question by this retriever's method, best first."""
+        scores = (matrix @ self._vectorizer.transform([question]).T).toarray().ravel()
         ranking = self._ranking(scores)
         if self.method == "hybrid":
-            dense = self._ranking(self._embedded @ self._embedder.encode([question])[0])
-            fused = [0.0] * len(self.passages)
-            # a passage sharing no word with the question is not found by TF-IDF: no rank credit
+            dense = self._ranking(embedded @ self._embedder.encode([question])[0])
+            fused = [0.0] * len(scores)
+            # a text sharing no word with the question is not found by TF-IDF: no rank credit
             for order in ([j for j in ranking if scores[j] > 0], dense):
                 for rank, j in enumerate(order):
                     fused[j] += 1 / (RRF_K + rank)
             ranking = self._ranking(fused)
-        if self.spans is None:
-            return [self.shown[j] for j in ranking[:self.top_k]]
-        chosen, seen = [], set()
+        return ranking
+
+    def ranked(self, question: str):
+        """Every excerpt the retriever can show for the question, best first (a generator: take
+        what you need). With sentence units an excerpt whose sentence an earlier excerpt already
+        showed is skipped."""
+        ranking = self._rank(question, self._matrix, getattr(self, "_embedded", None))
+        seen = set()
         for j in ranking:
-            section, sentence, first, last = self.spans[j]
-            if (section, sentence) in seen:
-                continue
-            chosen.append(self.shown[j])
-            seen |= {(section, i) for i in range(first, last + 1)}
-            if len(chosen) == self.top_k:
-                break
-        return chosen
+            if self.spans is not None:
+                section, sentence, first, last = self.spans[j]
+                if (section, sentence) in seen:
+                    continue
+                seen |= {(section, i) for i in range(first, last + 1)}
+            yield self.shown[j]
+
+    def search(self, question: str) -> list[str]:
+        """The top_k passages, best first."""
+        return list(islice(self.ranked(question), self.top_k))
+
+    def top_sentences(self, question: str, n: int) -> list[str]:
+        """The n sentences of the excerpts `search` shows for the question that this retriever
+        ranks highest, verbatim and best first: what a reader that only copies would answer (the
+        copy references, judge/references.py). Heading lines (no closing punctuation) are not
+        sentences to copy; a sentence shown in two excerpts counts once."""
+        from opensem.forge.reflow import split_sentences
+
+        found = [s.strip() for passage in self.search(question) for line in passage.splitlines()
+                 for s in split_sentences(line)]
+        sentences = list(dict.fromkeys(s for s in found if s and s[-1] in SENTENCE_END)) or list(dict.fromkeys(s for s in found if s))
+        if not sentences:
+            return []
+        embedded = self._embedder.encode(sentences) if self.method == "hybrid" else None
+        ranking = self._rank(question, self._vectorizer.transform(sentences), embedded)
+        return [sentences[j] for j in ranking[:n]]
 
     def context(self, question: str) -> str:
         return "\n\n".join(self.search(question))
+
+    def reading_context(self, question: str, answer: str, rng: random.Random, shuffle: bool, distractor_pool: int) -> str:
+        """A training question's excerpts for reading practice (forge.reading): the best-ranked
+        excerpt that states the answer (`found`), also when the retriever ranks it below top_k,
+        with top_k - 1 other excerpts drawn from the best `distractor_pool` that do not, all in a
+        random order when `shuffle`. Where no excerpt states the answer: the excerpts as at
+        evaluation (`context`)."""
+        answering, others = None, []
+        for excerpt in self.ranked(question):
+            if answering is None and found(answer, excerpt):
+                answering = excerpt
+            elif len(others) < max(distractor_pool, self.top_k - 1):
+                others.append(excerpt)
+            if answering is not None and len(others) >= max(distractor_pool, self.top_k - 1):
+                break
+        if answering is None:
+            return self.context(question)
+        want = self.top_k - 1
+        distractors = others[:want] if distractor_pool <= want else rng.sample(others, min(want, len(others)))
+        excerpts = [answering, *distractors]
+        if shuffle:
+            rng.shuffle(excerpts)
+        return "\n\n".join(excerpts)
 
     def save(self, path: Path) -> None:
         from opensem.io import atomic_write_json

@@ -35,7 +35,7 @@ def facts(score):
     return None if score is None else 1.0 if score >= 4 else 0.5 if score == 3 else 0.0
 
 
-def eval_run(stage, scores, recall=None, golden="g1", baseline_id=None, model=True, unreliable="false"):
+def eval_run(stage, scores, recall=None, golden="g1", baseline_id=None, model=True, unreliable="false", metrics=None, open_book=None):
     recall = recall if recall is not None else [facts(s) for s in scores]
     with mlflow.start_run() as run:
         mlflow.set_tags({"opensem.sem": "reg", "opensem.stage": stage, "opensem.golden_digest": golden,
@@ -49,7 +49,9 @@ def eval_run(stage, scores, recall=None, golden="g1", baseline_id=None, model=Tr
             info = mlflow.pyfunc.log_model(name="model", python_model=Echo())
             mlflow.set_tag("opensem.candidate_model_uri", info.model_uri)
         scored = [s for s in scores if s is not None]
-        mlflow.log_metrics({"mean_score": sum(scored) / len(scored)})
+        mlflow.log_metrics({"mean_score": sum(scored) / len(scored), **(metrics or {})})
+        if open_book is not None:
+            mlflow.set_tag("opensem.open_book", open_book)
         mlflow.log_table({"id": [f"q{i}" for i in range(len(scores))], "score": scores, "key_fact_recall": recall},
                          "eval/per_question.json")
     return run.info.run_id
@@ -164,3 +166,25 @@ def test_champion_beaten_moves(reg):
 def test_cli_refuses_partial_and_missing_runs(reg):
     result = CliRunner().invoke(app, ["promote", "--sem", "reg"])
     assert result.exit_code == 2 and "no finished evaluate run" in result.output
+
+
+@pytest.mark.parametrize("tuned, top1, sets, promoted, why", [
+    (0.6, 0.7, (), False, "reads worse than quoting the top-ranked sentence"),
+    (0.6, 0.6, (), False, "reads no better than quoting the top-ranked sentence"),
+    (0.6, 0.5, (), True, "against 50% for quoting the top-ranked sentence (copy-top1)"),
+    (0.6, 0.7, ("registry.beat_copy_top1=false",), True, "over the baseline"),
+])
+def test_open_book_candidates_must_read_better_than_quoting_the_top_sentence(reg, tuned, top1, sets, promoted, why):
+    """Planted numbers: the candidate beats the baseline clearly; only copy-top1 stands between
+    it and promotion, unless the switch turns that rule off."""
+    decision = gate(reg, [4] * N, sets=sets, metrics={"key_fact_recall": tuned, "copy_top1_recall": top1}, open_book="true")
+    assert decision.promoted is promoted
+    assert any(why in reason for reason in decision.reasons), decision.reasons
+    if not promoted:
+        assert f"key-fact accuracy {tuned:.0%} against {top1:.0%}" in decision.reasons[-1]
+    assert len(decision.reasons) == (1 if sets else 2)
+
+
+def test_an_open_book_evaluation_without_copy_references_is_refused(reg):
+    decision = gate(reg, [4] * N, open_book="true")
+    assert not decision.promoted and "has no copy references" in decision.reasons[-1]

@@ -42,12 +42,35 @@ class Pair:
     answer: str
     chunk: Chunk
 
-    def messages(self, system_prompt: str | None, retriever=None) -> dict:
+    def messages(self, system_prompt: str | None, retriever=None, context: str | None = None) -> dict:
         # the same prompt the model is asked with at evaluation (generate.build_messages): with
         # retrieval on, the passages found for the question, as at evaluation - not the pair's
-        # own chunk, which an evaluated question does not come with
-        context = retriever.context(self.question) if retriever else None
+        # own chunk, which an evaluated question does not come with - unless a reading context
+        # is given (reading_rows)
+        if context is None and retriever:
+            context = retriever.context(self.question)
         return {"messages": build_messages(self.question, system_prompt, context) + [{"role": "assistant", "content": self.answer}]}
+
+
+def reading_rows(pairs: list[Pair], system_prompt: str | None, retriever, reading, seed: int):
+    """The training rows: each pair asked as at evaluation, or with forge.reading on (open book),
+    `copies` times with excerpts chosen for reading practice (Retriever.reading_context), each
+    copy's draw seeded by the pair and the copy's number."""
+    practice = retriever is not None and (reading.answer_in_excerpts or reading.shuffle or reading.copies > 1)
+    for copy in range(reading.copies if practice else 1):
+        for p in pairs:
+            if not practice:
+                yield p.messages(system_prompt, retriever)
+                continue
+            rng = random.Random(f"{seed}/{copy}/{p.question}")
+            if reading.answer_in_excerpts:
+                context = retriever.reading_context(p.question, p.answer, rng, reading.shuffle, reading.distractor_pool)
+            else:  # the retriever's own excerpts, only reordered
+                excerpts = retriever.search(p.question)
+                if reading.shuffle:
+                    rng.shuffle(excerpts)
+                context = "\n\n".join(excerpts)
+            yield p.messages(system_prompt, retriever, context)
 
 
 def run(sem: Sem, cfg: Config) -> dict:
@@ -76,7 +99,7 @@ def run(sem: Sem, cfg: Config) -> dict:
         from opensem.retrieval import for_sem
 
         system, retriever = cfg.model.system_prompt, for_sem(sem, cfg, tokenizer)
-        atomic_write_jsonl(out / "train.jsonl", (p.messages(system, retriever) for p in train))
+        atomic_write_jsonl(out / "train.jsonl", reading_rows(train, system, retriever, fc.reading, fc.seed))
         atomic_write_jsonl(out / "test.jsonl", (p.messages(system, retriever) for p in test))
         atomic_write_jsonl(out / "rejected.jsonl", rejected)
         # the documents as read (reflowed, markup removed): what training's cpt phase reads
@@ -101,6 +124,7 @@ def run(sem: Sem, cfg: Config) -> dict:
             "pairs_per_kb": round(len(kept) / text_kb, 2) if text_kb else 0.0,
             "complete_sentence_share": round(sum(is_complete_sentence(p.answer) for p in kept) / len(kept), 3) if kept else 0.0,
             "train": len(train),
+            "train_rows": len(train) * (fc.reading.copies if retriever is not None else 1),  # forge.reading.copies
             "test": len(test),
             "rejected": dict(sorted(reasons.items())),
             "coverage": covered,

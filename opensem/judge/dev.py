@@ -124,7 +124,7 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30)
     (0: none), to say how well the adapter learnt its pairs (`fit`), and splits the accuracy by
     whether the forge output on disk teaches an item's facts (`by_coverage`; it should be the
     output the adapter was trained on)."""
-    from opensem.judge.evaluate import _answer, _check_asked_as_trained, resolve_adapter
+    from opensem.judge.evaluate import _answer, _check_asked_as_trained, open_book_retriever, resolve_adapter
     from opensem.judge.stats import paired_diff_ci
 
     items = load_dev_set(sem)
@@ -134,8 +134,9 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30)
     questions = [i.question for i in items] + [q for q, _ in sample]  # one model load each
     console.print(f"[bold]dev[/bold] {sem.name}: {len(items)} dev questions and {len(sample)} training questions, "
                   f"base vs adapter {folder.name}")
-    base_all = _answer(sem, cfg, questions, "baseline", None, None)[0]
-    tuned_all = _answer(sem, cfg, questions, "evaluate", folder.name, None)[0]
+    retriever = open_book_retriever(sem, cfg)
+    base_all = _answer(sem, cfg, questions, "baseline", None, None, retriever)[0]
+    tuned_all = _answer(sem, cfg, questions, "evaluate", folder.name, None, retriever)[0]
     base_answers, tuned_answers = base_all[:len(items)], tuned_all[:len(items)]
     base, tuned = score(items, base_answers), score(items, tuned_answers)
     gain, low, high = paired_diff_ci(tuned, base, cfg.registry.confidence, cfg.registry.bootstrap_resamples)
@@ -147,6 +148,13 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30)
         "items": [{"id": i.id, "question": i.question, "base": a, "base_recall": b, "tuned": t, "tuned_recall": r}
                   for i, a, b, t, r in zip(items, base_answers, base, tuned_answers, tuned)],
     }
+    if retriever is not None:  # open book: the copy references on the dev items (judge/references.py)
+        from opensem.judge.references import copy_answers
+
+        for name, answers in copy_answers(retriever, [i.question for i in items]).items():
+            recalls = score(items, answers)
+            result[f"{name}_recall"] = sum(recalls) / len(recalls)
+            result[f"{name}_answer_chars"] = sum(len(a) for a in answers) / len(answers)
     if sample:
         result["fit"] = fit(sample, base_all[len(items):], tuned_all[len(items):])
     taught = taught_ids(sem, items)
@@ -156,7 +164,9 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30)
             row["taught"] = row["id"] in taught
     console.print(f"dev key-fact accuracy {result['base_recall']:.0%} -> {result['tuned_recall']:.0%} "
                   f"({100 * gain:+.0f} points, {cfg.registry.confidence:.0%} CI [{100 * low:+.0f}, {100 * high:+.0f}]); "
-                  f"{result['better']} items better, {result['worse']} worse", highlight=False)
+                  f"{result['better']} items better, {result['worse']} worse"
+                  + (f"; copy-top1 {result['copy_top1_recall']:.0%}, copy-top2 {result['copy_top2_recall']:.0%}"
+                     if "copy_top1_recall" in result else ""), highlight=False)
     if sample:
         f = result["fit"]
         console.print(f"training answers reproduced (token F1 >= {REPRODUCED}): base {f['base_reproduced']} of {f['n']}, "

@@ -22,6 +22,7 @@ from rich.table import Table
 from opensem.config import Config
 from opensem.errors import OpenSEMError
 from opensem.golden import GoldenItem, golden_digest, load_golden_for_scoring
+from opensem.judge.references import LABELS as REFERENCE_LABELS, TABLE as REFERENCES_TABLE, cell as reference_cell
 from opensem.retrieval import recorded, settings as retrieval_settings
 from opensem.workspace import Sem
 
@@ -35,6 +36,7 @@ TAG_MODEL = "opensem.model_under_test"
 TAG_PROMPT = "opensem.prompt_digest"
 TAG_ANSWERED_ON = "opensem.answered_on"
 TAG_UNRELIABLE = "opensem.judge_unreliable"
+TAG_OPEN_BOOK = "opensem.open_book"  # "true": answered with passages, so the copy references were scored
 TAG_UNRELIABLE_REASON = "opensem.judge_unreliable_reason"
 TABLE = "eval/per_question.json"
 CONTROLS_TABLE = "eval/controls.json"
@@ -126,7 +128,7 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
     baseline = find_baseline(sem, cfg, digest, judge.name) if stage == "evaluate" else None  # before generating
     under_test = "base" if stage == "baseline" else (model_uri or f"adapter:{adapter}")
     tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PROMPT: prompt_digest(cfg), TAG_ANSWERED_ON: answered_on(cfg),
-            TAG_PARTIAL: str(limit is not None).lower(), TAG_MODEL: under_test,
+            TAG_PARTIAL: str(limit is not None).lower(), TAG_MODEL: under_test, TAG_OPEN_BOOK: str(cfg.retrieval.enabled).lower(),
             "opensem.golden_lint": f"passed, {lint.n_warnings} warnings"}
     if stage == "evaluate":  # the MLflow model `opensem promote` would register
         candidate_uri = model_uri or _read_json(sem.adapters_dir / adapter / "opensem_run.json").get("model_uri")
@@ -135,9 +137,11 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
 
     with tracking.stage_run(sem, stage, cfg, nested=nested, tags=tags) as tracked:
         console.print(f"[bold]{stage}[/bold] {sem.name}: {len(items)} golden questions, model {under_test}, judge {judge.name}")
-        answers, seconds, gen_tokens = _answer(sem, cfg, [i.question for i in items], stage, adapter, model_dir)
+        retriever = open_book_retriever(sem, cfg)
+        answers, seconds, gen_tokens = _answer(sem, cfg, [i.question for i in items], stage, adapter, model_dir, retriever)
         verdicts = judge.judge(items, answers)
         control_metrics, control_rows = _score_controls(sem, cfg, judge, items)
+        reference_metrics, reference_rows = _score_references(cfg, judge, items, retriever)
 
         rows = []
         for item, answer, verdict in zip(items, answers, verdicts):
@@ -154,7 +158,7 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
             "mean_score": mean, "ci_low": low, "ci_high": high,
             "pass_rate": _mean([s >= cfg.judge.pass_score for s in scored]),
             "key_fact_recall": _mean([r["key_fact_recall"] for r in rows if r["key_fact_recall"] is not None]),
-            **control_metrics,
+            **control_metrics, **reference_metrics,
             "mean_answer_chars": _mean([len(a) for a in answers]),
             **answer_format(answers),
             "gen_tokens_per_s": gen_tokens / seconds if seconds else 0.0,
@@ -167,6 +171,7 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         tracked.log_metrics({k: v for k, v in metrics.items() if v == v})  # a control that could not run is left out
         _log_table(tracked, rows)
         _log_table(tracked, control_rows, CONTROLS_TABLE)
+        _log_table(tracked, reference_rows, REFERENCES_TABLE)
         cost = getattr(judge, "cost_usd", 0.0)
         if cost:
             tracked.log_metrics({"judge_cost_usd": cost})
@@ -202,6 +207,29 @@ def _score_controls(sem: Sem, cfg: Config, judge, items: list[GoldenItem]) -> tu
     return metrics, rows
 
 
+def _score_references(cfg: Config, judge, items: list[GoldenItem], retriever) -> tuple[dict, list[dict]]:
+    """Open book: the copy references (judge/references.py) from the passages the models read,
+    scored by the judge under test. Closed book: none."""
+    if retriever is None:
+        return {}, []
+    from opensem.judge.references import copy_answers, score
+
+    return score(judge, items, copy_answers(retriever, [i.question for i in items]), cfg.judge.pass_score)
+
+
+def open_book_retriever(sem: Sem, cfg: Config):
+    """The SEM's retriever when retrieval is on (None otherwise): the one the base model and the
+    adapter read from and the copy references quote."""
+    if not cfg.retrieval.enabled:
+        return None
+    from transformers import AutoTokenizer
+
+    from opensem.models import resolve_base_model
+    from opensem.retrieval import for_sem
+
+    return for_sem(sem, cfg, AutoTokenizer.from_pretrained(resolve_base_model(cfg.model.base, sem.base_models_dir)))
+
+
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -211,9 +239,11 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: str | None, model_dir: Path | None):
+def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: str | None, model_dir: Path | None,
+            retriever=None):
     """(answers, seconds spent generating, tokens generated) from the model under test: the
-    adapter, or the logged MLflow model in model_dir (see _download_model)."""
+    adapter, or the logged MLflow model in model_dir (see _download_model, which reads its own
+    logged passages). Open book: asked with `retriever`'s passages, built here when not given."""
     from rich.progress import Progress
 
     g = cfg.generation
@@ -231,7 +261,7 @@ def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: st
     from opensem.retrieval import for_sem
 
     model, tokenizer = load_model_and_tokenizer(resolve_base_model(cfg.model.base, sem.base_models_dir), g.device)
-    retriever = for_sem(sem, cfg, tokenizer)
+    retriever = retriever or for_sem(sem, cfg, tokenizer)
     if stage != "baseline":
         from peft import PeftModel
 
@@ -394,6 +424,9 @@ def compare(baseline_run, result: EvalResult, cfg: Config, items: list[GoldenIte
     for name, label in CONTROL_LABELS.items():
         if f"{name}_mean" in fm:
             table.add_row(f"control: {label}", control_cell(bm, name), control_cell(fm, name))
+    for name, label in REFERENCE_LABELS.items():
+        if f"{name}_recall" in fm:
+            table.add_row(f"reference: {label}", reference_cell(bm, name), reference_cell(fm, name))
     tag_names = sorted({t for i in items for t in i.tags})
     by_id = {i.id: i for i in items}
     for tag in tag_names:
@@ -408,6 +441,11 @@ def compare(baseline_run, result: EvalResult, cfg: Config, items: list[GoldenIte
     out.print(f"Mean judge score {means['reference_score']:.2f} -> {means['candidate_score']:.2f} on the 1-5 scale "
               f"({gain:+.2f}, {r.confidence:.0%} CI [{low:+.2f}, {high:+.2f}]); pass rate {bm['pass_rate']:.0%} -> {fm['pass_rate']:.0%}; "
               f"{better} questions better, {worse} worse, {same} unchanged")
+    if "copy_top1_recall" in fm:
+        top1, tuned = fm["copy_top1_recall"], fm["key_fact_recall"]
+        verdict = "reads better than" if tuned > top1 else "reads worse than"
+        out.print(f"Copy reference: quoting the top-ranked sentence states {top1:.0%} of the key facts, the top two "
+                  f"{fm['copy_top2_recall']:.0%}; the fine-tuned model ({tuned:.0%}) {verdict} quoting the top-ranked sentence")
     if paired.excluded:
         out.print(f"[yellow]{paired.excluded} questions left out of both: the judge failed to score them in one of the runs[/yellow]")
     if cfg.golden.selection_note:
@@ -429,8 +467,9 @@ def control_cell(metrics: dict, name: str) -> str:
 
 def _print_summary(stage: str, judge: str, m: dict, why_unreliable: list[str], limit: int | None) -> None:
     controls = ", ".join(f"{name} {m[f'{name}_mean']:.2f} (pass {m[f'{name}_pass_rate']:.0%})" for name in CONTROL_LABELS if f"{name}_mean" in m)
+    references = ", ".join(f"{name.replace('_', '-')} {m[f'{name}_recall']:.0%}" for name in REFERENCE_LABELS if f"{name}_recall" in m)
     out.print(f"{stage}: key-fact accuracy {m['key_fact_recall']:.0%}, mean score {m['mean_score']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}], "
-              f"pass rate {m['pass_rate']:.0%} | controls: {controls} | judge {judge}")
+              f"pass rate {m['pass_rate']:.0%} | controls: {controls}{f' | copy references: {references}' if references else ''} | judge {judge}")
     for why in why_unreliable:
         out.print(f"[bold red]judge unreliable:[/bold red] {why}; its scores are not evidence and the registry gate will refuse")
     if m["judge_failures"]:
