@@ -50,7 +50,7 @@ TARGET_OVER_BASE = 15  # points of key-fact accuracy over the open-book base
 TARGET_OVER_COPY = 5  # points over copy-top1
 TARGET_SHORT = 0.95  # share of answers of at most two sentences
 HEADER = ("| SEM | seed | key-fact accuracy: base -> tuned | copy-top1, copy-top2 | gain (95% CI) | answer chars: tuned, copy-top2 | controls: shuffled pass, echo mean | pairs per KB "
-          "| facts taught: golden, dev | held-out loss | dev key-fact accuracy, gain; training answers reproduced; taught items | answers: complete, <= 2 sentences "
+          "| facts taught: golden, dev | held-out loss | dev key-fact accuracy, gain; dev copy-top1; training answers reproduced; taught items | answers: complete, <= 2 sentences "
           "| gate | minutes | target |")
 
 
@@ -208,7 +208,7 @@ def spread_table(results: list[dict]) -> str:
 
 def _met(r: dict) -> bool:
     """Issue 36's target on one run (open book: needs the copy references)."""
-    if r.get("copy_top1") is None:
+    if r.get("copy_top1") is None or r.get("answer_chars") is None:
         return False
     return (r["low"] > 0 and 100 * r["gain"] >= TARGET_OVER_BASE and 100 * (r["tuned"] - r["copy_top1"]) >= TARGET_OVER_COPY
             and r["decision"] == "promoted" and (r["short"] or 0) >= TARGET_SHORT and r["answer_chars"] <= r["copy_top2_chars"])
@@ -226,12 +226,14 @@ def _row(r: dict) -> str:
     dev = r.get("dev")
     dev_cell = (f"{dev['base_recall']:.0%} -> {dev['tuned_recall']:.0%}, {100 * dev['gain']:+.0f} [{100 * dev['ci_low']:+.0f}, {100 * dev['ci_high']:+.0f}]"
                 if dev else (f"failed: {r['dev_error']}" if r.get("dev_error") else "no dev set"))
+    if dev and "copy_top1_recall" in dev:
+        dev_cell += f"; copy-top1 {dev['copy_top1_recall']:.0%}"
     if dev and dev.get("fit"):
         dev_cell += f"; {dev['fit']['base_reproduced']} -> {dev['fit']['tuned_reproduced']} of {dev['fit']['n']}"
     taught = (dev or {}).get("by_coverage", {}).get("taught", {})
     if taught.get("n"):
         dev_cell += f"; taught items {taught['base_recall']:.0%} -> {taught['tuned_recall']:.0%}"
-    chars = f"{r['answer_chars']:.0f}, " + ("-" if r.get("copy_top2_chars") is None else f"{r['copy_top2_chars']:.0f}")
+    chars = ", ".join("-" if r.get(k) is None else f"{r[k]:.0f}" for k in ("answer_chars", "copy_top2_chars"))
     return (f"| {r['sem']} | {seed} | {r['baseline']:.0%} -> {r['tuned']:.0%} | {_pct(r.get('copy_top1'))}, {_pct(r.get('copy_top2'))} "
             f"| {100 * r['gain']:+.0f} points [{100 * r['low']:+.0f}, {100 * r['high']:+.0f}] | {chars} "
             f"| {r['shuffled_pass']:.0%}, {r['echo_mean']:.2f}{' (judge unreliable)' if r['unreliable'] == 'true' else ''} "

@@ -38,10 +38,30 @@ def _folder_name(value: str | None) -> str | None:
     return value
 
 
+def _numeric(annotation) -> bool:
+    """Is a field's type a number (int or float, possibly optional)?"""
+    import typing
+
+    args = typing.get_args(annotation) or (annotation,)
+    return any(a in (int, float) for a in args) and not any(a is bool for a in args)
+
+
 class Section(BaseModel):
-    """Base for every config section: no unknown keys, field docstrings become descriptions."""
+    """Base for every config section: no unknown keys, field docstrings become descriptions,
+    numbers that are numbers (pydantic's lax mode reads `true` as 1 and takes infinity)."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_finite_numbers(cls, value, info):
+        if not _numeric(cls.model_fields[info.field_name].annotation):
+            return value
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, not {str(value).lower()}")
+        if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite number")
+        return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,6 +316,13 @@ class ForgeConfig(Section):
     reading: ReadingConfig = ReadingConfig()
     """Open book: the excerpts of each training question (reading practice; see ReadingConfig)."""
 
+    @model_validator(mode="after")
+    def _overlap_inside_a_chunk(self):
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(f"forge.chunk_overlap ({self.chunk_overlap}) must be below forge.chunk_tokens "
+                             f"({self.chunk_tokens}): neighbouring chunks share part of a chunk, not more")
+        return self
+
     chunk_tokens: int = Field(384, gt=16)
     """Chunk size in base-model tokens."""
 
@@ -328,6 +355,11 @@ class ForgeConfig(Section):
 
     max_cost_usd: float | None = Field(None, ge=0)
     """Stop calling the teacher once this much has been spent; what was made is kept."""
+
+    max_failed_chunks: int | None = Field(None, ge=0)
+    """Chunks whose teacher request may fail (after the SDK's retries) before the forge stops
+    without writing anything (None: none may). The replies received are cached, so the next run
+    asks only for the failed chunks; set a number to keep a partial dataset on purpose."""
 
     prices: dict[str, PriceConfig] = {
         "gpt-4o-mini": PriceConfig(input_per_mtok=0.15, output_per_mtok=0.60),
@@ -645,6 +677,23 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _mapping_without_repeats(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A YAML mapping whose keys are all different: PyYAML lets the last of two equal keys win
+    without a word, so a setting written twice in one file would be silently half-ignored."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key '{key}' is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); keep one",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
+
+
 def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
@@ -742,7 +791,26 @@ def _describe(error: dict, provenance: dict[str, str]) -> str:
     if len(shown) > 60:
         shown = shown[:57] + "..."
     msg = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own validators' messages
+    if isinstance(value, dict):  # a rule between a section's keys: its message names them, the first its source
+        named = [k for k in re.findall(r"[a-z_]+(?:\.[a-z_]+)+", msg) if k in provenance]
+        return f"{provenance[named[0]] if named else source}: {msg[0].lower()}{msg[1:]}"
     return f"{source}: {dotted} = {shown}: {msg[0].lower()}{msg[1:]}"
+
+
+def _check_layer(source: str, layer: dict[str, Any]) -> None:
+    """Every value a layer sets is checked where it is written, also when a later layer sets the
+    key again (a bad batch size in defaults.yaml is an error even where a recipe's value wins).
+    Only the keys this layer sets are judged: rules between keys are checked on the whole."""
+    provenance: dict[str, str] = {}
+    _merge({}, layer, source, provenance)
+    try:
+        Config.model_validate(layer)
+    except ValidationError as exc:
+        mine = [e for e in exc.errors() if e["type"] == "extra_forbidden"
+                or (".".join(str(p) for p in e["loc"]) in provenance and not isinstance(e.get("input"), dict))]
+        if mine:
+            more = f" (and {len(mine) - 1} more)" if len(mine) > 1 else ""
+            raise ConfigError(_describe(mine[0], provenance) + more) from None
 
 
 def resolve(layers: list[tuple[str, dict[str, Any]]]) -> Config:
@@ -751,6 +819,7 @@ def resolve(layers: list[tuple[str, dict[str, Any]]]) -> Config:
     provenance: dict[str, str] = {}
     for source, layer in layers:
         _merge(tree, layer, source, provenance)
+        _check_layer(source, layer)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:

@@ -1,13 +1,16 @@
 """Small file helpers: every output is written to a temporary name and renamed when complete,
-so a crash never leaves a half-written file where a finished one is expected."""
+so a crash never leaves a half-written file where a finished one is expected; a stage with
+several outputs writes them into a staging folder that replaces the old one whole."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -35,3 +38,40 @@ def sha256_file(path: Path) -> str:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def _aside(target: Path, what: str) -> Path:
+    return target.with_name(f".{target.name}.{what}")
+
+
+def recover_folder(target: Path) -> None:
+    """Put back the previous outputs of a stage killed while swapping its new ones in (between
+    the two renames of staged_folder), so readers find the last complete set."""
+    previous = _aside(target, "previous")
+    if not target.exists() and previous.is_dir():
+        os.rename(previous, target)
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """An empty folder beside `target` to write a stage's outputs into. When the block ends
+    without an error it replaces `target` whole; on any error (or a kill) `target` is left exactly
+    as it was and the staging folder is removed (or, after a kill, on the next call).
+
+    Two renames (target aside, staging in), not one atomic swap: Linux's RENAME_EXCHANGE has no
+    portable Python API. A kill between them leaves only the previous folder aside, which
+    recover_folder puts back, so readers never see a mix of old and new files."""
+    recover_folder(target)
+    staging, previous = _aside(target, "staging"), _aside(target, "previous")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+    if target.exists():
+        os.rename(target, previous)
+    os.rename(staging, target)
+    shutil.rmtree(previous, ignore_errors=True)

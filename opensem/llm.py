@@ -31,6 +31,14 @@ CACHE_VERSION = 1  # bump when the request format changes, so old cache entries 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
+def _refuses_format(exc) -> bool:
+    """Is this HTTP error the server refusing response_format json_schema? A 400/422 is; a 5xx only
+    when its message names the format (llama.cpp's server: 500 "Unrecognized response_format type:
+    json_schema"), since an overloaded or failing server answers 500 to anything."""
+    status = getattr(exc, "status_code", 0) or 0
+    return status in (400, 422) or ("json_schema" in str(exc) or "response_format" in str(exc))
+
+
 class Malformed(Exception):
     """A reply that does not fit the requested schema."""
 
@@ -201,7 +209,7 @@ class LLMClient:
             except Exception as exc:  # the SDK already retried 429/5xx/timeouts; give this call up
                 self.budget.settle(worst, 0.0)
                 done.calls += 1
-                done.error, done.detail = "api_error", f"{type(exc).__name__}: {str(exc)[:300]}"
+                done.error, done.detail = "api_error", self._describe(exc)
                 return done
             spent = self.cost(tokens_in, tokens_out)
             self.budget.settle(worst, spent)
@@ -219,6 +227,23 @@ class LLMClient:
             await asyncio.to_thread(self.cache.set, key, entry)  # a SQLite write: off the event loop
             return done
         return done
+
+    def _describe(self, exc: Exception) -> str:
+        """One line for a failed request, its kind first ("connection refused: ..."): the SDKs
+        report a refused or unreachable server as a connection error (or, through aiohttp, as a
+        timeout), with the socket's own error as its cause."""
+        where = self.base_url or f"the {self.provider} API"
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None and (cause.__cause__ or cause.__context__) is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause or ""):
+            return f"connection refused: nothing answers at {where} ({type(exc).__name__})"
+        if type(exc).__name__ == "APIConnectionError" or isinstance(cause, OSError):
+            return f"connection failed: cannot reach {where} ({type(exc).__name__}: {str(cause or exc)[:200]})"
+        if type(exc).__name__ == "APITimeoutError":
+            return f"timed out: {where} did not answer within {self.client.timeout}s ({type(exc).__name__})"
+        status = getattr(exc, "status_code", None)
+        return f"HTTP {status} {type(exc).__name__}: {str(exc)[:300]}" if status else f"{type(exc).__name__}: {str(exc)[:300]}"
 
     async def _send(self, system: str, prompt: str, schema: dict, schema_name: str) -> tuple[Any, int, int]:
         # The SDKs' generic `post` (their documented way to send a body as-is) rather than the
@@ -247,9 +272,17 @@ class LLMClient:
     async def _probe_json_schema(self, system: str, prompt: str, schema: dict, schema_name: str) -> tuple[Any, int, int]:
         """response_format auto: try json_schema once (with at most one retry, so a server that
         never takes it costs seconds, not the full backoff); on a refusal use json_object from now on."""
+        probe_retries = min(1, self.max_retries)
         try:
-            reply = await self._send_openai(system, prompt, schema, schema_name, "json_schema", max_retries=min(1, self.max_retries))
+            reply = await self._send_openai(system, prompt, schema, schema_name, "json_schema", max_retries=probe_retries)
         except self._format_refused as exc:
+            if not _refuses_format(exc):  # a server error that says nothing of the format: no refusal, so
+                left = self.max_retries - probe_retries  # the request gets the attempts it has left
+                if left <= 0:
+                    raise
+                reply = await self._send_openai(system, prompt, schema, schema_name, "json_schema", max_retries=left - 1)
+                self.response_format_used = "json_schema"
+                return reply
             from rich.console import Console
 
             Console(stderr=True).print(

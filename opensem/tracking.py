@@ -23,6 +23,43 @@ TAG_STAGE = "opensem.stage"
 TAG_CONFIG_DIGEST = "opensem.config_digest"
 TAG_BASE_MODEL = "opensem.base_model"
 TAG_WANDB_RUN = "wandb.run_id"
+TAG_PROCESS = "opensem.process"  # host:pid of the process that runs it, to close it if that process dies
+
+
+def _this_process() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def close_dead_runs(sem: Sem) -> list[str]:
+    """Mark KILLED the RUNNING runs of this SEM whose process on this machine is gone (kill -9,
+    power loss): MLflow never hears of such an end, so without this they stay RUNNING for good.
+    Runs of other machines are left alone (their processes cannot be seen from here)."""
+    import socket
+
+    import mlflow
+
+    host = socket.gethostname()
+    client = mlflow.MlflowClient()
+    closed = []
+    for run in mlflow.search_runs(experiment_ids=[e.experiment_id for e in client.search_experiments()], output_format="list",
+                                  filter_string=f"tags.`{TAG_SEM}` = '{sem.name}' AND attributes.status = 'RUNNING'"):
+        owner, _, pid = run.data.tags.get(TAG_PROCESS, "").rpartition(":")
+        if owner == host and pid.isdigit() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def configure(cfg: Config, root: Path) -> str:
@@ -169,6 +206,7 @@ def stage_run(
 
     with sqlite_creation_lock(configure(cfg, sem.root)):
         mlflow.MlflowClient().search_experiments(max_results=1)  # a new store makes its tables here
+    close_dead_runs(sem)
     nested = nested or mlflow.active_run() is not None  # inside `opensem pipeline`: a child of its run
     adopted = os.environ.get("MLFLOW_RUN_ID") if (run_id is None and mlflow.active_run() is None) else None
     if adopted or run_id:
@@ -187,6 +225,7 @@ def stage_run(
                 TAG_STAGE: stage,
                 TAG_CONFIG_DIGEST: cfg.digest(),
                 TAG_BASE_MODEL: cfg.model.base,
+                TAG_PROCESS: _this_process(),
                 **(tags or {}),
             }
         )
@@ -256,14 +295,15 @@ def stage_runs(sem: Sem, stage: str, extra: str = "", max_results: int = 100) ->
     )
 
 
-def log_jsonl_dataset(path: Path, name: str, context: str, run_id: str | None = None) -> str:
-    """Log a JSONL file as an MLflow dataset input (name, digest, schema, profile); returns the digest."""
+def log_jsonl_dataset(path: Path, name: str, context: str, run_id: str | None = None, source: Path | None = None) -> str:
+    """Log a JSONL file as an MLflow dataset input (name, digest, schema, profile); returns the
+    digest. `source`: where the file will live, when it is read from a staging folder."""
     import mlflow
     import pandas as pd
 
     frame = pd.read_json(path, lines=True)
     frame = frame.map(lambda v: v if isinstance(v, (str, int, float, bool)) or v is None else _json(v))
-    dataset = mlflow.data.from_pandas(frame, source=str(path), name=name)
+    dataset = mlflow.data.from_pandas(frame, source=str(source or path), name=name)
     # MLflow's SQL store adds a dataset by check-then-insert: two sweep workers logging the same
     # dataset at once (seen against a PostgreSQL-backed server) collide on its unique key and the
     # loser gets an error. Sent again, the row exists and is only linked to the run.

@@ -65,7 +65,12 @@ class Sem:
 
     @property
     def processed_dir(self) -> Path:
-        return self.root / "data" / self.name / "processed"
+        """The forge's outputs, one complete set (a set a kill left aside mid-swap is put back)."""
+        from opensem.io import recover_folder
+
+        folder = self.root / "data" / self.name / "processed"
+        recover_folder(folder)
+        return folder
 
     @property
     def cache_dir(self) -> Path:

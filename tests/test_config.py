@@ -145,3 +145,28 @@ def test_about_questions_takes_its_modes_and_the_old_booleans(project):
     assert about("true") == "unmatched" and about("false") == "off" and about("off") == "off"  # YAML reads off as false
     with pytest.raises(ConfigError, match="about_questions"):
         about("always")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.batch_size=true", "--set training.batch_size: training.batch_size = true: expected a number, not true"),
+    ("training.epochs=.inf", "training.epochs = Infinity: expected a finite number"),
+    ("training.learning_rate=.nan", "training.learning_rate = NaN: expected a finite number"),
+    ("forge.chunk_overlap=400", "--set forge.chunk_overlap: forge.chunk_overlap (400) must be below forge.chunk_tokens (384)"),
+])
+def test_values_that_pydantic_would_bend_are_refused(project, override, message):
+    with pytest.raises(ConfigError) as refused:
+        load_config(project, "legal", [override])
+    assert message in str(refused.value)
+    assert load_config(project, "legal", ["forge.chunk_overlap=400", "forge.chunk_tokens=1000"]).forge.chunk_overlap == 400
+
+
+def test_a_bad_value_is_refused_in_the_layer_that_wrote_it_even_where_a_later_one_wins(project):
+    write(project / "configs/defaults.yaml", "recipe: smollm2/135m_lora_cpu\ntraining:\n  batch_size: -8\n")
+    with pytest.raises(ConfigError, match=r"^configs/defaults.yaml: training.batch_size = -8: input should be greater than 0"):
+        load_config(project, "legal")  # the recipe sets batch_size 8 above it
+
+
+def test_a_key_given_twice_in_one_file_is_an_error(project):
+    write(project / "configs/sems/legal.yaml", "training:\n  epochs: 2\n  batch_size: 4\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"configs/sems/legal.yaml: line 4: key 'epochs' is given twice \(lines 2 and 4\)"):
+        load_config(project, "legal")

@@ -112,10 +112,11 @@ def test_the_outcome_spread_names_each_seed_and_counts_failures():
     from bench.outcome import spread_table
 
     def run(seed, gain, low, decision="refused"):
-        return {"sem": "legal", "seed": seed, "gain": gain, "low": low, "decision": decision}
+        return {"sem": "legal", "seed": seed, "gain": gain, "low": low, "decision": decision, "tuned": 0.3 + gain,
+                "copy_top1": 0.3, "answer_chars": 100.0, "copy_top2_chars": 150.0, "short": 1.0}
 
-    table = spread_table([run(42, 0.12, 0.02, "promoted"), run(43, -0.04, -0.1), {"sem": "legal", "seed": 44, "error": ["boom"]}])
-    assert "| legal | 42: +12, 43: -4 (1 failed) | +4.0 | -4 to +12 | 1 of 3 |" in table
+    table = spread_table([run(42, 0.16, 0.02, "promoted"), run(43, -0.04, -0.1), {"sem": "legal", "seed": 44, "error": ["boom"]}])
+    assert "| legal | 42: +16, 43: -4 (1 failed) | +6.0 | -4 to +16 | 1 of 3 |" in table
     assert table.splitlines()[-1].endswith("| no dev set |")
     with_dev = [{**run(42, 0.1, 0.0), "dev": {"gain": 0.07}}, {**run(43, 0.0, -0.1), "dev": {"gain": -0.03}}]
     assert spread_table(with_dev).splitlines()[-1].endswith("| 0 of 2 | +7, -3 (mean +2.0) |")
@@ -137,6 +138,15 @@ def test_an_outcome_row_fills_every_column_and_says_how_many_facts_the_pairs_tea
     split = {"taught": {"n": 7, "base_recall": 0.0, "tuned_recall": 0.14}, "untaught": {"n": 20, "base_recall": 0.1, "tuned_recall": 0.1}}
     assert "| 7% -> 10%, +3 [-5, +13]; 0 -> 8 of 30; taught items 0% -> 14% |" in _row({**r, "dev": {**dev, "by_coverage": split}})
     assert _row({"sem": "sqlite", "seed": 42, "error": ["boom"], "minutes": 1.0}).count("|") == HEADER.count("|")
+    # open book: the copy references and answer lengths, and issue 36's target on them
+    refs = {**r, "baseline": 0.3, "tuned": 0.55, "gain": 0.25, "low": 0.1, "decision": "promoted", "copy_top1": 0.49,
+            "copy_top2": 0.62, "answer_chars": 120.0, "copy_top2_chars": 190.0, "short": 0.97}
+    row = _row(refs)
+    assert "| 30% -> 55% | 49%, 62% | +25 points [+10, -1] | 120, 190 |" in row and row.endswith("| met |")
+    assert _row({**refs, "copy_top1": 0.51}).endswith("| not met |")  # only 4 points over copy-top1
+    assert _row({**refs, "answer_chars": 200.0}).endswith("| not met |")  # longer than copy-top2
+    assert _row({**refs, "short": 0.9}).endswith("| not met |")
+    assert "| 10% -> 3% | -, - |" in _row(r) and "| -, - |" in _row(r)  # closed book: no references
 
 
 def test_the_outcome_bench_keeps_every_answer_of_both_models_side_by_side(tmp_path):

@@ -27,11 +27,12 @@ from opensem.forge.teachers import make_teacher
 from opensem.generate import build_messages
 from opensem.llm import Budget, Completion
 from opensem.retrieval import settings as retrieval_settings
-from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file
+from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file, staged_folder
 from opensem.workspace import Sem
 
 console = Console(stderr=True)
 
+FILES = ("train", "test", "corpus")  # the jsonl outputs the manifest holds digests of
 # below this many training pairs forge warns (the sample SEM, which does beat its base, has ~130)
 FEW_PAIRS = 50
 
@@ -93,99 +94,131 @@ def run(sem: Sem, cfg: Config) -> dict:
         finally:
             teacher.close()
 
+        check_failed_requests(replies, fc.max_failed_chunks, sem.name)  # before anything is written
         kept, rejected = _filter(replies, cfg, golden)
         train, test = split_by_chunk(kept, fc.test_fraction, fc.seed)
-        out = sem.processed_dir
         from opensem.retrieval import for_sem
 
         system, retriever = cfg.model.system_prompt, for_sem(sem, cfg, tokenizer)
-        atomic_write_jsonl(out / "train.jsonl", reading_rows(train, system, retriever, fc.reading, fc.seed))
-        atomic_write_jsonl(out / "test.jsonl", (p.messages(system, retriever) for p in test))
-        atomic_write_jsonl(out / "rejected.jsonl", rejected)
-        # the documents as read (reflowed, markup removed): what training's cpt phase reads
-        atomic_write_jsonl(out / "corpus.jsonl", ({"document": d.name, "text": d.text} for d in docs))
+        final = sem.processed_dir
+        # every output into a staging folder that replaces processed/ whole only when all of it
+        # is written and logged: a failed or killed forge leaves the previous set as it was
+        with staged_folder(final) as out:
+            atomic_write_jsonl(out / "train.jsonl", reading_rows(train, system, retriever, fc.reading, fc.seed))
+            atomic_write_jsonl(out / "test.jsonl", (p.messages(system, retriever) for p in test))
+            atomic_write_jsonl(out / "rejected.jsonl", rejected)
+            # the documents as read (reflowed, markup removed): what training's cpt phase reads
+            atomic_write_jsonl(out / "corpus.jsonl", ({"document": d.name, "text": d.text} for d in docs))
+            if not train:  # nothing to train on: the previous output stays, the rejections are kept aside
+                from opensem.errors import OpenSEMError
 
-        reasons = Counter(r["reason"] for r in rejected)
-        # do the training answers state what the golden and dev sets ask? (opensem/coverage.py)
-        covered = coverage.as_manifest(coverage.measure(sem, [p.answer for p in train], [{"text": d.text} for d in docs]))
-        text_kb = sum(len(d.text.encode()) for d in docs) / 1000  # what the teacher read, markup removed
-        usage = _usage(replies, getattr(teacher, "http_requests", None))
-        manifest = {
-            "sem": sem.name,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "teacher": teacher.name,
-            "teacher_response_format": getattr(teacher, "response_format_used", None),  # openai: json_schema or json_object
-            "documents": len(docs),
-            "skipped_documents": [{"name": s.name, "reason": s.reason} for s in skipped],
-            "chunks": len(chunks),
-            "pairs_generated": sum(len(r.result or []) for _, r in replies),
-            "pairs_kept": len(kept),
-            "text_kb": round(text_kb, 1),
-            "pairs_per_kb": round(len(kept) / text_kb, 2) if text_kb else 0.0,
-            "complete_sentence_share": round(sum(is_complete_sentence(p.answer) for p in kept) / len(kept), 3) if kept else 0.0,
-            "train": len(train),
-            "train_rows": len(train) * (fc.reading.copies if retriever is not None else 1),  # forge.reading.copies
-            "test": len(test),
-            "rejected": dict(sorted(reasons.items())),
-            "coverage": covered,
-            # the pairs' prompts carry these passages; training checks it asks the same way
-            "retrieval": retrieval_settings(cfg),
-            # how often the passages found for a pair's question hold its answer: retrieval's recall
-            "answer_in_passages": _answer_in_passages(kept, retriever),
-            "budget_exhausted": budget.exhausted,
-            **usage,
-            "config_digest": cfg.digest(),
-            "digests": {
-                "train": sha256_file(out / "train.jsonl"),
-                "test": sha256_file(out / "test.jsonl"),
-                "corpus": sha256_file(out / "corpus.jsonl"),
-                "raw": _raw_digest(sem, docs),
-            },
-            "seconds": round(time.time() - started, 2),
-        }
-        atomic_write_json(out / "manifest.json", manifest)
-
-        tracked.log_metrics(
-            {
-                "documents": len(docs),
-                "documents_skipped": len(skipped),
-                "chunks": len(chunks),
-                "pairs_generated": manifest["pairs_generated"],
-                "pairs_kept": len(kept),
-                "pairs_per_kb": manifest["pairs_per_kb"],
-                "complete_sentence_share": manifest["complete_sentence_share"],
-                "pairs_train": len(train),
-                "pairs_test": len(test),
-                **{f"rejected_{k}": v for k, v in reasons.items()},
-                **{f"{name}_taught_share": c["taught_share"] for name, c in covered.items()},
-                **{f"{name}_in_documents_share": c["in_documents_share"] for name, c in covered.items()},
-                "tokens_input": usage["tokens_input"],
-                "tokens_output": usage["tokens_output"],
-                "cost_usd": usage["cost_usd"],
-                "teacher_requests": usage["requests"],
-                "cache_hits": usage["cache_hits"],
-                "seconds": manifest["seconds"],
-            }
-        )
-        if train:
-            tracking.log_jsonl_dataset(out / "train.jsonl", f"{sem.name}-train", "training")
-        if test:
-            tracking.log_jsonl_dataset(out / "test.jsonl", f"{sem.name}-test", "testing")
-        tracked.log_artifact(out / "manifest.json", "forge")
-        tracked.log_artifact(out / "rejected.jsonl", "forge")
-        tracked.log_text("".join(_jsonl(p.messages(system, retriever)) for p in train[:20]), "forge/sample_pairs.jsonl")
+                atomic_write_jsonl(kept_aside := sem.cache_dir / "forge_rejected.jsonl", rejected)
+                raise OpenSEMError(f"forge kept no training pairs (rejected: {dict(Counter(r['reason'] for r in rejected)) or 'none'}); "
+                                   f"see {kept_aside}")
+            manifest = _manifest(sem, cfg, out, docs, skipped, chunks, replies, kept, train, test, rejected,
+                                 teacher, retriever, budget, started)
+            atomic_write_json(out / "manifest.json", manifest)
+            _log_outputs(sem, tracked, manifest, out, final, train, test, system, retriever)
 
     _print_summary(sem, manifest)
     if 0 < len(train) < FEW_PAIRS:
         console.print(f"[yellow]only {len(train)} training pairs: a small model learns few facts from so little; "
                       f"add documents to {sem.raw_dir} or use an LLM teacher (see README)[/yellow]")
-    if not train:
-        from opensem.errors import OpenSEMError
-
-        raise OpenSEMError(
-            f"forge kept no training pairs (rejected: {dict(reasons) or 'none'}); see {out / 'rejected.jsonl'}"
-        )
     return manifest
+
+
+def check_failed_requests(replies: list[tuple[Chunk, Completion]], allowed: int | None, sem_name: str) -> None:
+    """Stop the forge, before it writes anything, when more of the teacher's requests failed after
+    the SDK's retries than forge.max_failed_chunks allows (None: none may). What came back is in
+    the teacher cache: the next run asks only for the chunks that failed."""
+    failed = [r for _, r in replies if r.error == "api_error"]
+    if len(failed) <= (allowed or 0):
+        return
+    from opensem.errors import OpenSEMError
+
+    kinds = Counter((r.detail or "unknown").split(":")[0] for r in failed)
+    example = failed[0].detail or "unknown"
+    raise OpenSEMError(
+        f"{len(failed)} of {len(replies)} teacher requests failed after retries ({', '.join(f'{k} {n}' for k, n in kinds.most_common())}; "
+        f"first: {example}); the previous forge output is kept. Fix the teacher and run forge again: the "
+        f"{len(replies) - len(failed)} replies received are cached and not asked for again "
+        f"(or --set forge.max_failed_chunks={len(failed)} to keep what came back)")
+
+
+def _manifest(sem: Sem, cfg: Config, out, docs, skipped, chunks, replies, kept, train, test, rejected, teacher,
+              retriever, budget: Budget, started: float) -> dict:
+    """What the forge made and from what: manifest.json, which readers check the files against."""
+    fc = cfg.forge
+    reasons = Counter(r["reason"] for r in rejected)
+    # do the training answers state what the golden and dev sets ask? (opensem/coverage.py)
+    covered = coverage.as_manifest(coverage.measure(sem, [p.answer for p in train], [{"text": d.text} for d in docs]))
+    text_kb = sum(len(d.text.encode()) for d in docs) / 1000  # what the teacher read, markup removed
+    usage = _usage(replies, getattr(teacher, "http_requests", None))
+    return {
+        "sem": sem.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "teacher": teacher.name,
+        "teacher_response_format": getattr(teacher, "response_format_used", None),  # openai: json_schema or json_object
+        "documents": len(docs),
+        "skipped_documents": [{"name": s.name, "reason": s.reason} for s in skipped],
+        "chunks": len(chunks),
+        "pairs_generated": sum(len(r.result or []) for _, r in replies),
+        "pairs_kept": len(kept),
+        "text_kb": round(text_kb, 1),
+        "pairs_per_kb": round(len(kept) / text_kb, 2) if text_kb else 0.0,
+        "complete_sentence_share": round(sum(is_complete_sentence(p.answer) for p in kept) / len(kept), 3) if kept else 0.0,
+        "train": len(train),
+        "train_rows": len(train) * (fc.reading.copies if retriever is not None else 1),  # forge.reading.copies
+        "test": len(test),
+        "rejected": dict(sorted(reasons.items())),
+        "coverage": covered,
+        # the pairs' prompts carry these passages; training checks it asks the same way
+        "retrieval": retrieval_settings(cfg),
+        # how often the passages found for a pair's question hold its answer: retrieval's recall
+        "answer_in_passages": _answer_in_passages(kept, retriever),
+        "budget_exhausted": budget.exhausted,
+        **usage,
+        "config_digest": cfg.digest(),
+        # readers (train) check the files against these: one forge's outputs, or re-run forge
+        "digests": {name: sha256_file(out / f"{name}.jsonl") for name in FILES} | {"raw": _raw_digest(sem, docs)},
+        "seconds": round(time.time() - started, 2),
+    }
+
+
+def _log_outputs(sem: Sem, tracked, manifest: dict, out, final, train, test, system, retriever) -> None:
+    """The forge run's metrics, datasets (named by where they will live) and artifacts."""
+    from opensem import tracking
+
+    covered = manifest["coverage"]
+    tracked.log_metrics(
+        {
+            "documents": manifest["documents"],
+            "documents_skipped": len(manifest["skipped_documents"]),
+            "chunks": manifest["chunks"],
+            "pairs_generated": manifest["pairs_generated"],
+            "pairs_kept": manifest["pairs_kept"],
+            "pairs_per_kb": manifest["pairs_per_kb"],
+            "complete_sentence_share": manifest["complete_sentence_share"],
+            "pairs_train": len(train),
+            "pairs_test": len(test),
+            **{f"rejected_{k}": v for k, v in manifest["rejected"].items()},
+            **{f"{name}_taught_share": c["taught_share"] for name, c in covered.items()},
+            **{f"{name}_in_documents_share": c["in_documents_share"] for name, c in covered.items()},
+            "tokens_input": manifest["tokens_input"],
+            "tokens_output": manifest["tokens_output"],
+            "cost_usd": manifest["cost_usd"],
+            "teacher_requests": manifest["requests"],
+            "cache_hits": manifest["cache_hits"],
+            "seconds": manifest["seconds"],
+        }
+    )
+    if train:
+        tracking.log_jsonl_dataset(out / "train.jsonl", f"{sem.name}-train", "training", source=final / "train.jsonl")
+    if test:
+        tracking.log_jsonl_dataset(out / "test.jsonl", f"{sem.name}-test", "testing", source=final / "test.jsonl")
+    tracked.log_artifact(out / "manifest.json", "forge")
+    tracked.log_artifact(out / "rejected.jsonl", "forge")
+    tracked.log_text("".join(_jsonl(p.messages(system, retriever)) for p in train[:20]), "forge/sample_pairs.jsonl")
 
 
 async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int | None, concurrency: int) -> list[tuple[Chunk, Completion]]:

@@ -13,6 +13,34 @@ from pathlib import Path
 from opensem.errors import OpenSEMError
 
 
+def check_forge_output(processed_dir: Path, sem_name: str) -> dict | None:
+    """The forge's manifest, after checking that the files beside it are the ones it wrote (their
+    digests): a forge killed between its writes, a file deleted or edited by hand, or files from
+    two forge runs are refused with one line. None where there is no manifest (pairs written by
+    hand, without a forge: nothing to check them against)."""
+    path = processed_dir / "manifest.json"
+    if not path.is_file():
+        return None
+    rerun = f"re-run `opensem forge --sem {sem_name}`"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        digests = manifest["digests"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise OpenSEMError(f"{path} is damaged ({type(exc).__name__}); {rerun}") from None
+    from opensem.io import sha256_file
+
+    for name in ("train", "test", "corpus"):
+        wanted, file = digests.get(name), processed_dir / f"{name}.jsonl"
+        if wanted is None:
+            continue  # a manifest from before this file existed
+        if not file.is_file():
+            raise OpenSEMError(f"{file} is missing, though the forge wrote it with {path.name}; {rerun}")
+        if sha256_file(file) != wanted:
+            raise OpenSEMError(f"{file} is not the file the forge wrote with {path.name} (changed since, or from another "
+                               f"forge run); {rerun}")
+    return manifest
+
+
 def load_conversations(path: Path, sem_name: str, required: bool = True) -> list[dict]:
     """Rows of {"messages": [...]} with at least one user and one assistant turn."""
     if not path.is_file():

@@ -35,9 +35,10 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     held-out evaluation; True ends training there (recorded as stopped_early_at_epoch)."""
     from opensem import hardware, recipes, tracking
     from opensem.models import resolve_base_model
-    from opensem.train.data import balance_yes_no, check_corpus, load_conversations
+    from opensem.train.data import balance_yes_no, check_corpus, check_forge_output, load_conversations
 
     t = cfg.training
+    manifest = check_forge_output(sem.processed_dir, sem.name)
     train_rows = load_conversations(sem.processed_dir / "train.jsonl", sem.name)
     eval_rows = load_conversations(sem.processed_dir / "test.jsonl", sem.name, required=False)
     plan = hardware.plan(hardware.detect(), t)
@@ -54,7 +55,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
         raise OpenSEMError(f"run {run_name!r} already finished ({state_dir}); pick a new name: --set training.run_name=...")
     if t.cpt_epochs:
         check_corpus(sem.processed_dir / "corpus.jsonl", sem.name)
-    _check_forged_retrieval(sem, cfg)
+    _check_forged_retrieval(sem, cfg, manifest)
     resume_from = _last_checkpoint(checkpoints)
     base_dir = resolve_base_model(cfg.model.base, sem.base_models_dir)
 
@@ -264,12 +265,11 @@ def _final_eval_loss(trainer) -> float:
     return float(trainer.evaluate()["eval_loss"])
 
 
-def _check_forged_retrieval(sem: Sem, cfg: Config) -> None:
+def _check_forged_retrieval(sem: Sem, cfg: Config, manifest: dict | None) -> None:
     """The pairs must be asked as the adapter will be: open book (with passages) or not."""
-    manifest = sem.processed_dir / "manifest.json"
-    if not manifest.is_file():
-        return  # pairs written by hand or by an older forge: nothing recorded to compare
-    forged = recorded(json.loads(manifest.read_text(encoding="utf-8")).get("retrieval"))
+    if manifest is None:
+        return  # pairs written by hand: nothing recorded to compare
+    forged = recorded(manifest.get("retrieval"))
     wanted = retrieval_settings(cfg)
     if forged != wanted:
         raise OpenSEMError(f"the forge wrote {sem.processed_dir} with retrieval {forged or 'off'}, this run has it "
