@@ -254,14 +254,14 @@ class TeacherConfig(Section):
     sentence's other questions (what, when, why, who must) stay. A yes/no question restates the
     sentence it was made from, so "Yes. <the question as a statement>" can be learnt without
     reading the passages. Off was measured open book and refused: it lowered the dev gain
-    (docs/real-corpora.md, candidate RN)."""
+    (docs/measurements/real-corpora-log.md, candidate RN)."""
 
     yes_opener: bool = True
     """extractive only: an answer to a yes/no question that its sentence agrees with opens with
     "Yes.". Off: that answer is the sentence alone ("Must the file exist?" -> "The file must
     exist."), so "Yes." is never the answer's first word to learn; an answer that denies still
     opens with "No.". Off was measured and refused: the adapter then says the question back as a
-    statement without "Yes." (docs/real-corpora.md, candidate RSY)."""
+    statement without "Yes." (docs/measurements/real-corpora-log.md, candidate RSY)."""
 
     max_concurrency: int = Field(8, gt=0)
     """Teacher requests in flight at once."""
@@ -416,7 +416,7 @@ class RetrievalConfig(Section):
     """What is ranked. chunk: passages of passage_tokens. sentence: single sentences, each shown
     with `window` sentences of its section either side (at most passage_tokens), so the sentence
     that matches best stands in the middle of its excerpt (opensem/retrieval.py). Measured with
-    top_k 3 and refused: debian-policy's dev gain rose, sqlite's fell (docs/real-corpora.md, RS)."""
+    top_k 3 and refused: debian-policy's dev gain rose, sqlite's fell (docs/measurements/real-corpora-log.md, RS)."""
 
     window: int = Field(1, ge=0)
     """With unit sentence: the sentences shown either side of each sentence found."""

@@ -47,7 +47,11 @@ def run(sem: Sem, cfg: Config) -> dict:
     check_sem(sem, cfg, items, console)
     digest = golden_digest(items)
     path = sem.root / "data" / sem.name / "pipeline.json"
-    state = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        state = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise OpenSEMError(f"{path} is damaged (not the JSON the pipeline writes); delete it and run the pipeline again: "
+                           "the stages then run anew, the baseline is found again in MLflow") from None
     done: dict = state.setdefault("stages", {})
 
     def finished(stage: str, key: str) -> bool:
@@ -104,10 +108,38 @@ def run(sem: Sem, cfg: Config) -> dict:
             decision = registry.run(sem, cfg, run=eval_run)
             record("promote", key, version=decision.version, promoted=decision.promoted)
 
+        _headline(parent, eval_run, done["promote"])
+
         from opensem import report
 
         report.run(sem, cfg)
     return state
+
+
+def _headline(parent, eval_run_id: str, promoted: dict) -> None:
+    """The outcome on the pipeline's own run, where the runs list shows it: key-fact accuracy base
+    -> tuned, the gain with its interval, the copy reference (open book) and the decision, as
+    metrics, tags and the run's description."""
+    import mlflow
+
+    from opensem.tracking import NOTE
+
+    m = mlflow.get_run(eval_run_id).data.metrics
+    base = mlflow.get_run(mlflow.get_run(eval_run_id).data.tags["opensem.baseline_run_id"]).data.metrics
+    headline = {"baseline_key_fact_accuracy": base.get("key_fact_recall"), "key_fact_accuracy": m.get("key_fact_recall"),
+                "key_fact_gain": m.get("recall_gain"), "key_fact_gain_ci_low": m.get("recall_gain_ci_low"),
+                "key_fact_gain_ci_high": m.get("recall_gain_ci_high"), "copy_top1_key_fact_accuracy": m.get("copy_top1_recall"),
+                "promoted": float(bool(promoted.get("promoted")))}
+    parent.log_metrics({k: v for k, v in headline.items() if v is not None})
+    decision = "promoted" if promoted.get("promoted") else "not promoted"
+    if None in (headline["baseline_key_fact_accuracy"], headline["key_fact_accuracy"], headline["key_fact_gain"]):
+        return
+    text = (f"Key-fact accuracy {headline['baseline_key_fact_accuracy']:.0%} -> {headline['key_fact_accuracy']:.0%} "
+            f"({100 * headline['key_fact_gain']:+.0f} points, 95% CI [{100 * headline['key_fact_gain_ci_low']:+.0f}, "
+            f"{100 * headline['key_fact_gain_ci_high']:+.0f}]); {decision} (model version {promoted.get('version')})")
+    if headline["copy_top1_key_fact_accuracy"] is not None:
+        text += f"; quoting the top-ranked sentence: {headline['copy_top1_key_fact_accuracy']:.0%}"
+    parent.set_tags({"opensem.decision": decision.replace("not promoted", "refused"), NOTE: text})
 
 
 def _raw_files_digest(sem: Sem) -> str:

@@ -117,7 +117,8 @@ def _trial(sem: Sem, cfg: Config, study_name: str, trial, pruning: bool) -> floa
     shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
     console.print(f"[bold]trial {trial.number}[/bold] ({run_name}): {shown}")
 
-    metadata = _finished_metadata(sem, run_name, trial_cfg) or train(sem, trial_cfg, should_stop if pruning else None)
+    metadata = _finished_metadata(sem, run_name, trial_cfg) or train(sem, trial_cfg, should_stop if pruning else None,
+                                                                      title=f"{study_name} · trial {trial.number}")
     _tag_run(metadata["mlflow_run_id"], study_name, trial.number)
     if metadata.get("stopped_early_at_epoch") is not None:
         epoch = metadata["stopped_early_at_epoch"]

@@ -128,6 +128,24 @@ def experiment_name(cfg: Config, sem: Sem) -> str:
     return f"{cfg.tracking.experiment_prefix}{sem.name}"
 
 
+NOTE = "mlflow.note.content"  # the tag MLflow's UI shows as a run's or experiment's description
+
+
+def _describe_experiment(experiment_id: str, sem: Sem, cfg: Config) -> None:
+    """The experiment's description in the UI: what the SEM is made from and judged by."""
+    import mlflow
+
+    from opensem.judge.evaluate import judge_name
+
+    book = "open book (answers read retrieved passages)" if cfg.retrieval.enabled else "closed book"
+    text = (f"OpenSEM expert **{sem.name}**: documents in `data/{sem.name}/raw`, golden set "
+            f"`evals/{sem.name}/golden_set.json`, judge `{judge_name(cfg)}`, base `{cfg.model.base}`, {book}. "
+            f"Runs are named `<sem> · <stage>`; `opensem report --sem {sem.name}` writes the comparison.")
+    client = mlflow.MlflowClient()
+    if client.get_experiment(experiment_id).tags.get(NOTE) != text:
+        client.set_experiment_tag(experiment_id, NOTE, text)
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are leaves."""
     flat: dict[str, Any] = {}
@@ -216,7 +234,10 @@ def stage_run(
         # the id set_experiment returns, not the active experiment: MLflow 3.17's set_experiment, losing
         # the race to create it (workers started together), returns it without making it active
         experiment_id = parent.info.experiment_id if parent else mlflow.set_experiment(experiment_name(cfg, sem)).experiment_id
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested)
+        if not parent:
+            _describe_experiment(experiment_id, sem, cfg)
+        # named by SEM and stage ("legal · baseline"), not MLflow's random two words
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{sem.name} · {stage}", nested=nested)
     handle = StageRun(run.info.run_id, run.info.experiment_id)
     try:
         mlflow.set_tags(

@@ -80,6 +80,18 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     for stage in ("forge", "baseline", "train", "evaluate", "promote"):
         assert stage_runs(stage)[0].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
     assert state["stages"]["promote"]["version"] == "1"
+    # what the MLflow UI shows: runs named by SEM and stage, the outcome on the parent, descriptions
+    names = {r.data.tags["opensem.stage"]: r.info.run_name for r in mlflow.search_runs(experiment_names=["opensem-widgets"], output_format="list")}
+    assert names["pipeline"] == "widgets · pipeline" and names["baseline"] == "widgets · baseline"
+    assert names["forge"] == "widgets · forge" and names["evaluate"] == "widgets · evaluate"
+    assert names["train"] == f"widgets · train · {state['stages']['train']['run_name']}"
+    evaluated = stage_runs("evaluate")[0].data.metrics
+    headline = parents[0].data.metrics
+    assert headline["key_fact_accuracy"] == evaluated["key_fact_recall"] and headline["key_fact_gain"] == evaluated["recall_gain"]
+    assert "baseline_key_fact_accuracy" in headline and headline["promoted"] in (0.0, 1.0)
+    assert parents[0].data.tags["mlflow.note.content"].startswith("Key-fact accuracy ")
+    experiment = mlflow.get_experiment_by_name("opensem-widgets")
+    assert "golden set `evals/widgets/golden_set.json`" in experiment.tags["mlflow.note.content"]
 
     # a new training config: forge is skipped, the baseline is reused, training and what follows run again
     # (this time with a pass over the documents first, which the report describes)

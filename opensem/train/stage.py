@@ -30,9 +30,10 @@ console = Console(stderr=True)
 STATE_FILE = "opensem_run.json"
 
 
-def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None = None) -> dict:
+def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None = None, title: str | None = None) -> dict:
     """Train one adapter. `should_stop(eval_loss, epoch)`, when given, is asked after each epoch's
-    held-out evaluation; True ends training there (recorded as stopped_early_at_epoch)."""
+    held-out evaluation; True ends training there (recorded as stopped_early_at_epoch). `title`:
+    the MLflow run's name (default "<sem> · train · <run_name>")."""
     from opensem import hardware, recipes, tracking
     from opensem.models import resolve_base_model
     from opensem.train.data import balance_yes_no, check_corpus, check_forge_output, load_conversations
@@ -71,7 +72,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     if resume_from:
         console.print(f"  resuming from {resume_from}")
 
-    with tracking.stage_run(sem, "train", cfg, run_name=run_name, run_id=state.get("mlflow_run_id"),
+    with tracking.stage_run(sem, "train", cfg, run_name=title or f"{sem.name} · train · {run_name}", run_id=state.get("mlflow_run_id"),
                             tags={"opensem.run_name": run_name}) as tracked:
         _write_state(state_dir, {"mlflow_run_id": tracked.run_id, "status": "running"})
         tracked.log_params({f"plan.{k}": v for k, v in plan.as_dict().items() if k != "reasons"} | {"plan.reasons": "; ".join(plan.reasons)})
