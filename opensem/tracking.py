@@ -26,6 +26,19 @@ TAG_WANDB_RUN = "wandb.run_id"
 TAG_PROCESS = "opensem.process"  # host:pid of the process that runs it, to close it if that process dies
 
 
+def _source_commit(root: Path) -> dict[str, str]:
+    """The project's own git commit (MLflow looks for one beside the running script, which is
+    .venv/bin/opensem, inside a folder git ignores, and records none): {} outside a checkout."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    commit = done.stdout.strip()
+    return {"mlflow.source.git.commit": commit} if done.returncode == 0 and len(commit) == 40 else {}
+
+
 def _this_process() -> str:
     import socket
 
@@ -167,10 +180,12 @@ class StageRun:
     end_status: str = "FINISHED"  # a stage may end its run as KILLED (e.g. preempted, resumable)
     _step: dict[str, int] = field(default_factory=dict)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None, dataset=None) -> None:
+        """Metrics of this run; `model_id` and `dataset` also attach them to the logged model they
+        judge and the dataset they were measured on (MLflow 3's logged-model metrics)."""
         import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, run_id=self.run_id)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, run_id=self.run_id, model_id=model_id, dataset=dataset)
         if self.wandb_run is not None:
             self.wandb_run.log(dict(metrics), step=step)
 
@@ -247,6 +262,7 @@ def stage_run(
                 TAG_CONFIG_DIGEST: cfg.digest(),
                 TAG_BASE_MODEL: cfg.model.base,
                 TAG_PROCESS: _this_process(),
+                **_source_commit(sem.root),
                 **(tags or {}),
             }
         )
@@ -345,3 +361,32 @@ def _json(value: Any) -> str:
     import json
 
     return json.dumps(value, ensure_ascii=False)
+
+
+def log_golden_dataset(sem: Sem, items: list, digest: str):
+    """The golden set as the run's evaluation dataset input (MLflow's Datasets column and the
+    logged model's "datasets used"); returns the dataset to attach metrics to."""
+    import mlflow
+    import pandas as pd
+
+    frame = pd.DataFrame([{"id": i.id, "question": i.question, "answer": i.answer, "key_facts": _json(i.key_facts),
+                           "tags": ",".join(i.tags)} for i in items])
+    dataset = mlflow.data.from_pandas(frame, source=str(sem.golden_set), name=f"{sem.name}-golden-{digest[:8]}", targets="answer")
+    mlflow.log_input(dataset, context="evaluation")
+    return dataset
+
+
+def logged_model_id(model_uri: str | None) -> str | None:
+    """The MLflow 3 logged-model id behind a model URI (models:/m-..., a registry alias or
+    version, runs:/...), or None where it has none (a model logged before MLflow 3)."""
+    if not model_uri:
+        return None
+    if model_uri.startswith("models:/m-"):
+        return model_uri.removeprefix("models:/").split("/")[0]
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.models.get_model_info(model_uri).model_id
+    except (MlflowException, OSError, AttributeError):
+        return None

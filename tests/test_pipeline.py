@@ -90,6 +90,16 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     assert headline["key_fact_accuracy"] == evaluated["key_fact_recall"] and headline["key_fact_gain"] == evaluated["recall_gain"]
     assert "baseline_key_fact_accuracy" in headline and headline["promoted"] in (0.0, 1.0)
     assert parents[0].data.tags["mlflow.note.content"].startswith("Key-fact accuracy ")
+    # lineage in MLflow's terms: the golden set is each evaluation's dataset input, and the
+    # evaluation's metrics hang on the logged model it judged
+    for stage in ("baseline", "evaluate"):
+        inputs = {(d.dataset.name, next((t.value for t in d.tags if t.key == "mlflow.data.context"), None))
+                  for d in stage_runs(stage)[0].inputs.dataset_inputs}
+        assert any(name.startswith("widgets-golden-") and context == "evaluation" for name, context in inputs), inputs
+    from opensem.tracking import logged_model_id
+
+    judged = mlflow.get_logged_model(logged_model_id(stage_runs("evaluate")[0].data.tags["opensem.candidate_model_uri"]))
+    assert {m.key for m in judged.metrics} >= {"key_fact_recall", "mean_score"}
     experiment = mlflow.get_experiment_by_name("opensem-widgets")
     assert "golden set `evals/widgets/golden_set.json`" in experiment.tags["mlflow.note.content"]
 

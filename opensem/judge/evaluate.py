@@ -136,6 +136,8 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
             tags["opensem.candidate_model_uri"] = candidate_uri
 
     with tracking.stage_run(sem, stage, cfg, nested=nested, tags=tags) as tracked:
+        golden_dataset = tracking.log_golden_dataset(sem, items, digest)
+        judged_model = tracking.logged_model_id(tags.get("opensem.candidate_model_uri"))
         console.print(f"[bold]{stage}[/bold] {sem.name}: {len(items)} golden questions, model {under_test}, judge {judge.name}")
         retriever = open_book_retriever(sem, cfg)
         answers, seconds, gen_tokens = _answer(sem, cfg, [i.question for i in items], stage, adapter, model_dir, retriever)
@@ -168,7 +170,8 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         why_unreliable = unreliable(metrics, baseline_mean)
         tracked.set_tags({TAG_UNRELIABLE: str(bool(why_unreliable)).lower(),
                           TAG_UNRELIABLE_REASON: "; ".join(why_unreliable)[:4000] or "-"})
-        tracked.log_metrics({k: v for k, v in metrics.items() if v == v})  # a control that could not run is left out
+        # a control that could not run is left out; an evaluation's metrics also go to the model it judged
+        tracked.log_metrics({k: v for k, v in metrics.items() if v == v}, model_id=judged_model, dataset=golden_dataset)
         _log_table(tracked, rows)
         _log_table(tracked, control_rows, CONTROLS_TABLE)
         _log_table(tracked, reference_rows, REFERENCES_TABLE)

@@ -134,7 +134,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             "base_model": cfg.model.base,
             "recipe": cfg.recipe,
             "retrieval": retrieval_settings(cfg),  # open book: asked with passages
-            "base_model_path": str(base_dir),
+            "base_model_path": _shown_path(base_dir, sem.root),
             "backend": plan.backend,
             "plan": plan.as_dict(),
             "examples": len(train_rows),
@@ -174,7 +174,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
         if retriever := for_sem(sem, cfg, tokenizer):  # the served model answers from the same passages
             retriever.save(passages := out_dir / "retrieval_passages.json")
         info = log_adapter_model(
-            out_dir, cfg.model.base, sem.base_models_dir, cfg.model.system_prompt,
+            out_dir, cfg.model.base, cfg.model.system_prompt,
             cfg.generation.max_new_tokens, cfg.generation.batch_size, cfg.generation.device, passages,
         )
         tracked.set_tags({"opensem.model_uri": info.model_uri})
@@ -264,6 +264,17 @@ def _final_eval_loss(trainer) -> float:
                 return float(entry["eval_loss"])
             break
     return float(trainer.evaluate()["eval_loss"])
+
+
+def _shown_path(path, root: Path) -> str:
+    """A path inside the project relative to it (what is recorded travels with the model to other
+    machines); a path elsewhere, or a model id, as given."""
+    for inside, project in ((Path(path), root), (Path(path).resolve(), root.resolve())):
+        try:
+            return str(inside.relative_to(project))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def _check_forged_retrieval(sem: Sem, cfg: Config, manifest: dict | None) -> None:
