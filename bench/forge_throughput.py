@@ -37,7 +37,7 @@ def main() -> None:
     from rich.table import Table
 
     from opensem.config import resolve
-    from opensem.forge.chunk import Chunk
+    from opensem.text.chunk import Chunk
     from opensem.forge.stage import _ask_all
     from opensem.forge.teachers import Budget, make_teacher
 

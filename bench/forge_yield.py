@@ -27,9 +27,9 @@ SEMS = ["legal", "debian-policy", "sqlite"]
 
 def measure(folder: Path, about_questions: str = "off") -> dict:
     from opensem.config import load_config
-    from opensem.forge.chunk import chunk_document
+    from opensem.text.chunk import chunk_document
     from opensem.forge.extractive import extract_pairs, unfaithful
-    from opensem.forge.ingest import ingest
+    from opensem.text.ingest import ingest
     from opensem.forge.quality import check_pair
 
     fcfg = load_config(ROOT, "legal", []).forge  # the project defaults' filter thresholds

@@ -27,7 +27,7 @@ def measure(sem: str, question_set: str, grid: list[tuple[int | str, int]], meth
     """One row per (passage_tokens, top_k) of the grid; passage_tokens "s<window>": sentence units."""
     from transformers import AutoTokenizer
 
-    from opensem.forge.chunk import token_counter
+    from opensem.text.chunk import token_counter
     from opensem.golden import load_golden_for_scoring
     from opensem.judge.offline import key_fact_recall
     from opensem.models import BUNDLED_ID, resolve_base_model

@@ -58,7 +58,7 @@ def summarise(rows: list[ItemCoverage]) -> dict:
 
 
 def document_sentences(corpus_rows: list[dict]) -> list[str]:
-    from opensem.forge.reflow import split_sentences
+    from opensem.text.reflow import split_sentences
 
     return [s for row in corpus_rows for line in row["text"].split("\n") for s in split_sentences(line) if s.strip()]
 

@@ -123,6 +123,8 @@ def check(items: list[GoldenItem], path: Path, allow_overlap: dict[str, str] | N
             report.config_errors.append(f"golden.allow_overlap[{name!r}] needs a reason: say why the overlap is acceptable")
     for item in items:
         result = ItemCheck(item.id, len(item.key_facts))
+        if item.id.startswith("example-") or item.question.startswith("Replace me"):
+            result.errors.append("placeholder: the example item `opensem new-sem` wrote; replace it with a real question")
         missed = [f for f in item.key_facts if not matches(f, item.answer)]
         if missed:
             result.errors.append(f"own-answer: its golden answer does not match key fact {missed[0]!r}")

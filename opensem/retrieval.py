@@ -114,7 +114,7 @@ class Retriever:
         ranks highest, verbatim and best first: what a reader that only copies would answer (the
         copy references, judge/references.py). Heading lines (no closing punctuation) are not
         sentences to copy; a sentence shown in two excerpts counts once."""
-        from opensem.forge.reflow import split_sentences
+        from opensem.text.reflow import split_sentences
 
         found = [s.strip() for passage in self.search(question) for line in passage.splitlines()
                  for s in split_sentences(line)]
@@ -182,7 +182,7 @@ def recorded(settings_: dict | None) -> dict | None:
 
 def found(answer: str, context: str, share: float = 0.8) -> bool:
     """Does the context hold the answer: at least `share` of its content words?"""
-    from opensem.forge.quality import content_words
+    from opensem.text.words import content_words
 
     wanted = content_words(answer)
     return bool(wanted) and len(wanted & content_words(context)) >= share * len(wanted)
@@ -190,8 +190,8 @@ def found(answer: str, context: str, share: float = 0.8) -> bool:
 
 def passages(raw_dir: Path, count_tokens: Callable[[str], int], passage_tokens: int) -> list[str]:
     """The documents cut into passages of at most passage_tokens, each led by its heading path."""
-    from opensem.forge.chunk import chunk_document
-    from opensem.forge.ingest import ingest
+    from opensem.text.chunk import chunk_document
+    from opensem.text.ingest import ingest
 
     docs, _ = ingest(raw_dir)
     return [f"{c.heading}\n{c.text}" if c.heading else c.text
@@ -203,9 +203,9 @@ def sentence_windows(raw_dir: Path, count_tokens: Callable[[str], int], passage_
     """Every sentence of the documents led by its heading path (what is ranked), the excerpt shown
     for it (the sentence with `window` sentences of its section either side, fewer where that
     would pass passage_tokens), and its span [section, sentence, first, last]."""
-    from opensem.forge.chunk import sections
-    from opensem.forge.ingest import ingest
-    from opensem.forge.reflow import split_sentences
+    from opensem.text.chunk import sections
+    from opensem.text.ingest import ingest
+    from opensem.text.reflow import split_sentences
 
     docs, _ = ingest(raw_dir)
     ranked, shown, spans = [], [], []
@@ -235,7 +235,7 @@ def for_sem(sem, cfg, tokenizer) -> Retriever | None:
     if not sem.raw_dir.is_dir():
         raise OpenSEMError(f"retrieval.enabled needs the SEM's documents in {sem.raw_dir}; add them, "
                            "or --set retrieval.enabled=false")
-    from opensem.forge.chunk import token_counter
+    from opensem.text.chunk import token_counter
 
     count = token_counter(tokenizer)
     if r.unit == "sentence":

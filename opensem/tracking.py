@@ -95,8 +95,37 @@ def configure(cfg: Config, root: Path) -> str:
     uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
+    else:
+        _check_local_store(uri)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def _check_local_store(uri: str) -> None:
+    """A store on this machine: a URI (not a bare path), in a folder that exists and can be
+    written, said in one line before MLflow makes folders or prints a database traceback."""
+    import urllib.parse
+
+    fix = "set MLFLOW_TRACKING_URI to sqlite:///<folder>/mlflow.db, or unset it for the project's mlflow.db"
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if not scheme:
+        raise OpenSEMError(f"MLFLOW_TRACKING_URI={uri} is a path, not a URI; {fix}")
+    if scheme == "sqlite":
+        folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+    elif scheme == "file":  # MLflow makes the folder of a file store: try it here, where a failure is one line
+        folder = Path(urllib.parse.unquote(urllib.parse.urlsplit(uri).path))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OpenSEMError(f"the tracking store's folder {folder} cannot be made ({exc.strerror}); {fix}") from None
+    else:
+        return  # postgresql+psycopg2:// and other databases: MLflow's own errors name them
+    if folder is None or str(folder) in ("", "."):
+        return
+    if not folder.is_dir():
+        raise OpenSEMError(f"the tracking store's folder {folder} does not exist ({uri}): create it, or {fix}")
+    if not os.access(folder, os.W_OK):
+        raise OpenSEMError(f"the tracking store's folder {folder} cannot be written ({uri}); {fix}")
 
 
 def _check_server(uri: str) -> None:
@@ -148,11 +177,10 @@ def _describe_experiment(experiment_id: str, sem: Sem, cfg: Config) -> None:
     """The experiment's description in the UI: what the SEM is made from and judged by."""
     import mlflow
 
-    from opensem.judge.evaluate import judge_name
-
+    judge = "the offline key-fact judge" if cfg.judge.provider == "offline" else f"{cfg.judge.provider}:{cfg.judge.model}"
     book = "open book (answers read retrieved passages)" if cfg.retrieval.enabled else "closed book"
     text = (f"OpenSEM expert **{sem.name}**: documents in `data/{sem.name}/raw`, golden set "
-            f"`evals/{sem.name}/golden_set.json`, judge `{judge_name(cfg)}`, base `{cfg.model.base}`, {book}. "
+            f"`evals/{sem.name}/golden_set.json`, judged by {judge}, base `{cfg.model.base}`, {book}. "
             f"Runs are named `<sem> · <stage>`; `opensem report --sem {sem.name}` writes the comparison.")
     client = mlflow.MlflowClient()
     if client.get_experiment(experiment_id).tags.get(NOTE) != text:
@@ -285,10 +313,24 @@ def stage_run(
 
 
 def wandb_mode(cfg: Config) -> str:
+    """tracking.wandb.mode, or for auto: $WANDB_MODE when exported (W&B's own switch wins over a
+    key that happens to be set), else online with a WANDB_API_KEY and offline files without."""
     mode = cfg.tracking.wandb.mode
     if mode == "auto":
-        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        exported = os.environ.get("WANDB_MODE", "").strip().lower()
+        mode = exported if exported in ("online", "offline", "disabled") else "online" if os.environ.get("WANDB_API_KEY") else "offline"
     return mode
+
+
+WANDB_INIT_TIMEOUT_S = 20  # W&B's own default waits 90 s for an unreachable server before failing
+
+
+def _check_wandb_key() -> None:
+    """A W&B key of the wrong shape is one line before any work (W&B's keys are 40 characters or more)."""
+    key = os.environ.get("WANDB_API_KEY", "")
+    if key and len(key.strip()) < 40:
+        raise OpenSEMError(f"WANDB_API_KEY is {len(key.strip())} characters, not a W&B API key (40 or more): copy it again "
+                           "from wandb.ai/authorize, or export WANDB_MODE=offline")
 
 
 def _start_wandb(cfg: Config, sem: Sem, stage: str, name: str, resolved: dict) -> Any:
@@ -298,8 +340,20 @@ def _start_wandb(cfg: Config, sem: Sem, stage: str, name: str, resolved: dict) -
         path.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault(var, str(path))
     os.environ.setdefault("WANDB_SILENT", "true")
+    mode = wandb_mode(cfg)
+    if mode == "online":
+        _check_wandb_key()
     import wandb
 
+    try:
+        return _wandb_init(wandb, cfg, sem, stage, name, resolved, mode)
+    except Exception as exc:  # wandb raises its own errors, and plain ones for a network it cannot reach
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise OpenSEMError(f"W&B could not start an {mode} run ({type(exc).__name__}: {first}): check WANDB_API_KEY and "
+                           "the network, or export WANDB_MODE=offline (or --set tracking.wandb.enabled=false)") from None
+
+
+def _wandb_init(wandb, cfg: Config, sem: Sem, stage: str, name: str, resolved: dict, mode: str) -> Any:
     return wandb.init(
         project=cfg.tracking.wandb.project,
         entity=cfg.tracking.wandb.entity,
@@ -308,9 +362,10 @@ def _start_wandb(cfg: Config, sem: Sem, stage: str, name: str, resolved: dict) -
         job_type=stage,
         tags=[sem.name, stage],
         config=resolved,
-        mode=wandb_mode(cfg),
+        mode=mode,
         dir=str(sem.root),
         reinit="create_new",
+        settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S),
     )
 
 

@@ -162,6 +162,9 @@ SEM_CONFIG_TEMPLATE = """\
 def new_sem(name: str, root: Path | None = None) -> Sem:
     """Scaffold data/<name>/raw, evals/<name>/golden_set.json and configs/sems/<name>.yaml."""
     root = root or project_root()
+    if not (root / "configs" / "defaults.yaml").is_file():
+        raise OpenSEMError(f"{root} is not an OpenSEM project (no configs/defaults.yaml here or above): run new-sem inside "
+                           "a clone of the OpenSEM repository, or point OPENSEM_HOME at one")
     sem = Sem(root, check_sem_name(name))
     if sem.config_file.exists():
         raise OpenSEMError(f"SEM {name!r} already exists ({sem.config_file}); pick another name")

@@ -123,7 +123,7 @@ CASES = [
     ("raw folder empty", only_raw(".keep"), ["forge", *LEGAL], "is empty"),
     ("raw document empty", only_raw("a.md", ""), ["forge", *LEGAL], "empty"),
     ("raw document binary", only_raw("a.md", b"\x00\x01\x02PK\x03\x04" * 100), ["forge", *LEGAL], "binary"),
-    ("raw document not UTF-8", only_raw("a.txt", "Caf\u00e9 cr\u00e8me law".encode("utf-16")), ["forge", *LEGAL], "a.txt"),
+    ("raw document not UTF-8", only_raw("a.txt", "Caf\u00e9 cr\u00e8me law".encode("latin-1")), ["forge", *LEGAL], "a.txt: not_utf8"),
     ("raw document unsupported", only_raw("a.xlsx", b"PK\x03\x04"), ["forge", *LEGAL], "unsupported"),
     ("raw document a corrupt PDF", only_raw("a.pdf", b"%PDF-1.4 garbage"), ["forge", *LEGAL], "unreadable"),
     ("raw document links outside", only_raw("a.md", link_to="/etc/passwd"), ["forge", *LEGAL], "outside_folder"),
@@ -146,6 +146,28 @@ CASES = [
      "UNSET_DB_PW"),
     ("OPENSEM_HOME not a project", env(OPENSEM_HOME="/tmp"), ["forge", *LEGAL], "OPENSEM_HOME"),
     ("tracking server down", env(MLFLOW_TRACKING_URI="http://127.0.0.1:9"), ["forge", *LEGAL], "does not answer"),
+    ("tracking URI a bare path", env(MLFLOW_TRACKING_URI="./mlruns"), ["forge", *LEGAL], "is a path, not a URI"),
+    ("tracking store in a folder that is not there", env(MLFLOW_TRACKING_URI="sqlite:////nonexistent/dir/x.db"), ["forge", *LEGAL],
+     "/nonexistent/dir does not exist"),
+    ("tracking file store that cannot be made", env(MLFLOW_TRACKING_URI="file:///proc/nope"), ["forge", *LEGAL], "cannot be made"),
+    ("W&B key too short", env(WANDB_API_KEY="abc123"), ["forge", *LEGAL, "--set", "tracking.wandb.enabled=true",
+                                                         "--set", "tracking.wandb.mode=online"], "WANDB_API_KEY is 6 characters"),
+    # -- values pydantic would bend, and files of the stages damaged -------------------------------
+    ("a number given as true", nothing, ["config", *LEGAL, "--set", "training.batch_size=true"], "expected a number, not true"),
+    ("epochs infinite", processed, ["train", *LEGAL, "--set", "training.epochs=.inf"], "finite number"),
+    ("chunk overlap as large as a chunk", nothing, ["forge", *LEGAL, "--set", "forge.chunk_overlap=500"], "must be below forge.chunk_tokens"),
+    ("a key twice in one file", write("configs/sems/legal.yaml", "training:\n  epochs: 2\n  epochs: 3\n"), ["config", *LEGAL], "given twice"),
+    ("a bad value in defaults.yaml that the recipe overrides",
+     write("configs/defaults.yaml", "recipe: smollm2/135m_lora_cpu\ntraining:\n  batch_size: -8\n"), ["config", *LEGAL], "defaults.yaml"),
+    ("forge manifest cut short", both(processed, write("data/legal/processed/manifest.json", '{"digests": {"tr')), ["train", *LEGAL],
+     "manifest.json is damaged"),
+    ("test.jsonl deleted after forge", both(lambda r: processed(r, test="absent"), write("data/legal/processed/manifest.json",
+                                                                                           '{"digests": {"test": "00"}}')),
+     ["train", *LEGAL], "test.jsonl is missing"),
+    ("pipeline.json cut short", write("data/legal/pipeline.json", '{"stages": {'), ["pipeline", *LEGAL], "pipeline.json is damaged"),
+    ("an adapter's metadata cut short", both(write("models/legal/adapters/x/adapter_config.json", "{}"),
+                                            write("models/legal/adapters/x/training_metadata.json", '{"base_')),
+     ["evaluate", *LEGAL, "--adapter", "x"], "training_metadata.json is damaged"),
     ("paid teacher, cap, no price", env(OPENAI_API_KEY="sk-test"),
      ["forge", *LEGAL, "--set", "forge.teacher.provider=openai", "--set", "forge.teacher.model=my-finetune",
       "--set", "forge.teacher.base_url=http://127.0.0.1:9/v1", "--set", "forge.max_cost_usd=1"], "forge.prices"),
@@ -257,3 +279,75 @@ def test_kill_9_in_each_stage_then_the_same_command_finishes_and_repeats_no_paid
     answered = server.successes()
     assert len(answered) == len(set(answered)), "a paid request that was answered was sent again"
     assert [e["behaviour"] for e in server.log].count("hold") == 3
+
+
+# -- inputs where the run sensibly goes on, or a check that must say no ---------------------------------
+def test_a_utf16_document_is_read_as_text(tmp_path):
+    from opensem.text.ingest import ingest
+
+    (tmp_path / "notes.txt").write_bytes("A Zorblat is teal. Caf\u00e9 law applies.".encode("utf-16"))
+    docs, skipped = ingest(tmp_path)
+    assert skipped == [] and "A Zorblat is teal. Caf\u00e9 law applies." in docs[0].text
+
+
+def test_golden_check_refuses_the_placeholder_new_sem_wrote(project):
+    made = CliRunner().invoke(app, ["new-sem", "fresh"])
+    assert made.exit_code == 0, made.output
+    checked = CliRunner().invoke(app, ["golden", "check", "--sem", "fresh"])
+    assert checked.exit_code == 2 and "placeholder" in checked.output, checked.output
+
+
+def test_new_sem_outside_a_project_refuses_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENSEM_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["new-sem", "medical"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "not an OpenSEM project" in errors[0], result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_exported_wandb_offline_wins_over_a_key(project, monkeypatch):
+    from opensem.config import load_config
+    from opensem.tracking import wandb_mode
+
+    cfg = load_config(project, "legal", ["tracking.wandb.enabled=true"])
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_mode(cfg) == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    assert wandb_mode(cfg) == "online"
+    monkeypatch.delenv("WANDB_API_KEY")
+    assert wandb_mode(cfg) == "offline"
+
+
+def test_an_unreachable_wandb_server_is_one_line(project, monkeypatch):
+    """W&B online against a server that is not there: one clear error, within W&B's init timeout,
+    when the stage's run opens (before the stage does any work)."""
+    import socket
+
+    from opensem.config import load_config
+    from opensem.errors import OpenSEMError
+    from opensem.tracking import stage_run
+    from opensem.workspace import open_sem
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    cfg = load_config(project, "legal", ["tracking.wandb.enabled=true", "tracking.wandb.mode=online"])
+    with pytest.raises(OpenSEMError, match="W&B could not start an online run") as refused:
+        with stage_run(open_sem("legal"), "report", cfg):
+            pytest.fail("the stage must not start")
+    assert "WANDB_MODE=offline" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_an_adapter_whose_metadata_is_damaged_is_left_out_of_the_newest(project):
+    from opensem.judge.evaluate import resolve_adapter
+    from opensem.workspace import open_sem
+
+    sem = open_sem("legal")
+    for name, metadata in (("good", '{"finished": "2026-12-01T00:00:00+00:00"}'), ("broken", '{"fini')):
+        (sem.adapters_dir / name).mkdir(parents=True)
+        (sem.adapters_dir / name / "training_metadata.json").write_text(metadata)
+    assert resolve_adapter(sem, None).name == "good"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from opensem.forge.quality import STOPWORDS
+from opensem.text.words import STOPWORDS
 from opensem.golden import GoldenItem, load_golden
 from opensem.judge.controls import Section, control_answers, read_sections, shuffled, source_section, term_soup, unreliable
 

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from opensem.forge.chunk import Chunk, chunk_document
+from opensem.text.chunk import Chunk, chunk_document
 from opensem.forge.extractive import extract_pairs, unfaithful
-from opensem.forge.ingest import ingest
+from opensem.text.ingest import ingest
 from opensem.config import load_config
 from opensem.forge.quality import check_pair, contradicts_source, is_complete_sentence
 
@@ -208,7 +208,7 @@ def test_a_question_that_says_do_so_needs_its_context():
 
 
 def test_a_numbered_section_is_asked_about_by_its_number_once():
-    from opensem.forge.ingest import Document
+    from opensem.text.ingest import Document
 
     text = ("# Quirks of the engine\n\n## 3. Flexible typing\n\nThe engine keeps a value in any column. Types are hints only.\n\n"
             + "Each row also has a rowid that the engine assigns when none is given in the insert. " * 40 + "\n\n## Notes\n\nA note is short here.")

@@ -22,9 +22,9 @@ from opensem.cli import app
 from opensem.config import load_config
 from opensem.errors import OpenSEMError
 from opensem.forge import run as forge
-from opensem.forge.chunk import Chunk
+from opensem.text.chunk import Chunk
 from opensem.forge.extractive import extract_pairs, unfaithful
-from opensem.forge.ingest import ingest
+from opensem.text.ingest import ingest
 from opensem.forge.quality import Decontaminator, check_pair, content_words, is_complete_sentence
 from opensem.generate import question_of
 from opensem.golden import load_golden
@@ -122,7 +122,7 @@ def test_extractive_pairs_are_grounded_and_do_not_give_the_answer_away():
     raw = Path(__file__).resolve().parents[1] / "data" / "legal" / "raw"
     cfg = load_config(Path(__file__).resolve().parents[1], "legal", ["forge.min_grounding=0.95"])
     docs, _ = ingest(raw)
-    from opensem.forge.chunk import chunk_document
+    from opensem.text.chunk import chunk_document
 
     total = 0
     for doc in docs:

@@ -333,3 +333,18 @@ def test_answer_format_counts_fragments_and_long_answers():
     ]
     shape = answer_format(answers)
     assert shape["complete_answer_share"] == 0.75 and shape["short_answer_share"] == 0.75
+
+
+def test_the_offline_judges_vocabulary_is_versioned_with_its_name():
+    """The offline judge counts words with opensem/text/words.py, which the forge's filters share.
+    A change there changes every offline score: it must come with a new judge name (NAME), so that
+    no evaluation is compared with a baseline judged by other words. Update both together."""
+    import hashlib
+    import inspect
+
+    from opensem.judge.offline import NAME
+    from opensem.text import words
+
+    source = inspect.getsource(words.content_words) + inspect.getsource(words.words)
+    digest = hashlib.sha256(("\n".join(sorted(words.STOPWORDS)) + words._WORD.pattern + source).encode()).hexdigest()[:12]
+    assert (NAME, digest) == ("offline-keyfact-v2", "aa031c67d9d1")

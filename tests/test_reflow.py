@@ -4,9 +4,9 @@ text and on the shipped real corpora (Debian Policy as plain text, SQLite's docu
 
 from __future__ import annotations
 
-from opensem.forge.chunk import sections
-from opensem.forge.ingest import ingest
-from opensem.forge.reflow import html_to_text, reflow
+from opensem.text.chunk import sections
+from opensem.text.ingest import ingest
+from opensem.text.reflow import html_to_text, reflow
 
 from conftest import REPO
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import re
 
-from opensem.forge.chunk import Chunk
+from opensem.text.chunk import Chunk
 from opensem.forge.quality import ENDS_A_SENTENCE, NEGATION, content_words, is_complete_sentence, points_outside
-from opensem.forge.reflow import split_sentences
+from opensem.text.reflow import split_sentences
 from opensem.llm import Completion
 
 NUMBER_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|eighteen|twenty"

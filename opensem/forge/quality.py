@@ -23,38 +23,14 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 
-# A compact English stop list: these words carry no fact, so overlap is measured without them.
-STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from further had has
-    have having he her here hers him his how i if in into is it its itself just may me might more most
-    must my no nor not now of off on once only or other our ours out over own same shall she should so
-    some such than that the their theirs them then there these they this those through to too under
-    until up very was we were what when where which while who whom why will with would you your yours
-    it's i'm don't yes""".split()
-)
-_WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
+from opensem.text.words import _OPENS_POLAR, ENDS_A_SENTENCE, STOPWORDS, content_words, is_complete_sentence, words  # noqa: F401 (re-exported)
+
 NEGATION = re.compile(r"\b(?:no|not|never|cannot|none|neither|nor)\b|n't\b", re.I)
 # Words that point at the surrounding text (outside quotes, where they may be part of a name).
 _POINTS_OUTSIDE = re.compile(r"\b(?:above|below|aforementioned|latter|former|the following|this|these|those|do(?:ing)? so|if so"
                              r"|in (?:that|such an?|either|each) case|in such cases)\b", re.I)
 _REFUSAL = re.compile(r"\b(as an ai|i cannot|i can't|i'm sorry|i am sorry|i am unable|i'm unable|cannot help with)\b", re.I)
-
-
-def words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(unicodedata.normalize("NFKC", text))]
-
-
-def content_words(text: str) -> set[str]:
-    """Lower-cased words minus stop words, with a light plural strip (terms -> term)."""
-    out = set()
-    for w in words(text):
-        if w in STOPWORDS or (len(w) < 2 and not w.isdigit()):
-            continue
-        out.add(w[:-1] if len(w) > 4 and w.endswith("s") and not w.endswith("ss") else w)
-    return out
 
 
 def normalise_question(text: str) -> str:
@@ -68,18 +44,6 @@ def is_english(text: str) -> bool:
     latin = sum(1 for c in letters if ord(c) < 0x250) / len(letters)
     ws = words(text)
     return latin >= 0.9 and (len(ws) < 8 or any(w in STOPWORDS for w in ws))
-
-
-_OPENS_POLAR = re.compile(r"^(?:yes|no)[.,]\s+", re.I)
-ENDS_A_SENTENCE = re.compile(r"[.!?][\"'”’)]*$")  # . ! or ?, then any closing quotes or bracket
-
-
-def is_complete_sentence(answer: str) -> bool:
-    """At least five words, opening with a capital or a digit and closing with . ! or ? (after a
-    leading Yes./No.): a statement, not a fragment such as "Six years." or "A voidable."."""
-    body = _OPENS_POLAR.sub("", answer.strip())
-    opens = body[:1].isupper() or body[:1].isdigit()
-    return len(body.split()) >= 5 and opens and bool(ENDS_A_SENTENCE.search(body))
 
 
 def points_outside(question: str) -> bool:
@@ -99,7 +63,7 @@ def _clauses(sentence: str) -> list[str]:
 def _source_clauses(chunk_text: str) -> tuple[tuple[set[str], bool, int], ...]:
     """Every sentence of a chunk and its clauses, as (content words, negated, length): split once
     per chunk, not once per pair the teacher wrote from it."""
-    from opensem.forge.reflow import split_sentences
+    from opensem.text.reflow import split_sentences
 
     return tuple((words, bool(NEGATION.search(c)), len(c))
                  for paragraph in chunk_text.split("\n") for sentence in split_sentences(paragraph)
@@ -119,7 +83,7 @@ def contradicts_source(answer: str, chunk_text: str, min_overlap: float = 0.6, m
     bounds were set on the shipped corpora's checked extractive pairs (faithful by construction):
     none flagged with min_words 3; with 2, three were (a term matched to a clause that denies
     something else), so a two-word statement ("Consideration must be adequate") is not judged."""
-    from opensem.forge.reflow import split_sentences
+    from opensem.text.reflow import split_sentences
 
     source = _source_clauses(chunk_text)
     if not source:

@@ -19,9 +19,9 @@ from rich.table import Table
 
 from opensem import coverage
 from opensem.config import Config
-from opensem.forge.chunk import Chunk, chunk_document, token_counter
+from opensem.text.chunk import Chunk, chunk_document, token_counter
 from opensem.forge.extractive import unfaithful
-from opensem.forge.ingest import ingest
+from opensem.text.ingest import ingest
 from opensem.forge.quality import Decontaminator, NearDuplicates, check_pair, content_words, contradicts_source, is_complete_sentence
 from opensem.forge.teachers import make_teacher
 from opensem.generate import build_messages

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from opensem.config import Config, TeacherConfig
 from opensem.errors import OpenSEMError
-from opensem.forge.chunk import Chunk
+from opensem.text.chunk import Chunk
 from opensem.llm import Budget, Completion, LLMClient, Malformed, decode_json
 
 DEFAULT_PROMPT = Path(__file__).resolve().parents[1] / "templates" / "teacher_prompt.txt"

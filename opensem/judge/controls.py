@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from opensem.forge.quality import STOPWORDS, content_words, words
+from opensem.text.words import STOPWORDS, content_words, words
 from opensem.golden import GoldenItem
 
 CONTROLS = ("echo", "oracle", "shuffled", "soup")
@@ -38,8 +38,8 @@ def read_sections(raw_dir: Path) -> list[Section]:
     """The SEM's documents split at their headings (the forge's own reading of them); none when
     the raw folder is missing or empty, in which case the soup control is skipped."""
     from opensem.errors import OpenSEMError
-    from opensem.forge.chunk import sections
-    from opensem.forge.ingest import ingest
+    from opensem.text.chunk import sections
+    from opensem.text.ingest import ingest
 
     try:
         docs, _ = ingest(raw_dir)

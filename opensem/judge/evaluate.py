@@ -92,8 +92,8 @@ def answer_format(answers: list[str]) -> dict:
     """How the answers are shaped (issue 12's format: a complete sentence, the fact first, one or
     two sentences): share that end as a complete sentence (no trailing fragment), and share of at
     most two sentences (pysbd, as the forge splits)."""
-    from opensem.forge.quality import is_complete_sentence
-    from opensem.forge.reflow import split_sentences
+    from opensem.text.words import is_complete_sentence
+    from opensem.text.reflow import split_sentences
 
     sentences = [split_sentences(a.strip()) or [""] for a in answers]
     return {
@@ -234,7 +234,14 @@ def open_book_retriever(sem: Sem, cfg: Config):
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A JSON file the stages wrote ({} when absent); a damaged one is one line that names it."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise OpenSEMError(f"{path} is damaged (not the JSON training wrote): train that adapter again, "
+                           "or pass --adapter with another one") from None
 
 
 def _mean(values) -> float:
@@ -291,10 +298,20 @@ def resolve_adapter(sem: Sem, name: str | None) -> Path:
             known = ", ".join(sorted(p.name for p in sem.adapters_dir.glob("*") if (p / "adapter_config.json").is_file())) or "none"
             raise OpenSEMError(f"no adapter {name!r} in {sem.adapters_dir} (trained: {known})")
         return folder
-    finished = sorted(sem.adapters_dir.glob("*/training_metadata.json"), key=lambda p: json.loads(p.read_text())["finished"])
+    finished = sorted((p for p in sem.adapters_dir.glob("*/training_metadata.json") if _finished_at(p)), key=_finished_at)
     if not finished:
         raise OpenSEMError(f"no trained adapter for {sem.name}: run `opensem train --sem {sem.name}` first, or pass --model models:/...")
     return finished[-1].parent
+
+
+def _finished_at(metadata: Path) -> str | None:
+    """When an adapter finished training, by its metadata; None (with a warning) for a damaged
+    file, so that one broken adapter folder does not stop choosing among the others."""
+    try:
+        return str(json.loads(metadata.read_text(encoding="utf-8"))["finished"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        console.print(f"[yellow]{metadata} is damaged: adapter {metadata.parent.name} left out (train it again, or delete the folder)[/yellow]")
+        return None
 
 
 def _download_model(model_uri: str) -> tuple[Path, Path]:

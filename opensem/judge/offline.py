@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from opensem.embedding import Embedder
-from opensem.forge.quality import content_words, words
+from opensem.text.words import content_words, words
 
 NAME = "offline-keyfact-v2"
 SIMILAR = 0.6

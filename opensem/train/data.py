@@ -133,8 +133,8 @@ def shuffled_sections(text: str, rng: random.Random) -> str:
     """The document with each section's heading path ("Title > Section") first and its sentences
     after it in a random order. Facts stated by several sentences in sequence lose their order;
     what is kept is which section says what (measured: see training.cpt_shuffle_sentences)."""
-    from opensem.forge.chunk import sections
-    from opensem.forge.reflow import split_sentences
+    from opensem.text.chunk import sections
+    from opensem.text.reflow import split_sentences
 
     parts = []
     for heading, paragraphs in sections(text):

@@ -65,6 +65,9 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
         train_rows, repeated = balance_yes_no(train_rows, t.seed)
     console.print(f"[bold]train[/bold] {sem.name} / {run_name}: {len(train_rows)} examples"
                   f"{f' ({repeated} repeats of the rarer Yes/No answers)' if repeated else ''}, {len(eval_rows)} held out")
+    if not eval_rows:
+        console.print(f"  [yellow]no held-out pairs ({sem.processed_dir / 'test.jsonl'} missing or empty): no held-out "
+                      "loss, and training.keep_best has no epoch to choose by[/yellow]")
     for reason in plan.reasons:
         console.print(f"  hardware: {reason}")
     if warning := recipes.device_mismatch(cfg.recipe, plan.device):

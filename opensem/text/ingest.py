@@ -66,8 +66,9 @@ def ingest(raw_dir: Path) -> tuple[list[Document], list[Skipped]]:
             continue
         docs.append(Document(name, text))
     if not docs:
-        reasons = ", ".join(f"{s.name}: {s.reason}" for s in skipped[:5])
-        raise OpenSEMError(f"no usable documents in {raw_dir} ({reasons})")
+        reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:10]) + (f"; and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        raise OpenSEMError(f"no usable documents in {raw_dir} ({reasons}): add .txt/.md/.pdf/.html/.docx files with text, "
+                           "in UTF-8 or UTF-16")
     return docs, skipped
 
 
@@ -78,17 +79,18 @@ class _Skip(Exception):
 def _read(path: Path, suffix: str) -> str:
     if suffix in (".txt", ".md", ".markdown", ".html", ".htm"):
         data = path.read_bytes()
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with its byte-order mark (Windows editors): text, not binary
+            try:
+                return _html_as_text(data.decode("utf-16"), suffix)
+            except UnicodeDecodeError:
+                raise _Skip("not_utf8") from None
         if b"\x00" in data[:8192]:
             raise _Skip("binary")
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise _Skip("not_utf8") from None
-        if suffix in (".html", ".htm"):
-            from opensem.forge.reflow import html_to_text
-
-            text = html_to_text(text)
-        return text
+        return _html_as_text(text, suffix)
     if suffix == ".pdf":
         from pypdf import PdfReader
 
@@ -108,6 +110,14 @@ def _read(path: Path, suffix: str) -> str:
     raise _Skip("unsupported")
 
 
+def _html_as_text(text: str, suffix: str) -> str:
+    if suffix in (".html", ".htm"):
+        from opensem.text.reflow import html_to_text
+
+        return html_to_text(text)
+    return text
+
+
 _FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n---\s*\n", re.S)
 
 
@@ -119,7 +129,7 @@ def normalise(text: str, markdown: bool = False, wrapped: bool = False) -> str:
         text = _FRONT_MATTER.sub("", text, count=1)
     text = text.replace("\u00a0", " ").replace("\t", "    ")
     if wrapped:
-        from opensem.forge.reflow import reflow
+        from opensem.text.reflow import reflow
 
         text = reflow(text)
     lines = [re.sub(r" {2,}", " ", line).rstrip() for line in text.split("\n")]

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from opensem.forge.ingest import Document
-from opensem.forge.reflow import split_sentences
+from opensem.text.ingest import Document
+from opensem.text.reflow import split_sentences
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*$")
 
