@@ -20,6 +20,7 @@ from rich.console import Console
 from opensem.config import Config
 from opensem.errors import OpenSEMError
 from opensem.io import atomic_write_json, sha256_file
+from opensem.tags import TAG_BASELINE_RUN, TAG_DECISION
 from opensem.workspace import Sem
 
 console = Console(stderr=True)
@@ -122,10 +123,10 @@ def _headline(parent, eval_run_id: str, promoted: dict) -> None:
     metrics, tags and the run's description."""
     import mlflow
 
-    from opensem.tracking import NOTE
+    from opensem.tags import NOTE
 
     m = mlflow.get_run(eval_run_id).data.metrics
-    base = mlflow.get_run(mlflow.get_run(eval_run_id).data.tags["opensem.baseline_run_id"]).data.metrics
+    base = mlflow.get_run(mlflow.get_run(eval_run_id).data.tags[TAG_BASELINE_RUN]).data.metrics
     headline = {"baseline_key_fact_accuracy": base.get("key_fact_recall"), "key_fact_accuracy": m.get("key_fact_recall"),
                 "key_fact_gain": m.get("recall_gain"), "key_fact_gain_ci_low": m.get("recall_gain_ci_low"),
                 "key_fact_gain_ci_high": m.get("recall_gain_ci_high"), "copy_top1_key_fact_accuracy": m.get("copy_top1_recall"),
@@ -139,7 +140,7 @@ def _headline(parent, eval_run_id: str, promoted: dict) -> None:
             f"{100 * headline['key_fact_gain_ci_high']:+.0f}]); {decision} (model version {promoted.get('version')})")
     if headline["copy_top1_key_fact_accuracy"] is not None:
         text += f"; quoting the top-ranked sentence: {headline['copy_top1_key_fact_accuracy']:.0%}"
-    parent.set_tags({"opensem.decision": decision.replace("not promoted", "refused"), NOTE: text})
+    parent.set_tags({TAG_DECISION: decision.replace("not promoted", "refused"), NOTE: text})
 
 
 def _raw_files_digest(sem: Sem) -> str:

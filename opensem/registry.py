@@ -26,14 +26,13 @@ from rich.console import Console
 
 from opensem.config import Config
 from opensem.errors import OpenSEMError
+from opensem.tags import (
+    COMPARABLE, TAG_BASELINE_RUN, TAG_CANDIDATE_URI, TAG_DECISION, TAG_DECISION_REASONS, TAG_EVAL_RUN,
+    TAG_MODEL_VERSION,
+)
 from opensem.workspace import Sem
 
 out = Console(soft_wrap=True)
-
-TAG_EVAL_RUN = "opensem.eval_run_id"
-TAG_CANDIDATE_URI = "opensem.candidate_model_uri"
-# what two evaluations must share to be compared (see judge/evaluate.py and tracking.py)
-COMPARABLE = ("opensem.golden_digest", "opensem.judge", "opensem.base_model", "opensem.prompt_digest", "opensem.answered_on")
 
 
 @dataclass
@@ -52,7 +51,8 @@ class Decision:
 
 def beats(candidate_run, reference_run, cfg: Config, what: str) -> Verdict:
     """Apply the rule to two evaluation runs (the candidate's and the baseline's or champion's)."""
-    from opensem.judge.evaluate import TAG_UNRELIABLE, TAG_UNRELIABLE_REASON, load_rows
+    from opensem.judge.evaluate import load_rows
+    from opensem.tags import TAG_UNRELIABLE, TAG_UNRELIABLE_REASON
     from opensem.judge.paired import pair
 
     for tag in COMPARABLE:
@@ -115,7 +115,7 @@ def beats_copy_top1(candidate_run) -> Verdict:
 def _open_book(evaluation_run) -> bool:
     """Was the candidate asked with passages? (Its evaluation says; one from before the tag
     existed says so by its copy-reference metrics.)"""
-    from opensem.judge.evaluate import TAG_OPEN_BOOK
+    from opensem.tags import TAG_OPEN_BOOK
 
     return evaluation_run.data.tags.get(TAG_OPEN_BOOK) == "true" or "copy_top1_recall" in evaluation_run.data.metrics
 
@@ -123,8 +123,8 @@ def _open_book(evaluation_run) -> bool:
 def find_candidate_eval(sem: Sem, run_id: str | None):
     import mlflow
 
-    from opensem.judge.evaluate import TAG_PARTIAL
-    from opensem.tracking import TAG_SEM, TAG_STAGE, stage_runs
+    from opensem.tags import TAG_PARTIAL, TAG_SEM, TAG_STAGE
+    from opensem.tracking import stage_runs
 
     if run_id:
         try:
@@ -153,8 +153,8 @@ def run(sem: Sem, cfg: Config, run: str | None = None) -> Decision:
     candidate = find_candidate_eval(sem, run)
     with tracking.stage_run(sem, "promote", cfg, tags={TAG_EVAL_RUN: candidate.info.run_id}) as tracked:
         decision = _decide(sem, cfg, candidate)
-        tracked.set_tags({"opensem.decision": "promoted" if decision.promoted else "refused",
-                          "opensem.model_version": decision.version})
+        tracked.set_tags({TAG_DECISION: "promoted" if decision.promoted else "refused",
+                          TAG_MODEL_VERSION: decision.version})
         tracked.log_text("\n".join(decision.reasons) + "\n", "promote/decision.txt")
     return decision
 
@@ -163,7 +163,7 @@ def _decide(sem: Sem, cfg: Config, candidate) -> Decision:
     import mlflow
     from mlflow import MlflowClient
 
-    baseline_id = candidate.data.tags.get("opensem.baseline_run_id")
+    baseline_id = candidate.data.tags.get(TAG_BASELINE_RUN)
     if not baseline_id:
         raise OpenSEMError(f"evaluate run {candidate.info.run_id[:8]} has no baseline to compare with")
     verdicts = [beats(candidate, mlflow.get_run(baseline_id), cfg, "baseline")]
@@ -180,8 +180,8 @@ def _decide(sem: Sem, cfg: Config, candidate) -> Decision:
     reasons = [v.reason for v in verdicts]
     version = mlflow.register_model(candidate.data.tags[TAG_CANDIDATE_URI], name).version
     client.set_registered_model_alias(name, "candidate", version)
-    tags = {TAG_EVAL_RUN: candidate.info.run_id, "opensem.baseline_run_id": baseline_id,
-            "opensem.decision": "promoted" if promoted else "refused", "opensem.decision_reasons": " | ".join(reasons)}
+    tags = {TAG_EVAL_RUN: candidate.info.run_id, TAG_BASELINE_RUN: baseline_id,
+            TAG_DECISION: "promoted" if promoted else "refused", TAG_DECISION_REASONS: " | ".join(reasons)}
     for v in verdicts:
         tags.update({f"opensem.{k}": f"{x:.4f}" for k, x in v.numbers.items()})
     for key, value in tags.items():

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from opensem.config import Config
 from opensem.errors import OpenSEMError
+from opensem.tags import TAG_BASELINE_RUN, TAG_BASE_MODEL, TAG_DECISION, TAG_GOLDEN, TAG_JUDGE, TAG_MODEL, TAG_MODEL_VERSION
 from opensem.workspace import Sem, known_sems
 
 console = Console(stderr=True)
@@ -45,10 +46,10 @@ def gather(sem: Sem, cfg: Config) -> dict:
     evaluation = _latest(sem, "evaluate", " AND tags.`opensem.partial` = 'false'")
     if evaluation is None:
         raise OpenSEMError(f"nothing to report for {sem.name} yet: run `opensem pipeline --sem {sem.name}` (or evaluate) first")
-    baseline = mlflow.get_run(evaluation.data.tags["opensem.baseline_run_id"])
+    baseline = mlflow.get_run(evaluation.data.tags[TAG_BASELINE_RUN])
     manifest_path = sem.processed_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    adapter = evaluation.data.tags.get("opensem.model_under_test", "").removeprefix("adapter:")
+    adapter = evaluation.data.tags.get(TAG_MODEL, "").removeprefix("adapter:")
     metadata_path = sem.adapters_dir / adapter / "training_metadata.json"
     training = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
     promote = _latest(sem, "promote", f" AND tags.`opensem.eval_run_id` = '{evaluation.info.run_id}'")
@@ -74,9 +75,10 @@ def gather(sem: Sem, cfg: Config) -> dict:
                         "tuned_recall": sum(r["after_recall"] for r in rows) / len(rows)})
     decision = None
     if promote is not None:
-        decision = {"decision": promote.data.tags.get("opensem.decision"), "version": promote.data.tags.get("opensem.model_version"),
+        decision = {"decision": promote.data.tags.get(TAG_DECISION), "version": promote.data.tags.get(TAG_MODEL_VERSION),
                     "reasons": mlflow.artifacts.load_text(f"runs:/{promote.info.run_id}/promote/decision.txt").strip().splitlines()}
-    from opensem.judge.evaluate import CONTROL_LABELS, TAG_UNRELIABLE, TAG_UNRELIABLE_REASON, control_cell
+    from opensem.judge.evaluate import CONTROL_LABELS, control_cell
+    from opensem.tags import TAG_UNRELIABLE, TAG_UNRELIABLE_REASON
 
     bm, em = baseline.data.metrics, evaluation.data.metrics
     controls = [{"label": label, "baseline": control_cell(bm, name), "tuned": control_cell(em, name)}
@@ -92,11 +94,11 @@ def gather(sem: Sem, cfg: Config) -> dict:
                   if run.data.tags.get(TAG_UNRELIABLE) == "true"]
     return {
         "controls": controls, "references": references, "headline": headline, "unreliable": unreliable, "selection_note": cfg.golden.selection_note,
-        "sem": sem.name, "base_model": evaluation.data.tags.get("opensem.base_model", cfg.model.base),
+        "sem": sem.name, "base_model": evaluation.data.tags.get(TAG_BASE_MODEL, cfg.model.base),
         "recipe": training.get("recipe"), "manifest": manifest, "training": training, "adapter": adapter,
         "baseline": {"run_id": baseline.info.run_id, **baseline.data.metrics},
         "tuned": {"run_id": evaluation.info.run_id, **evaluation.data.metrics},
-        "judge": evaluation.data.tags.get("opensem.judge"), "golden_digest": evaluation.data.tags.get("opensem.golden_digest"),
+        "judge": evaluation.data.tags.get(TAG_JUDGE), "golden_digest": evaluation.data.tags.get(TAG_GOLDEN),
         "per_tag": per_tag, "losses": [r for r in side_by_side if r["delta"] < 0][:5],
         "gains": [r for r in reversed(side_by_side) if r["delta"] > 0][:5],
         "scores": {"baseline": [r["before_score"] for r in side_by_side], "tuned": [r["after_score"] for r in side_by_side]},

@@ -32,13 +32,12 @@ from rich.console import Console
 from opensem.config import Config, SearchDim, with_overrides
 from opensem.errors import OpenSEMError
 from opensem.io import sha256_file
+from opensem.tags import TAG_STUDY, TAG_TRIAL
 from opensem.workspace import Sem
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
 
-TAG_STUDY = "opensem.study"
-TAG_TRIAL = "opensem.trial"
 DIRECTION = {"eval_loss": "minimize", "judge": "maximize", "dev": "maximize"}
 
 

@@ -16,14 +16,8 @@ from typing import Any, Iterator
 
 from opensem.config import Config
 from opensem.errors import OpenSEMError
+from opensem.tags import NOTE, TAG_BASE_MODEL, TAG_CONFIG_DIGEST, TAG_PROCESS, TAG_SEM, TAG_STAGE, TAG_WANDB_RUN
 from opensem.workspace import Sem
-
-TAG_SEM = "opensem.sem"
-TAG_STAGE = "opensem.stage"
-TAG_CONFIG_DIGEST = "opensem.config_digest"
-TAG_BASE_MODEL = "opensem.base_model"
-TAG_WANDB_RUN = "wandb.run_id"
-TAG_PROCESS = "opensem.process"  # host:pid of the process that runs it, to close it if that process dies
 
 
 def _source_commit(root: Path) -> dict[str, str]:
@@ -168,9 +162,6 @@ def sqlite_creation_lock(uri: str) -> Iterator[None]:
 
 def experiment_name(cfg: Config, sem: Sem) -> str:
     return f"{cfg.tracking.experiment_prefix}{sem.name}"
-
-
-NOTE = "mlflow.note.content"  # the tag MLflow's UI shows as a run's or experiment's description
 
 
 def _describe_experiment(experiment_id: str, sem: Sem, cfg: Config) -> None:

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import re
 
-from opensem.text.chunk import Chunk
 from opensem.forge.quality import ENDS_A_SENTENCE, NEGATION, content_words, is_complete_sentence, points_outside
-from opensem.text.reflow import split_sentences
 from opensem.llm import Completion
+from opensem.text.chunk import Chunk
+from opensem.text.reflow import split_sentences
 
 NUMBER_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|eighteen|twenty"
 _LIST_ITEM = re.compile(r"^\s*(?:[-*]|\d+\.)\s+\*\*(?P<term>[^*]+)\*\*\s*(?:[:\-–—]\s*)(?P<desc>.+)$")

@@ -19,15 +19,15 @@ from rich.table import Table
 
 from opensem import coverage
 from opensem.config import Config
-from opensem.text.chunk import Chunk, chunk_document, token_counter
 from opensem.forge.extractive import unfaithful
-from opensem.text.ingest import ingest
 from opensem.forge.quality import Decontaminator, NearDuplicates, check_pair, content_words, contradicts_source, is_complete_sentence
 from opensem.forge.teachers import make_teacher
 from opensem.generate import build_messages
+from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file, staged_folder
 from opensem.llm import Budget, Completion
 from opensem.retrieval import settings as retrieval_settings
-from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file, staged_folder
+from opensem.text.chunk import Chunk, chunk_document, token_counter
+from opensem.text.ingest import ingest
 from opensem.workspace import Sem
 
 console = Console(stderr=True)

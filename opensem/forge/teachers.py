@@ -20,8 +20,8 @@ from pydantic import BaseModel, ValidationError
 
 from opensem.config import Config, TeacherConfig
 from opensem.errors import OpenSEMError
-from opensem.text.chunk import Chunk
 from opensem.llm import Budget, Completion, LLMClient, Malformed, decode_json
+from opensem.text.chunk import Chunk
 
 DEFAULT_PROMPT = Path(__file__).resolve().parents[1] / "templates" / "teacher_prompt.txt"
 SYSTEM = "You write faithful question/answer training pairs from a passage. You reply with JSON only."

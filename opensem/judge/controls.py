@@ -18,8 +18,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from opensem.text.words import STOPWORDS, content_words, words
 from opensem.golden import GoldenItem
+from opensem.text.words import STOPWORDS, content_words, words
 
 CONTROLS = ("echo", "oracle", "shuffled", "soup")
 MAX_CONTROL_PASS_RATE = 0.05  # shuffled or soup answers passing more often than this: unreliable

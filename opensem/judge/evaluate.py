@@ -24,20 +24,15 @@ from opensem.errors import OpenSEMError
 from opensem.golden import GoldenItem, golden_digest, load_golden_for_scoring
 from opensem.judge.references import LABELS as REFERENCE_LABELS, TABLE as REFERENCES_TABLE, cell as reference_cell
 from opensem.retrieval import recorded, settings as retrieval_settings
+from opensem.tags import (
+    TAG_ANSWERED_ON, TAG_BASELINE_RUN, TAG_CANDIDATE_URI, TAG_GOLDEN, TAG_GOLDEN_LINT, TAG_JUDGE,
+    TAG_JUDGE_FORMAT, TAG_MODEL, TAG_OPEN_BOOK, TAG_PARTIAL, TAG_PROMPT, TAG_UNRELIABLE, TAG_UNRELIABLE_REASON,
+)
 from opensem.workspace import Sem
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)  # long result lines stay one line (grep-able in logs)
 
-TAG_GOLDEN = "opensem.golden_digest"
-TAG_JUDGE = "opensem.judge"
-TAG_PARTIAL = "opensem.partial"
-TAG_MODEL = "opensem.model_under_test"
-TAG_PROMPT = "opensem.prompt_digest"
-TAG_ANSWERED_ON = "opensem.answered_on"
-TAG_UNRELIABLE = "opensem.judge_unreliable"
-TAG_OPEN_BOOK = "opensem.open_book"  # "true": answered with passages, so the copy references were scored
-TAG_UNRELIABLE_REASON = "opensem.judge_unreliable_reason"
 TABLE = "eval/per_question.json"
 CONTROLS_TABLE = "eval/controls.json"
 
@@ -129,15 +124,15 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
     under_test = "base" if stage == "baseline" else (model_uri or f"adapter:{adapter}")
     tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PROMPT: prompt_digest(cfg), TAG_ANSWERED_ON: answered_on(cfg),
             TAG_PARTIAL: str(limit is not None).lower(), TAG_MODEL: under_test, TAG_OPEN_BOOK: str(cfg.retrieval.enabled).lower(),
-            "opensem.golden_lint": f"passed, {lint.n_warnings} warnings"}
+            TAG_GOLDEN_LINT: f"passed, {lint.n_warnings} warnings"}
     if stage == "evaluate":  # the MLflow model `opensem promote` would register
         candidate_uri = model_uri or _read_json(sem.adapters_dir / adapter / "opensem_run.json").get("model_uri")
         if candidate_uri:
-            tags["opensem.candidate_model_uri"] = candidate_uri
+            tags[TAG_CANDIDATE_URI] = candidate_uri
 
     with tracking.stage_run(sem, stage, cfg, nested=nested, tags=tags) as tracked:
         golden_dataset = tracking.log_golden_dataset(sem, items, digest)
-        judged_model = tracking.logged_model_id(tags.get("opensem.candidate_model_uri"))
+        judged_model = tracking.logged_model_id(tags.get(TAG_CANDIDATE_URI))
         console.print(f"[bold]{stage}[/bold] {sem.name}: {len(items)} golden questions, model {under_test}, judge {judge.name}")
         retriever = open_book_retriever(sem, cfg)
         answers, seconds, gen_tokens = _answer(sem, cfg, [i.question for i in items], stage, adapter, model_dir, retriever)
@@ -179,14 +174,14 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         if cost:
             tracked.log_metrics({"judge_cost_usd": cost})
         if getattr(judge, "response_format_used", None):  # which JSON format an openai-compatible judge took
-            tracked.set_tags({"opensem.judge_response_format": judge.response_format_used})
+            tracked.set_tags({TAG_JUDGE_FORMAT: judge.response_format_used})
         result = EvalResult(tracked.run_id, metrics, rows)
 
         _print_summary(stage, judge.name, metrics, why_unreliable, limit)
         if baseline is not None:
             comparison = compare(baseline, result, cfg, items)
             tracked.log_metrics({k: v for k, v in comparison.items() if isinstance(v, (int, float)) and v == v})
-            tracked.set_tags({"opensem.baseline_run_id": baseline.info.run_id})
+            tracked.set_tags({TAG_BASELINE_RUN: baseline.info.run_id})
     return result
 
 
@@ -383,7 +378,8 @@ def _log_table(tracked, rows: list[dict], artifact: str = TABLE) -> None:
 def find_baseline(sem: Sem, cfg: Config, digest: str, judge_name: str):
     """The newest complete baseline run for this SEM, base model, golden set, judge and prompt; a
     clear error naming what differs when only incomparable ones exist."""
-    from opensem.tracking import TAG_BASE_MODEL, configure, stage_runs
+    from opensem.tags import TAG_BASE_MODEL
+    from opensem.tracking import configure, stage_runs
 
     configure(cfg, sem.root)
     runs = stage_runs(sem, "baseline", f" AND tags.`{TAG_PARTIAL}` = 'false'")

@@ -24,6 +24,7 @@ from opensem.config import Config
 from opensem.errors import OpenSEMError
 from opensem.io import atomic_write_json, atomic_write_text
 from opensem.retrieval import recorded, settings as retrieval_settings
+from opensem.tags import TAG_KEPT_EPOCH, TAG_MODEL_URI, TAG_RUN_NAME, TAG_STOPPED_EARLY
 from opensem.workspace import Sem
 
 console = Console(stderr=True)
@@ -76,7 +77,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
         console.print(f"  resuming from {resume_from}")
 
     with tracking.stage_run(sem, "train", cfg, run_name=title or f"{sem.name} · train · {run_name}", run_id=state.get("mlflow_run_id"),
-                            tags={"opensem.run_name": run_name}) as tracked:
+                            tags={TAG_RUN_NAME: run_name}) as tracked:
         _write_state(state_dir, {"mlflow_run_id": tracked.run_id, "status": "running"})
         tracked.log_params({f"plan.{k}": v for k, v in plan.as_dict().items() if k != "reasons"} | {"plan.reasons": "; ".join(plan.reasons)})
         if not resume_from:
@@ -155,9 +156,9 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             "config_digest": cfg.digest(),
         }
         if metadata["kept_epoch"] is not None:
-            tracked.set_tags({"opensem.kept_epoch": f"{metadata['kept_epoch']:g}"})
+            tracked.set_tags({TAG_KEPT_EPOCH: f"{metadata['kept_epoch']:g}"})
         if metadata["stopped_early_at_epoch"] is not None:
-            tracked.set_tags({"opensem.stopped_early": f"after epoch {metadata['stopped_early_at_epoch']}"})
+            tracked.set_tags({TAG_STOPPED_EARLY: f"after epoch {metadata['stopped_early_at_epoch']}"})
         atomic_write_json(out_dir / "training_metadata.json", metadata)
         atomic_write_text(out_dir / "resolved_config.yaml", cfg.to_yaml())
         tracked.log_metrics({"train_loss_final": result.training_loss, "train_seconds": seconds}
@@ -180,7 +181,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             out_dir, cfg.model.base, cfg.model.system_prompt,
             cfg.generation.max_new_tokens, cfg.generation.batch_size, cfg.generation.device, passages,
         )
-        tracked.set_tags({"opensem.model_uri": info.model_uri})
+        tracked.set_tags({TAG_MODEL_URI: info.model_uri})
         _write_state(state_dir, {"mlflow_run_id": tracked.run_id, "status": "finished", "model_uri": info.model_uri})
 
     console.print(
