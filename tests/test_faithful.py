@@ -106,10 +106,12 @@ def test_complete_sentences_are_told_from_fragments():
 
 @pytest.mark.parametrize("sentence, absent, expected", [
     # an opening phrase the lead pattern does not know is not the subject
-    ("Unlike most other SQL engines, SQLite does not have a separate BOOLEAN storage type.", "unlike", None),
-    ("Since these packages cannot be easily removed, the essential flag must not be used lightly.", "since", None),
+    ("Unlike most other SQL engines, SQLite does not have a separate BOOLEAN storage type.", "unlike",
+     "SQLite does not have a separate BOOLEAN storage type."),
+    ("Since these packages cannot be easily removed, the essential flag must not be used lightly.", "since",
+     "The essential flag must not be used lightly."),
     # a subject that names nothing outside its paragraph
-    ("The value is a NULL value stored in the record header.", "what is the value", None),
+    ("The value is a NULL value stored in the record header.", "what is the value", "The record header stores a NULL value."),
     # a polar question asks the first clause only
     ("The file named by the INTO clause must not previously exist, or else it must be an empty file.", ", or",
      "Must the file named by the INTO clause previously exist?"),
@@ -120,20 +122,25 @@ def test_complete_sentences_are_told_from_fragments():
     ("WITHOUT ROWID is found only in SQLite and is used by no other engine.", "and is used",
      "Is WITHOUT ROWID found only in SQLite?"),
     # a subject that ends in "and" holds a clause of its own ("X contains Y and is not used for Z")
-    ("The installer section contains special packages used by the installer and is not used for normal packages.", "contains", None),
+    ("The installer section contains special packages used by the installer and is not used for normal packages.", "contains",
+     "The installer section must not be used for normal packages."),
     # a framing lead stays in the answer, not in the question
     ("For example, the license must not insist that other programs on the medium are free software.", "for example",
      "Must the license insist that other programs on the medium are free software?"),
     # "Of course" states a consequence of the sentence before: asked alone, "No." would be false
     # (sqlite: rigid type enforcement does occur, except in the old versions just described)
     ("Of course, rigid type enforcement will not occur because the earlier versions of SQLite do not know how to do that.",
-     "rigid type enforcement", None),
+     "rigid type enforcement", "Rigid type enforcement will not occur in the earlier versions of SQLite."),
 ])
 def test_questions_do_not_inherit_the_sentences_framing(sentence, absent, expected):
+    """`expected` is the question the sentence must give, or (a sentence, not a question) one
+    without the framing that must give a question: so that a silent extractor fails here too."""
     questions = [q for q, _ in extract_pairs(chunk(sentence))]
     assert not any(absent in q.lower() for q in questions), questions
-    if expected:
+    if expected.endswith("?"):
         assert expected in questions
+    else:
+        assert extract_pairs(chunk(expected)), f"the control {expected!r} asks nothing"
 
 
 @pytest.mark.parametrize("question, reason", [
@@ -182,24 +189,37 @@ def test_conditions_passives_and_plurals_are_asked(sentence, expected, answer_op
     assert pairs[expected].startswith(answer_opens) and unfaithful(expected, pairs[expected], chunk(sentence)) is None
 
 
-@pytest.mark.parametrize("sentence, wrong", [
-    ("If so, the maintainer must close the bug.", "What happens if so?"),  # no clause: asks nothing
-    ("When grouping values with the clause values with different classes are distinct, except for numbers.", "What happens"),
-    ("The separate package allows bug reports against the list to be sorted.", "What do the separate package"),
-    ("Perhaps they might be ill or away — you do not know who may be on the receiving side.", "Do perhaps"),
-    ("Packages must be placed in non-free if they are not free.", "How must packages be placed?"),  # a place, not a manner
+@pytest.mark.parametrize("sentence, wrong, control", [
+    ("If so, the maintainer must close the bug.", "What happens if so?",  # no clause: asks nothing
+     "If the bug is fixed, the maintainer must close the bug."),
+    ("When grouping values with the clause values with different classes are distinct, except for numbers.", "What happens",
+     "When grouping values, values with different storage classes are distinct."),
+    ("The separate package allows bug reports against the list to be sorted.", "What do the separate package",
+     "The separate package allows the maintainers to sort the bug reports."),
+    ("Perhaps they might be ill or away — you do not know who may be on the receiving side.", "Do perhaps",
+     "The sender does not know who may be on the receiving side."),
+    ("Packages must be placed in non-free if they are not free.", "How must packages be placed?",  # a place, not a manner
+     "Packages must be placed in non-free if they are not free."),
     # half of a choice: its "Yes." says more than the source
-    ("Statements made during negotiations are either terms, which are part of the contract, or mere representations.", "Are statements made during negotiations either"),
+    ("Statements made during negotiations are either terms, which are part of the contract, or mere representations.",
+     "Are statements made during negotiations either", "Statements made during negotiations can become terms of the contract."),
     # a bracket inside a phrase would end the question mid-phrase ("... only recognized by version 3.37.0?" drops "and later")
-    ("The keyword is only recognized by SQLite version 3.37.0 (2021-11-27) and later.", "Is the keyword only recognized"),
-    ("The optimization is helpful for tables that have composite (multi-column) PRIMARY KEYs.", "Is the optimization helpful"),
+    ("The keyword is only recognized by SQLite version 3.37.0 (2021-11-27) and later.", "Is the keyword only recognized",
+     "The keyword must not be used in a table name."),
+    ("The optimization is helpful for tables that have composite (multi-column) PRIMARY KEYs.", "Is the optimization helpful",
+     "The optimization must not be used for tables without a PRIMARY KEY."),
     # a noun taken for a verb: the clause's verb comes later
-    ('Numeric arguments in parentheses that follow the type name (ex: "VARCHAR(255)") are ignored by SQLite.', "Does numeric"),
-    ("A good strategy is to wait until the end of development; the tests then decide.", "Is a good strategy"),
+    ('Numeric arguments in parentheses that follow the type name (ex: "VARCHAR(255)") are ignored by SQLite.', "Does numeric",
+     "SQLite does not enforce numeric arguments in parentheses."),
+    ("A good strategy is to wait until the end of development; the tests then decide.", "Is a good strategy",
+     "A good strategy is to wait until the end of development."),
 ])
-def test_clauses_that_are_no_condition_or_subject_ask_nothing(sentence, wrong):
+def test_clauses_that_are_no_condition_or_subject_ask_nothing(sentence, wrong, control):
+    """`control`: a sentence of the same kind that does give a question, so that an extractor
+    that asks nothing at all fails here."""
     questions = [q for q, _ in extract_pairs(chunk(sentence))]
     assert not any(q.startswith(wrong) for q in questions), questions
+    assert extract_pairs(chunk(control)), f"the control {control!r} asks nothing"
 
 
 def test_a_question_that_says_do_so_needs_its_context():
@@ -222,17 +242,25 @@ def test_a_numbered_section_is_asked_about_by_its_number_once():
 @pytest.mark.parametrize("sentence, expected, absent", [
     ('The main table uses the hidden rowid as the key and stores the "word" column as data.',
      "Does the main table use the hidden rowid as the key?", "and store"),
-    ("When auto_vacuum is enabled for a database free pages may be reclaimed after deleting data.", None, "What happens"),
+    # no comma ends the condition: no "What happens when ...?" that swallows the clause; with one, it is asked
+    ("When auto_vacuum is enabled for a database free pages may be reclaimed after deleting data.",
+     "When auto_vacuum is enabled, free pages may be reclaimed after deleting data.", "What happens when auto_vacuum is enabled for"),
 ])
 def test_a_question_asks_one_clause(sentence, expected, absent):
+    """`expected`: the question the sentence gives, or a control sentence that must give one."""
     questions = [q for q, _ in extract_pairs(chunk(sentence))]
     assert not any(absent in q for q in questions), questions
-    if expected:
+    if expected.endswith("?"):
         assert expected in questions, questions
+    else:
+        assert extract_pairs(chunk(expected)), f"the control {expected!r} asks nothing"
 
 
 def test_a_fragment_opening_with_a_connective_asks_nothing():
     assert extract_pairs(chunk("In addition, the packages in main")) == []
+    # the whole sentence, connective and all, is asked about
+    assert [q for q, _ in extract_pairs(chunk("In addition, the packages in main are free software."))] == [
+        "Are the packages in main free software?"]
 
 
 def test_a_sentence_the_documents_cut_off_with_its_list_is_never_an_answer():
