@@ -66,6 +66,9 @@ def collect(cfg: Config, root: Path) -> list[tuple[str, str, str]]:
     rows.append(("tracking", "W&B", f"on, {wandb_mode(cfg)} mode" if w.enabled else "off (tracking.wandb.enabled=false)"))
     for name, use in CREDENTIALS.items():
         rows.append(("credentials", name, ("set" if os.environ.get(name) else "not set") + f"  ({use})"))
+    from opensem.retrieval import describe
+
+    rows.append(("answers", "asked", describe(cfg)))
     rows.append(("teacher", "forge.teacher", f"{cfg.forge.teacher.provider} {cfg.forge.teacher.model or ''}".strip()))
     rows.append(("judge", "judge", f"{cfg.judge.provider} {cfg.judge.model or ''}".strip()))
     return rows

@@ -174,6 +174,16 @@ def settings(cfg) -> dict | None:
     return dumped if dumped["unit"] == "sentence" else {k: v for k, v in dumped.items() if k not in ("unit", "window")}
 
 
+def describe(cfg) -> str:
+    """"open book: 2 passages of 256 tokens (hybrid)" or "closed book": how every model is asked,
+    said by doctor and at the start of every stage."""
+    r = cfg.retrieval
+    if not r.enabled:
+        return "closed book (retrieval.enabled=false)"
+    unit = f"sentence windows of ±{r.window}" if r.unit == "sentence" else f"passages of {r.passage_tokens} tokens"
+    return f"open book: {r.top_k} {unit} ({r.method} ranking)"
+
+
 def recorded(settings_: dict | None) -> dict | None:
     """Settings as recorded by a forge, adapter or baseline; those written before
     `retrieval.method` existed ranked by TF-IDF."""

@@ -259,6 +259,12 @@ def stage_run(
     with sqlite_creation_lock(configure(cfg, sem.root)):
         mlflow.MlflowClient().search_experiments(max_results=1)  # a new store makes its tables here
     close_dead_runs(sem)
+    if stage not in ("promote", "report"):  # the stages whose models answer: say how they are asked
+        from rich.console import Console
+
+        from opensem.retrieval import describe
+
+        Console(stderr=True).print(f"[dim]{sem.name} · {stage}: {describe(cfg)}[/dim]", highlight=False)
     nested = nested or mlflow.active_run() is not None  # inside `opensem pipeline`: a child of its run
     adopted = os.environ.get("MLFLOW_RUN_ID") if (run_id is None and mlflow.active_run() is None) else None
     if adopted or run_id:

@@ -206,3 +206,18 @@ def test_turning_retrieval_on_reruns_forge_train_and_evaluate_in_the_pipeline(pr
         unchanged = _key(load_config(project, "legal", ["retrieval.enabled=false", "retrieval.top_k=4"]), sections, "x")
         assert unchanged == _key(off, sections, "x") == _key(off, tuple(s for s in sections if s != "retrieval"), "x")
         assert _key(load_config(project, "legal", ["retrieval.enabled=true"]), sections, "x") != _key(off, sections, "x")
+
+
+def test_doctor_and_every_stage_say_whether_models_answer_open_book(project):
+    def row(output: str) -> str:  # the doctor table's "asked" row, its wrapped cell joined
+        lines = [line for line in output.splitlines() if "│" in line]
+        start = next(i for i, line in enumerate(lines) if "asked" in line)
+        cells = [lines[start]] + [line for line in lines[start + 1:start + 3] if line.split("│")[1].strip() == ""]
+        return " ".join(" ".join(c.split("│")[3].split()) for c in cells)
+
+    closed = CliRunner().invoke(app, ["doctor", "--sem", "legal"])
+    assert closed.exit_code == 0 and row(closed.output).startswith("closed book"), closed.output
+    opened = CliRunner().invoke(app, ["doctor", "--sem", "legal", "--set", "retrieval.enabled=true"])
+    assert row(opened.output).startswith("open book: 2 passages of 256"), opened.output
+    forged = CliRunner().invoke(app, ["forge", "--sem", "legal"])
+    assert forged.exit_code == 0 and "legal · forge: closed book" in forged.output
