@@ -208,13 +208,12 @@ class TrainingConfig(Section):
 # --------------------------------------------------------------------------------------------
 # forge
 # --------------------------------------------------------------------------------------------
-class TeacherConfig(Section):
-    provider: Literal["extractive", "openai", "anthropic", "local"] = "extractive"
-    """Who writes the pairs: extractive (offline, no model), openai (or any OpenAI-compatible
-    server via base_url), anthropic, or local (a transformers model)."""
+class EndpointConfig(Section):
+    """How an LLM is reached: the settings the teacher (forge.teacher) and an LLM judge (judge)
+    share. Each adds its own provider choices and settings."""
 
     model: str | None = None
-    """Teacher model, e.g. gpt-4o-mini or claude-3-5-haiku-latest. Not used by `extractive`."""
+    """The model, e.g. gpt-4o-mini or claude-3-5-haiku-latest (openai / anthropic providers)."""
 
     base_url: str | None = None
     """API base URL for OpenAI-compatible servers (vLLM, Ollama, llama.cpp) or a proxy."""
@@ -222,18 +221,45 @@ class TeacherConfig(Section):
     api_key_env: str | None = None
     """Environment variable that holds the API key. Default: OPENAI_API_KEY / ANTHROPIC_API_KEY."""
 
+    max_concurrency: int = Field(8, gt=0)
+    """Requests in flight at once."""
+
+    max_retries: int = Field(5, ge=0)
+    """Retries on 429/5xx/timeouts and malformed replies."""
+
+    timeout_s: float = Field(60.0, gt=0)
+    """Per-request timeout in seconds."""
+
+    max_tokens: int = Field(1024, gt=0)
+    """Most tokens a reply may use."""
+
+    response_format: Literal["auto", "json_schema", "json_object"] = "auto"
+    """openai provider: how the server is asked for JSON. json_schema: structured outputs (OpenAI,
+    vLLM). json_object: JSON mode with the schema attached (llama.cpp's server, which answers
+    json_schema with HTTP 500). auto: json_schema, switching to json_object for the rest of the
+    run only if the server refuses the format (a 400/422, or a 5xx that names it); said on the
+    console and recorded (teacher_response_format in the forge manifest, tag
+    opensem.judge_response_format on an evaluation)."""
+
+    prompt_template: str | None = None
+    """Path to a prompt template file; default: opensem/templates/teacher_prompt.txt for the
+    teacher, judge_prompt.txt for the judge."""
+
+
+class TeacherConfig(EndpointConfig):
+    provider: Literal["extractive", "openai", "anthropic", "local"] = "extractive"
+    """Who writes the pairs: extractive (offline, no model), openai (or any OpenAI-compatible
+    server via base_url), anthropic, or local (a transformers model)."""
+
+    model: str | None = None
+    """Teacher model, e.g. gpt-4o-mini or claude-3-5-haiku-latest. Not used by `extractive`."""
+
     pairs_per_chunk: int | None = Field(None, gt=0)
     """Question/answer pairs per chunk: how many an LLM teacher is asked for (unset: 3), or a cap
     on the extractive teacher, which is free and otherwise keeps every pair it finds."""
 
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     """Teacher sampling temperature (openai and local; Anthropic's current Messages API has none)."""
-
-    max_tokens: int = Field(1024, gt=0)
-    """Most tokens a teacher reply may use."""
-
-    prompt_template: str | None = None
-    """Path to a prompt template file; default: opensem/templates/teacher_prompt.txt."""
 
     about_questions: Literal["off", "unmatched", "every"] = "off"
     """extractive only: a sentence that names something (quoted, written as code, or in capitals)
@@ -262,22 +288,6 @@ class TeacherConfig(Section):
     exist."), so "Yes." is never the answer's first word to learn; an answer that denies still
     opens with "No.". Off was measured and refused: the adapter then says the question back as a
     statement without "Yes." (docs/measurements/real-corpora-log.md, candidate RSY)."""
-
-    max_concurrency: int = Field(8, gt=0)
-    """Teacher requests in flight at once."""
-
-    max_retries: int = Field(5, ge=0)
-    """Retries on 429/5xx/timeouts and malformed replies."""
-
-    timeout_s: float = Field(60.0, gt=0)
-    """Per-request timeout in seconds."""
-
-    response_format: Literal["auto", "json_schema", "json_object"] = "auto"
-    """openai provider: how the server is asked for JSON. json_schema: structured outputs (OpenAI,
-    vLLM). json_object: JSON mode with the schema attached (llama.cpp's server, which answers
-    json_schema with HTTP 500). auto: json_schema, switching to json_object for the rest of the
-    run if the server refuses it (said on the console and logged as forge.teacher.response_format_used)."""
-
 
 class PriceConfig(Section):
     input_per_mtok: float = Field(ge=0)
@@ -425,42 +435,18 @@ class RetrievalConfig(Section):
 # --------------------------------------------------------------------------------------------
 # judge
 # --------------------------------------------------------------------------------------------
-class JudgeConfig(Section):
+class JudgeConfig(EndpointConfig):
     provider: Literal["offline", "openai", "anthropic"] = "offline"
     """offline: key-fact check plus similarity, no API. openai/anthropic: an LLM judge."""
 
     model: str | None = None
     """Judge model for openai/anthropic, e.g. gpt-4o-mini."""
 
-    base_url: str | None = None
-    """API base URL for an OpenAI-compatible judge server."""
-
-    api_key_env: str | None = None
-    """Environment variable that holds the judge's API key."""
-
     repeats: int = Field(1, gt=0)
     """Judge calls per answer; the median score is kept."""
 
-    max_concurrency: int = Field(8, gt=0)
-    """Judge requests in flight at once."""
-
-    max_retries: int = Field(5, ge=0)
-    """Retries on 429/5xx/timeouts and malformed replies."""
-
-    timeout_s: float = Field(60.0, gt=0)
-    """Per-request timeout in seconds."""
-
     max_tokens: int = Field(256, gt=0)
     """Most tokens a judge reply may use."""
-
-    response_format: Literal["auto", "json_schema", "json_object"] = "auto"
-    """openai provider: how the server is asked for JSON. json_schema: structured outputs (OpenAI,
-    vLLM). json_object: JSON mode with the schema attached (llama.cpp's server, which answers
-    json_schema with HTTP 500). auto: json_schema, switching to json_object for the rest of the
-    run if the server refuses it (said on the console and logged as judge.response_format_used)."""
-
-    prompt_template: str | None = None
-    """Path to a judge prompt template; default: opensem/templates/judge_prompt.txt."""
 
     pass_score: int = Field(4, ge=1, le=5)
     """Score at or above which an answer counts as a pass."""
