@@ -188,7 +188,8 @@ def test_two_workers_on_one_postgres_study_and_a_killed_one_retried(services, pr
     runs = client.search_runs([client.get_experiment_by_name("opensem-tiny").experiment_id])
     parents = {r.info.run_id for r in runs if r.data.tags["opensem.stage"] == "sweep"}
     trained = [r for r in runs if r.data.tags["opensem.stage"] == "train" and r.data.tags.get("opensem.study") == study_name]
-    assert {r.info.run_name for r in trained if r.info.status == "FINISHED"} == set(complete)
+    assert {r.data.tags["opensem.run_name"] for r in trained if r.info.status == "FINISHED"} == set(complete)
+    assert {r.info.run_name for r in trained} <= {f"{study_name} · trial {t.number}" for t in trials}  # named as trials
     assert all(r.data.tags["mlflow.parentRunId"] in parents for r in trained)
 
 
