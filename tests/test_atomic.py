@@ -17,20 +17,11 @@ from opensem.config import load_config
 from opensem.errors import OpenSEMError
 from opensem.forge import run as forge
 from opensem.io import staged_folder
-from opensem.workspace import new_sem, open_sem
+from opensem.workspace import new_sem
+from test_forge import DOC  # the widget documents the forge tests use
 
 pytestmark = pytest.mark.usefixtures("bundled_model_dir")
 
-DOC = """# Widgets
-
-## Sizes
-
-A **widget** is a small gadget used in kitchens. Widgets come in three sizes. The largest widget weighs 400 grams.
-
-## History
-
-The first widget was sold in 1921 in Leeds. Widget makers formed a guild in 1950.
-"""
 
 
 @pytest.fixture
@@ -74,7 +65,6 @@ def test_a_staged_folder_replaces_the_old_one_whole_or_not_at_all(tmp_path):
     assert snapshot(target) == {"a.txt": b"new a"}  # b.txt of the old set does not linger
     # killed between the two renames: the old set is aside and nothing is in place; readers get it back
     target.rename(tmp_path / ".processed.previous")
-    sem_like = open_sem  # noqa: F841 (the Sem property does the same; see the next test)
     from opensem.io import recover_folder
 
     recover_folder(target)
