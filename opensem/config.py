@@ -189,6 +189,11 @@ class TrainingConfig(Section):
     gradient_checkpointing: bool | None = None
     """Trade compute for memory. None: off on CPU (memory allows), on for GPUs."""
 
+    compile: bool | None = None
+    """torch.compile each layer's MLP, fusing its elementwise work around the matmuls (same
+    numbers). It costs ~20 s once; None: on for CPU runs of at least 10 optimizer steps, where
+    it pays for itself (measured: bench/train_speed.py), off for shorter runs and on GPUs."""
+
     vram_cap_gb: float | None = Field(None, gt=0)
     """Hard VRAM cap in GB. None: 22 GB on a 24 GB card (2 GB less on other consumer cards), no cap on A100/H100."""
 

@@ -230,6 +230,64 @@ def test_head_only_where_labelled_loss_equals_trls(tiny, bundled_model_dir):
             assert abs(wrapped - theirs) < 1e-4
 
 
+def test_example_bounds_split_a_padding_free_row_where_positions_restart():
+    import torch
+
+    from opensem.train.packed_attention import example_bounds
+
+    assert example_bounds(torch.tensor([0, 1, 2, 0, 1, 0, 1, 2, 3])) == [0, 3, 5, 9]
+    assert example_bounds(torch.tensor([0, 1, 2, 3])) is None  # one example: stock sdpa
+    assert example_bounds(torch.tensor([5, 6, 7])) is None  # a continuation (cache): stock sdpa
+
+
+def test_the_fast_path_gives_the_plain_paths_loss_and_gradients(tiny, bundled_model_dir):
+    """opensem's CPU speed-ups together (per-example attention on padding-free rows, the LM head
+    only where labelled, compiled MLPs) against the plain path (stock sdpa over the row with its
+    block mask, stock loss, eager) on the same padding-free batch: the same loss and the same
+    LoRA gradients. A padded batch (attention mask, no restarts) takes stock sdpa and matches it
+    too."""
+    import torch
+    from trl import SFTTrainer
+
+    from opensem.hardware import detect, plan
+    from opensem.train.hf_backend import build_trainer, compile_mlps, prepare
+    from opensem.train.packed_attention import NAME, example_bounds
+
+    def loss_and_grads(trainer, batch, fast: bool):
+        trainer.model.zero_grad()
+        compute = trainer.compute_loss if fast else lambda m, b: SFTTrainer.compute_loss(trainer, m, b)
+        loss = compute(trainer.model, dict(batch))
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+
+    examples = [json.loads(r) for r in rows(FACTS).splitlines()]
+    for padding_free in (True, False):
+        cfg = load_config(tiny.root, "tiny", FAST + ["training.max_steps=1", f"training.padding_free={padding_free}"])
+        p = plan(detect(), cfg.training)
+        model, tok = prepare(bundled_model_dir, cfg, p)
+        assert model.config._attn_implementation == NAME
+        trainer = build_trainer(model, tok, examples, [], cfg, p, tiny.root / "ck", [])
+        batch = next(iter(trainer.get_train_dataloader()))
+        if padding_free:
+            assert len(example_bounds(batch["position_ids"][0])) == cfg.training.batch_size + 1  # one row, 4 examples
+            compile_mlps(trainer.model)
+            mlps = [layer.mlp for layer in trainer.model.get_base_model().model.layers]
+            assert all(mlp._compiled_call_impl is not None for mlp in mlps)
+        else:
+            assert batch["input_ids"].shape[0] == cfg.training.batch_size and "attention_mask" in batch
+        fast_loss, fast_grads = loss_and_grads(trainer, batch, fast=True)
+        trainer.model.get_base_model().set_attn_implementation("sdpa")
+        for layer in trainer.model.get_base_model().model.layers:
+            layer.mlp._compiled_call_impl = None  # eager again
+        plain_loss, plain_grads = loss_and_grads(trainer, batch, fast=False)
+        assert abs(fast_loss - plain_loss) < 1e-4, (padding_free, fast_loss, plain_loss)
+        assert fast_grads.keys() == plain_grads.keys() and len(fast_grads) > 100
+        for name, grad in fast_grads.items():
+            # relative to the gradient's size: compilation reorders fp32 sums (differences ~1e-5)
+            gap = (grad - plain_grads[name]).norm() / plain_grads[name].norm().clamp(min=1e-12)
+            assert gap < 1e-3, (padding_free, name, gap.item())
+
+
 QWEN_LIKE = (  # ChatML as Qwen2.5 ships it: no {% generation %} markers
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
