@@ -6,6 +6,7 @@ transformers and mlflow are imported inside the commands that need them.
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import sys
@@ -41,8 +42,9 @@ OverridesOpt = Annotated[
 
 
 def user_errors(fn):
-    """Turn an OpenSEMError into one red line and exit code 2 (no traceback); a SIGTERM that
-    stopped work after a checkpoint into exit code 143."""
+    """Turn an OpenSEMError into one red line and exit code 2 (no traceback); the same for a file
+    or folder the machine will not let a stage write (permissions, a file where a folder belongs,
+    a full disk); a SIGTERM that stopped work after a checkpoint into exit code 143."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -50,6 +52,18 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except OpenSEMError as exc:
             err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
+            err.print(f"[bold red]error:[/bold red] cannot write {exc.filename or 'a file'}: {exc.strerror}; make that folder "
+                      "yours and writable (or remove what is in the way), then run the same command again", highlight=False,
+                      soft_wrap=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            err.print(f"[bold red]error:[/bold red] the disk is full{f' writing {exc.filename}' if exc.filename else ''}: "
+                      "free some space, then run the same command again (finished stages' outputs are intact)",
+                      highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Interrupted as exc:
             err.print(f"[yellow]interrupted:[/yellow] {exc}", highlight=False, soft_wrap=True)

@@ -61,6 +61,11 @@ def staged_folder(target: Path) -> Iterator[Path]:
     Two renames (target aside, staging in), not one atomic swap: Linux's RENAME_EXCHANGE has no
     portable Python API. A kill between them leaves only the previous folder aside, which
     recover_folder puts back, so readers never see a mix of old and new files."""
+    if target.exists() and not target.is_dir():
+        from opensem.errors import OpenSEMError
+
+        raise OpenSEMError(f"{target} is a file, where this stage writes a folder: move the file away, then run the same "
+                           "command again")
     recover_folder(target)
     staging, previous = _aside(target, "staging"), _aside(target, "previous")
     shutil.rmtree(staging, ignore_errors=True)

@@ -120,6 +120,9 @@ def _check_local_store(uri: str) -> None:
         raise OpenSEMError(f"the tracking store's folder {folder} does not exist ({uri}): create it, or {fix}")
     if not os.access(folder, os.W_OK):
         raise OpenSEMError(f"the tracking store's folder {folder} cannot be written ({uri}); {fix}")
+    database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if database is not None and database.exists() and not os.access(database, os.W_OK):
+        raise OpenSEMError(f"the tracking database {database} cannot be written (read-only); make it writable, or {fix}")
 
 
 def _check_server(uri: str) -> None:

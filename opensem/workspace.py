@@ -168,6 +168,11 @@ def new_sem(name: str, root: Path | None = None) -> Sem:
     sem = Sem(root, check_sem_name(name))
     if sem.config_file.exists():
         raise OpenSEMError(f"SEM {name!r} already exists ({sem.config_file}); pick another name")
+    for folder in (sem.raw_dir, sem.evals_dir, sem.config_file.parent):  # checked first: all three folders or none
+        blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None and blocking.is_relative_to(root):
+            raise OpenSEMError(f"{blocking} is a file, where new-sem makes a folder: move the file away, then run "
+                               f"`opensem new-sem {name}` again")
     sem.raw_dir.mkdir(parents=True, exist_ok=True)
     (sem.raw_dir / ".gitkeep").touch()
     sem.evals_dir.mkdir(parents=True, exist_ok=True)

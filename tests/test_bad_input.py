@@ -125,9 +125,13 @@ CASES = [
     ("raw document binary", only_raw("a.md", b"\x00\x01\x02PK\x03\x04" * 100), ["forge", *LEGAL], "binary"),
     ("raw document not UTF-8", only_raw("a.txt", "Caf\u00e9 cr\u00e8me law".encode("latin-1")), ["forge", *LEGAL], "a.txt: not_utf8"),
     ("raw document unsupported", only_raw("a.xlsx", b"PK\x03\x04"), ["forge", *LEGAL], "unsupported"),
-    ("raw document a corrupt PDF", only_raw("a.pdf", b"%PDF-1.4 garbage"), ["forge", *LEGAL], "unreadable"),
+    ("raw document a corrupt PDF", only_raw("a.pdf", b"%PDF-1.4 garbage"), ["forge", *LEGAL], "a.pdf: unreadable (Pdf"),
+    ("raw document only navigation", only_raw("a.html", "<ul><li><a href='/x'>Home</a></li></ul><a href='/n'>Next</a> | Previous"),
+     ["forge", *LEGAL], "a.html: no_sentences"),
     ("raw document links outside", only_raw("a.md", link_to="/etc/passwd"), ["forge", *LEGAL], "outside_folder"),
     ("raw document huge", only_raw("a.md", b" " * (65 * 2**20)), ["forge", *LEGAL], "too_large"),
+    ("a file where a new SEM's folder belongs", write("evals/medical", "notes"), ["new-sem", "medical"], "is a file, where"),
+    ("a file where processed/ belongs", write("data/legal/processed", "notes"), ["forge", *LEGAL], "is a file, where"),
     # -- processed files edited by hand ------------------------------------------------------------
     ("train.jsonl not JSON", lambda r: processed(r, train="{not json\n"), ["train", *LEGAL], "train.jsonl"),
     ("train.jsonl row without messages", lambda r: processed(r, train='{"text": "hi"}\n'), ["train", *LEGAL], "train.jsonl"),
@@ -351,3 +355,27 @@ def test_an_adapter_whose_metadata_is_damaged_is_left_out_of_the_newest(project)
         (sem.adapters_dir / name).mkdir(parents=True)
         (sem.adapters_dir / name / "training_metadata.json").write_text(metadata)
     assert resolve_adapter(sem, None).name == "good"
+
+
+@pytest.mark.parametrize("error, words", [
+    (PermissionError(13, "Permission denied", "data/legal/processed"), "cannot write data/legal/processed: Permission denied"),
+    (OSError(28, "No space left on device", "mlflow.db"), "the disk is full writing mlflow.db"),
+])
+def test_a_folder_the_machine_will_not_let_a_stage_write_is_one_line(error, words):
+    """What the operating system refuses (a folder another user owns, a full disk) is one line and
+    exit 2 from every command; raised here directly, since this suite runs as root, whom
+    permissions do not stop."""
+    import typer
+
+    from opensem.cli import user_errors
+
+    @user_errors
+    def stage():
+        raise error
+
+    command = typer.Typer()
+    command.command()(stage)
+    result = CliRunner().invoke(command, [])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {words}"), result.output

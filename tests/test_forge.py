@@ -104,7 +104,19 @@ def test_ingest_reads_docx_with_headings_and_skips_a_corrupt_one(tmp_path):
     (raw / "broken.docx").write_bytes(b"PK\x03\x04 not really a zip")
     docs, skipped = ingest(raw)
     assert docs[0].text == "# Remedies\n\nDamages are the usual remedy.\n"
-    assert [(s.name, s.reason) for s in skipped] == [("broken.docx", "unreadable")]
+    assert [s.name for s in skipped] == ["broken.docx"]
+    assert skipped[0].reason == "unreadable (PackageNotFoundError: Package not found at 'broken.docx')"  # the library's words
+
+
+def test_a_page_that_is_only_navigation_is_skipped_and_said_so(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    links = "".join(f"<li><a href='/p{i}'>Page {i} of the manual</a></li>" for i in range(30))
+    (raw / "menu.html").write_text(f"<html><body><ul>{links}</ul><p><a href='/n'>Next</a> | <a href='/p'>Previous</a></p></body></html>")
+    (raw / "rules.html").write_text("<html><body><ul>" + links + "</ul><p>A tenant pays the rent monthly.</p></body></html>")
+    docs, skipped = ingest(raw)
+    assert [d.name for d in docs] == ["rules.html"]
+    assert [(s.name, s.reason) for s in skipped] == [("menu.html", "no_sentences")]
 
 
 def test_empty_or_missing_raw_folder_is_one_line_error(project):
@@ -302,6 +314,24 @@ def test_forge_sample_sem_offline(project):
     assert {"legal-train", "legal-test"} <= set(inputs)
     assert inputs["legal-train"].dataset.digest
     assert "forge/manifest.json" in {a.path for a in mlflow.artifacts.list_artifacts(run_id=run.info.run_id, artifact_path="forge")}
+
+
+def test_forge_shows_each_step_while_it_runs(project, monkeypatch):
+    """Reading, chunking and indexing a large document take minutes with no count to show: each
+    shows a spinner with its name and the time elapsed while it runs (gone afterwards)."""
+    import io
+
+    from rich.console import Console
+
+    from opensem.forge import stage
+
+    screen = io.StringIO()
+    monkeypatch.setattr(stage, "console", Console(file=screen, force_terminal=True, width=200))
+    assert CliRunner().invoke(app, ["forge", "--sem", "legal", "--set", "retrieval.enabled=true"]).exit_code == 0
+    shown = screen.getvalue()
+    for step in ("reading", "documents (", "MB of text) into chunks", "indexing the documents' passages", "pairs with their excerpts"):
+        assert step in shown, step
+    assert "0:00:0" in shown  # the elapsed-time column
 
 
 @pytest.mark.parametrize("sizes", [[4, 2], [4, 2, 1], [9, 8, 7], [3] * 40, [1] * 7 + [30]])

@@ -10,11 +10,12 @@ import asyncio
 import random
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from opensem import coverage
@@ -79,13 +80,16 @@ def run(sem: Sem, cfg: Config) -> dict:
 
     started = time.time()
     fc = cfg.forge
-    docs, skipped = ingest(sem.raw_dir)
+    with _phase(f"reading {sem.raw_dir}"):
+        docs, skipped = ingest(sem.raw_dir)
     golden = _golden_for_decontamination(sem)
     base_dir = _base_model_dir(sem, cfg)
     budget = Budget(fc.max_cost_usd)
     teacher = make_teacher(cfg, sem.cache_dir / "teacher", budget, base_dir)  # checks keys before any work
     tokenizer = _tokenizer(base_dir)
-    chunks = [c for doc in docs for c in chunk_document(doc, token_counter(tokenizer), fc.chunk_tokens, fc.chunk_overlap)]
+    size = sum(len(d.text) for d in docs) / 2**20
+    with _phase(f"cutting {len(docs)} documents ({size:.1f} MB of text) into chunks"):
+        chunks = [c for doc in docs for c in chunk_document(doc, token_counter(tokenizer), fc.chunk_tokens, fc.chunk_overlap)]
 
     with tracking.stage_run(sem, "forge", cfg) as tracked:
         tracked.log_params({"forge.teacher.name": teacher.name, "forge.chunks": len(chunks)})
@@ -99,13 +103,15 @@ def run(sem: Sem, cfg: Config) -> dict:
         train, test = split_by_chunk(kept, fc.test_fraction, fc.seed)
         from opensem.retrieval import for_sem
 
-        system, retriever = cfg.model.system_prompt, for_sem(sem, cfg, tokenizer)
+        with _phase("indexing the documents' passages for retrieval" if cfg.retrieval.enabled else "preparing rows"):
+            system, retriever = cfg.model.system_prompt, for_sem(sem, cfg, tokenizer)
         final = sem.processed_dir
         # every output into a staging folder that replaces processed/ whole only when all of it
         # is written and logged: a failed or killed forge leaves the previous set as it was
         with staged_folder(final) as out:
-            atomic_write_jsonl(out / "train.jsonl", reading_rows(train, system, retriever, fc.reading, fc.seed))
-            atomic_write_jsonl(out / "test.jsonl", (p.messages(system, retriever) for p in test))
+            with _phase(f"writing {len(train) + len(test)} pairs" + (" with their excerpts" if retriever else "")):
+                atomic_write_jsonl(out / "train.jsonl", reading_rows(train, system, retriever, fc.reading, fc.seed))
+                atomic_write_jsonl(out / "test.jsonl", (p.messages(system, retriever) for p in test))
             atomic_write_jsonl(out / "rejected.jsonl", rejected)
             # the documents as read (reflowed, markup removed): what training's cpt phase reads
             atomic_write_jsonl(out / "corpus.jsonl", ({"document": d.name, "text": d.text} for d in docs))
@@ -125,6 +131,16 @@ def run(sem: Sem, cfg: Config) -> dict:
         console.print(f"[yellow]only {len(train)} training pairs: a small model learns few facts from so little; "
                       f"add documents to {sem.raw_dir} or use an LLM teacher (see README)[/yellow]")
     return manifest
+
+
+@contextmanager
+def _phase(description: str):
+    """A spinner with the time elapsed while a step with nothing to count runs (reading, chunking
+    or indexing a large document takes minutes); gone when the step ends."""
+    with Progress(SpinnerColumn(), TextColumn("[bold]forge[/bold] {task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        progress.add_task(description, total=None)
+        yield
 
 
 def check_failed_requests(replies: list[tuple[Chunk, Completion]], allowed: int | None, sem_name: str) -> None:

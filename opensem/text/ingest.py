@@ -29,7 +29,7 @@ class Document:
 @dataclass(frozen=True)
 class Skipped:
     name: str
-    reason: str  # empty | binary | not_utf8 | unreadable | unsupported | too_large | outside_folder
+    reason: str  # empty | no_sentences | binary | not_utf8 | unreadable (library's message) | unsupported | too_large | outside_folder
 
 
 def ingest(raw_dir: Path) -> tuple[list[Document], list[Skipped]]:
@@ -57,12 +57,16 @@ def ingest(raw_dir: Path) -> tuple[list[Document], list[Skipped]]:
         except _Skip as why:
             skipped.append(Skipped(name, str(why)))
             continue
-        except Exception:  # a corrupt PDF/DOCX must not stop the other documents
-            skipped.append(Skipped(name, "unreadable"))
+        except Exception as exc:  # a corrupt PDF/DOCX must not stop the other documents
+            message = str(exc).replace(str(path), name)[:120]  # the library's words, without this machine's path
+            skipped.append(Skipped(name, f"unreadable ({type(exc).__name__}: {message})"))
             continue
         text = normalise(text, markdown=suffix in (".md", ".markdown"), wrapped=suffix not in (".html", ".htm", ".docx"))
         if not text.strip():
             skipped.append(Skipped(name, "empty"))
+            continue
+        if not has_sentences(text):  # e.g. an HTML page that was all navigation: nothing to ask about
+            skipped.append(Skipped(name, "no_sentences"))
             continue
         docs.append(Document(name, text))
     if not docs:
@@ -70,6 +74,16 @@ def ingest(raw_dir: Path) -> tuple[list[Document], list[Skipped]]:
         raise OpenSEMError(f"no usable documents in {raw_dir} ({reasons}): add .txt/.md/.pdf/.html/.docx files with text, "
                            "in UTF-8 or UTF-16")
     return docs, skipped
+
+
+def has_sentences(text: str) -> bool:
+    """True when some line reads as prose: two or more words ending like a sentence, or eight or
+    more words. A page of links, menus or labels ("Next | Previous") has none."""
+    for line in text.splitlines():
+        words = re.findall(r"\w+", line)
+        if len(words) >= 8 or (len(words) >= 2 and line.rstrip().endswith((".", "!", "?"))):
+            return True
+    return False
 
 
 class _Skip(Exception):
