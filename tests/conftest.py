@@ -39,16 +39,16 @@ def project(tmp_path, monkeypatch) -> Path:
 
     models/base is shared with the repo so the bundled model is converted once, not per test.
 
-    The copy answers closed book: the shipped CPU recipe turns retrieval on, which makes every
-    training and generation test read about ten times the tokens, and the SEMs tests scaffold have
-    no documents to retrieve from. Tests of open book turn it on (test_retrieval.py);
-    test_recipes.py checks that the shipped recipe has it on."""
+    The copy answers closed book: the shipped project layer (configs/defaults.yaml) turns
+    retrieval on, which makes every training and generation test read about ten times the tokens,
+    and the SEMs tests scaffold have no documents to retrieve from. Tests of open book turn it on
+    (test_retrieval.py); test_recipes.py checks that the shipped project has it on."""
     root = tmp_path / "project"
     shutil.copytree(REPO / "configs", root / "configs")
-    cpu_recipe = root / "configs" / "recipes" / "smollm2" / "135m_lora_cpu.yaml"
-    shipped = cpu_recipe.read_text(encoding="utf-8")
-    assert "retrieval:\n  enabled: true" in shipped, "conftest: the CPU recipe's retrieval block moved; update this fixture"
-    cpu_recipe.write_text(shipped.replace("retrieval:\n  enabled: true", "retrieval:\n  enabled: false"), encoding="utf-8")
+    defaults = root / "configs" / "defaults.yaml"
+    shipped = defaults.read_text(encoding="utf-8")
+    assert "retrieval:\n  enabled: true" in shipped, "conftest: defaults.yaml's retrieval block moved; update this fixture"
+    defaults.write_text(shipped.replace("retrieval:\n  enabled: true", "retrieval:\n  enabled: false"), encoding="utf-8")
     shutil.copytree(REPO / "evals", root / "evals")
     shutil.copytree(REPO / "data" / "legal" / "raw", root / "data" / "legal" / "raw")
     (REPO / "models" / "base").mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,16 @@ def test_the_sample_sem_trains_with_the_bundled_cpu_recipe():
     assert (cfg.retrieval.enabled, cfg.retrieval.method, cfg.training.cpt_epochs) == (True, "hybrid", 0)
 
 
+def test_open_book_is_a_project_setting_that_a_gpu_recipe_keeps():
+    """Open or closed book belongs to the project (configs/defaults.yaml) or the SEM, not to a
+    recipe: choosing a GPU recipe keeps the SEM open book, and no recipe mentions retrieval."""
+    for recipe in sorted((REPO / "configs" / "recipes").glob("*/*.yaml")):
+        assert "retrieval" not in yaml.safe_load(recipe.read_text()), recipe
+        name = f"{recipe.parent.name}/{recipe.stem}"
+        assert load_config(REPO, "legal", [f"recipe={name}"]).retrieval.enabled, name
+    assert not load_config(REPO, "legal", ["retrieval.enabled=false"]).retrieval.enabled
+
+
 @pytest.fixture
 def tiny(project):
     write(project / "configs/recipes/tiny/1m_lora_cpu.yaml", "# tiny\ntraining:\n  epochs: 9\n  learning_rate: 0.5\n  batch_size: 2\n")

@@ -139,6 +139,33 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tiny):
     assert min(steps) <= 2 and max(steps) == 16 and len(steps) < 16 + 5  # one run, no restart from zero
 
 
+def test_kill_9_mid_training_then_the_same_command_finishes_in_the_same_run(tiny):
+    """No handler runs on kill -9: the MLflow run is left RUNNING by a dead process and the newest
+    checkpoint may be cut off. The same command again closes that run as KILLED, resumes from
+    the newest complete checkpoint in the same run, and ends with a complete adapter."""
+    env = dict(os.environ, OPENSEM_HOME=str(tiny.root))
+    sets = sum((["--set", s] for s in FAST + ["training.max_steps=12", "training.checkpoint_steps=2", "training.run_name=k9"]), [])
+    cmd = [sys.executable, "-m", "opensem", "train", "--sem", "tiny", *sets]
+    checkpoints = tiny.adapters_dir / "k9" / "checkpoints"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (checkpoints / "checkpoint-4").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    state = json.loads((tiny.adapters_dir / "k9" / "opensem_run.json").read_text())
+    assert mlflow.get_run(state["mlflow_run_id"]).info.status == "RUNNING"  # what kill -9 leaves
+    assert not (tiny.adapters_dir / "k9" / "adapter_model.safetensors").exists()
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "checkpoint-2" in done.stderr or "checkpoint-4" in done.stderr  # resumed, not from zero
+    metadata = json.loads((tiny.adapters_dir / "k9" / "training_metadata.json").read_text())
+    assert metadata["global_step"] == 12 and metadata["mlflow_run_id"] == state["mlflow_run_id"]
+    assert (tiny.adapters_dir / "k9" / "adapter_model.safetensors").is_file()
+    assert mlflow.get_run(state["mlflow_run_id"]).info.status == "FINISHED"
+
+
 def test_finished_run_name_is_not_overwritten(tiny):
     tiny.adapters_dir.joinpath("done").mkdir(parents=True)
     tiny.adapters_dir.joinpath("done", "opensem_run.json").write_text('{"status": "finished"}')
