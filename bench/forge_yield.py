@@ -3,7 +3,7 @@
 Per corpus: KB of text after ingest, pairs the extractive teacher writes and the faithfulness and
 quality checks keep (before near-duplicate removal and decontamination, which depend on the run),
 pairs per KB, the share of yes/no answers, and the rejections by reason (`--about` or `--about=every`:
-with that forge.teacher.about_questions). The corpora: the three
+with that experimental.about_questions). The corpora: the three
 sample SEMs, and any folder named on the command line - a real corpus nobody here wrote, with no
 golden set, so that a change to the teacher is checked on text it was not written against. Two
 that Debian ships and were used that way (not part of the project):
@@ -51,7 +51,7 @@ def measure(folder: Path, about_questions: str = "off") -> dict:
 
 
 def main(args: list[str] | None = None) -> dict:
-    """args: folders of documents; `--about=MODE` sets forge.teacher.about_questions."""
+    """args: folders of documents; `--about=MODE` sets experimental.about_questions."""
     args = list(args or [])
     about = next((a.split("=", 1)[1] if "=" in a else "unmatched" for a in args if a.split("=")[0] == "--about"), "off")
     args = [a for a in args if a.split("=")[0] != "--about"]

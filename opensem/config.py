@@ -123,22 +123,6 @@ class TrainingConfig(Section):
     bundled model's recipe does since it answers open book (retrieval.enabled; README, Real
     corpora)."""
 
-    cpt_shuffle_sentences: bool = False
-    """In each continued pre-training pass, put the sentences of every section in another order
-    (its heading first), so that a fact is learnt as a statement about its section rather than
-    as the continuation of the sentence before it."""
-
-    cpt_mix_pairs: bool = False
-    """Train the continued pre-training phase on the question/answer pairs too (rendered with the
-    chat template, a loss on every token), one copy per pass, mixed at random among the document
-    windows, so the model learns to answer questions while it learns the facts and not only
-    afterwards. The pairs phase follows as usual."""
-
-    balance_yes_no: bool = False
-    """Repeat the pairs whose answers open with the rarer of Yes and No until both open as many
-    (a teacher asking about documents' statements writes mostly Yes answers, and a small model
-    then opens every answer with Yes, denials included). The held-out pairs are left as they are."""
-
     keep_best: bool = False
     """Keep the adapter of the epoch with the lowest held-out loss (the forge's test pairs,
     evaluated after each epoch) instead of the last epoch's (saved in <checkpoints>/best/ as
@@ -265,34 +249,6 @@ class TeacherConfig(EndpointConfig):
 
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     """Teacher sampling temperature (openai and local; Anthropic's current Messages API has none)."""
-
-    about_questions: Literal["off", "unmatched", "every"] = "off"
-    """extractive only: a sentence that names something (quoted, written as code, or in capitals)
-    is also asked about by that name: "What does section 4.9.1 say about nostrip?" -> the
-    sentence. `unmatched`: only sentences no other pattern asks about (more of the documents'
-    facts get a question); `every`: every such sentence, so that a fact is asked in two ways
-    (its pattern's question and its name's) and is less bound to one wording. true means
-    unmatched, false off."""
-
-    @field_validator("about_questions", mode="before")
-    @classmethod
-    def _about_questions_from_bool(cls, value: Any) -> Any:
-        return {True: "unmatched", False: "off"}.get(value, value) if isinstance(value, bool) else value
-
-    yes_no_questions: bool = True
-    """extractive only: also ask a sentence as a yes/no question ("Must the file exist?" -> "Yes.
-    The file must exist."; from a negated sentence, "No. ..."). Off: no yes/no pairs at all; the
-    sentence's other questions (what, when, why, who must) stay. A yes/no question restates the
-    sentence it was made from, so "Yes. <the question as a statement>" can be learnt without
-    reading the passages. Off was measured open book and refused: it lowered the dev gain
-    (docs/measurements/real-corpora-log.md, candidate RN)."""
-
-    yes_opener: bool = True
-    """extractive only: an answer to a yes/no question that its sentence agrees with opens with
-    "Yes.". Off: that answer is the sentence alone ("Must the file exist?" -> "The file must
-    exist."), so "Yes." is never the answer's first word to learn; an answer that denies still
-    opens with "No.". Off was measured and refused: the adapter then says the question back as a
-    statement without "Yes." (docs/measurements/real-corpora-log.md, candidate RSY)."""
 
 class PriceConfig(Section):
     input_per_mtok: float = Field(ge=0)
@@ -620,6 +576,56 @@ class SweepConfig(Section):
 # --------------------------------------------------------------------------------------------
 # the whole thing
 # --------------------------------------------------------------------------------------------
+class ExperimentalConfig(Section):
+    """Settings that were measured and not adopted, kept so that their experiments can be run
+    again; each default is what OpenSEM does. Their numbers are in
+    docs/measurements/real-corpora-log.md (the candidate named in each)."""
+
+    about_questions: Literal["off", "unmatched", "every"] = "off"
+    """Forge, extractive teacher only: a sentence that names something (quoted, written as code,
+    or in capitals) is also asked about by that name: "What does section 4.9.1 say about
+    nostrip?" -> the sentence. `unmatched`: only sentences no other pattern asks about (more of the documents'
+    facts get a question); `every`: every such sentence, so that a fact is asked in two ways
+    (its pattern's question and its name's) and is less bound to one wording. true means
+    unmatched, false off."""
+
+    @field_validator("about_questions", mode="before")
+    @classmethod
+    def _about_questions_from_bool(cls, value: Any) -> Any:
+        return {True: "unmatched", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    yes_no_questions: bool = True
+    """Forge, extractive teacher only: also ask a sentence as a yes/no question ("Must the file
+    exist?" -> "Yes. The file must exist."; from a negated sentence, "No. ..."). Off: no yes/no pairs at all; the
+    sentence's other questions (what, when, why, who must) stay. A yes/no question restates the
+    sentence it was made from, so "Yes. <the question as a statement>" can be learnt without
+    reading the passages. Off was measured open book and refused: it lowered the dev gain
+    (docs/measurements/real-corpora-log.md, candidate RN)."""
+
+    yes_opener: bool = True
+    """Forge, extractive teacher only: an answer to a yes/no question that its sentence agrees
+    with opens with "Yes.". Off: that answer is the sentence alone ("Must the file exist?" -> "The file must
+    exist."), so "Yes." is never the answer's first word to learn; an answer that denies still
+    opens with "No.". Off was measured and refused: the adapter then says the question back as a
+    statement without "Yes." (docs/measurements/real-corpora-log.md, candidate RSY)."""
+
+    cpt_shuffle_sentences: bool = False
+    """Training, cpt phase: in each continued pre-training pass, put the sentences of every
+    section in another order (its heading first), so that a fact is learnt as a statement about its section rather than
+    as the continuation of the sentence before it."""
+
+    cpt_mix_pairs: bool = False
+    """Training, cpt phase: train on the question/answer pairs too (rendered with the chat
+    template, a loss on every token), one copy per pass, mixed at random among the document
+    windows, so the model learns to answer questions while it learns the facts and not only
+    afterwards. The pairs phase follows as usual."""
+
+    balance_yes_no: bool = False
+    """Training: repeat the pairs whose answers open with the rarer of Yes and No until both
+    open as many (a teacher asking about documents' statements writes mostly Yes answers, and a small model
+    then opens every answer with Yes, denials included). The held-out pairs are left as they are."""
+
+
 class Config(Section):
     recipe: str | None = None
     """Training recipe, a layer under the SEM file: configs/recipes/<model>/<size>_<method>_<device>.yaml
@@ -637,6 +643,7 @@ class Config(Section):
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
     sweep: SweepConfig = SweepConfig()
+    experimental: ExperimentalConfig = ExperimentalConfig()
 
     @property
     def pair_max_length(self) -> int:
@@ -757,6 +764,12 @@ def _dotted_layer(dotted: str, value: Any) -> dict:
 MAY_HOLD_SECRETS = {"sweep.storage"}
 
 
+# keys that moved under `experimental` (measured, not adopted): an old config gets the new name
+MOVED = {f"{section}.{key}": f"experimental.{key}" for section, keys in (
+    ("forge.teacher", ("about_questions", "yes_no_questions", "yes_opener")),
+    ("training", ("cpt_shuffle_sentences", "cpt_mix_pairs", "balance_yes_no"))) for key in keys}
+
+
 def _describe(error: dict, provenance: dict[str, str]) -> str:
     loc = [str(p) for p in error["loc"]]
     dotted = ".".join(loc)
@@ -765,6 +778,8 @@ def _describe(error: dict, provenance: dict[str, str]) -> str:
         if ".".join(loc[:i]) in provenance:
             source = provenance[".".join(loc[:i])]
             break
+    if error["type"] == "extra_forbidden" and dotted in MOVED:
+        return f"{source}: '{dotted}' is now '{MOVED[dotted]}' (a setting measured and not adopted); rename the key"
     if error["type"] == "extra_forbidden":
         model: type[BaseModel] | None = Config
         for part in loc[:-1]:

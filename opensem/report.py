@@ -104,7 +104,27 @@ def gather(sem: Sem, cfg: Config) -> dict:
         "scores": {"baseline": [r["before_score"] for r in side_by_side], "tuned": [r["after_score"] for r in side_by_side]},
         "decision": decision, "promote_run_id": promote.info.run_id if promote else None,
         "git_commit": evaluation.data.tags.get("mlflow.source.git.commit") or "unknown",
+        "ui": mlflow_ui(), "store": mlflow.get_tracking_uri(),
+        "links": {name: run_link(run_id) for name, run_id in (
+            ("train", training.get("mlflow_run_id")), ("baseline", baseline.info.run_id),
+            ("evaluate", evaluation.info.run_id), ("promote", promote.info.run_id if promote else None)) if run_id},
     }
+
+
+def mlflow_ui() -> str:
+    """Where the runs can be looked at: the tracking server itself, or for a store on this
+    machine the address `mlflow ui` serves it on by default."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
+def run_link(run_id: str) -> str:
+    """The run's page in the MLflow UI (the experiment id looked up from the run)."""
+    import mlflow
+
+    return f"{mlflow_ui()}/#/experiments/{mlflow.get_run(run_id).info.experiment_id}/runs/{run_id}"
 
 
 def _score_plot(scores: dict, path: Path) -> None:

@@ -207,7 +207,7 @@ def test_extractive_user_question_shapes():
 
 
 def test_about_questions_ask_what_no_other_pattern_asks_by_the_name_a_sentence_mentions():
-    """forge.teacher.about_questions: unmatched, a sentence that yields no other pair, but names an
+    """experimental.about_questions: unmatched, a sentence that yields no other pair, but names an
     option, a file or a keyword, is asked about by that name; every, a sentence with a pair of its
     own is asked about by its name too; off, it asks nothing."""
     text = (
@@ -244,7 +244,7 @@ def test_about_questions_ask_what_no_other_pattern_asks_by_the_name_a_sentence_m
 
 
 def test_yes_no_questions_off_drops_the_yes_no_pairs_and_keeps_the_sentences_other_questions(project):
-    """forge.teacher.yes_no_questions=false: no pair answers Yes./No.; a sentence's what-question
+    """experimental.yes_no_questions=false: no pair answers Yes./No.; a sentence's what-question
     stays; the teacher the config builds passes the setting on."""
     text = (
         "The clean target must remove the generated files, but it may keep the build logs.\n"
@@ -261,13 +261,13 @@ def test_yes_no_questions_off_drops_the_yes_no_pairs_and_keeps_the_sentences_oth
 
     from opensem.forge.teachers import make_teacher
 
-    cfg = load_config(project, "legal", ["forge.teacher.yes_no_questions=false"])
+    cfg = load_config(project, "legal", ["experimental.yes_no_questions=false"])
     teacher = make_teacher(cfg, project / "cache", budget=None)
     assert dict(asyncio.run(teacher.ask(chunk, None)).result) == without
 
 
 def test_yes_opener_off_answers_an_agreeing_question_with_its_sentence_and_keeps_no(project):
-    """forge.teacher.yes_opener=false: the same questions; an agreeing answer loses its "Yes."
+    """experimental.yes_opener=false: the same questions; an agreeing answer loses its "Yes."
     and is the sentence alone, a denial keeps "No."; the teacher the config builds passes it on."""
     text = "The clean target must remove the generated files, but it may keep the build logs.\nAn invitation to treat is not an offer.\n"
     chunk = Chunk("d#0", "d", "Contract law > Terms", text, 40)
@@ -283,7 +283,7 @@ def test_yes_opener_off_answers_an_agreeing_question_with_its_sentence_and_keeps
 
     from opensem.forge.teachers import make_teacher
 
-    cfg = load_config(project, "legal", ["forge.teacher.yes_opener=false"])
+    cfg = load_config(project, "legal", ["experimental.yes_opener=false"])
     assert dict(asyncio.run(make_teacher(cfg, project / "cache", budget=None).ask(chunk, None)).result) == plain_
 
 

@@ -105,7 +105,7 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
 
     # a new training config: forge is skipped, the baseline is reused, training and what follows run again
     # (this time with a pass over the documents first, which the report describes)
-    state = pipeline(widgets, load_config(widgets.root, "widgets", FAST + ["lora.r=4", "training.cpt_epochs=1", "training.cpt_mix_pairs=true"]))
+    state = pipeline(widgets, load_config(widgets.root, "widgets", FAST + ["lora.r=4", "training.cpt_epochs=1", "experimental.cpt_mix_pairs=true"]))
     assert len(stage_runs("forge")) == 1 and len(stage_runs("baseline")) == 1
     assert len(stage_runs("train")) == 2 and len(stage_runs("evaluate")) == 2
     assert state["stages"]["promote"]["version"] == "2"
@@ -116,7 +116,7 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     class Page(HTMLParser):
         def __init__(self):
             super().__init__()
-            self.ids, self.images = set(), []
+            self.ids, self.images, self.links = set(), [], []
 
         def handle_starttag(self, tag, attrs):
             attrs = dict(attrs)
@@ -124,6 +124,8 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
                 self.ids.add(attrs["id"])
             if tag == "img":
                 self.images.append(attrs.get("src", ""))
+            if tag == "a":
+                self.links.append(attrs.get("href", ""))
 
     html = (widgets.reports_dir / "report.html").read_text()
     page = Page()
@@ -131,6 +133,10 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     assert {"data", "training", "comparison", "decision", "lineage", "rejections", "summary", "per-tag", "gains", "losses",
             "lineage-table"} <= page.ids
     assert len(page.images) == 2 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    for stage in ("train", "baseline", "evaluate", "promote"):  # lineage: each run a link to its page in the MLflow UI
+        run = stage_runs(stage)[0]  # the newest: the report shows the latest evaluation and what it judged
+        link = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        assert link in page.links and f"]({link})" in (widgets.reports_dir / "report.md").read_text(), stage
     markdown = (widgets.reports_dir / "report.md").read_text()
     assert "Version 2" in html and markdown.startswith("# OpenSEM report: widgets")
     assert "Facts taught (golden set):" in markdown and "Facts taught (golden set):" in html  # from the forge manifest

@@ -38,7 +38,7 @@ FAST = [
     "lora.r=8",
     "lora.alpha=16",
     "training.cpt_epochs=0",  # the tiny SEM has no corpus.jsonl; the cpt tests turn it on
-    "training.cpt_mix_pairs=false",  # the cpt tests count steps over the windows alone (whatever the recipe says); the mix test turns it on
+    "experimental.cpt_mix_pairs=false",  # the cpt tests count steps over the windows alone (whatever the recipe says); the mix test turns it on
 ]
 
 
@@ -435,7 +435,7 @@ def test_cpt_shuffle_sentences_trains_one_shuffled_copy_per_pass(tiny, trainer_r
     # windows the cpt trainer is given are recorded), one step each at batch size 1.
     (tiny.processed_dir / "corpus.jsonl").write_text(json.dumps({"document": "g.md", "text": SECTIONED}) + "\n")
     cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=3", "training.max_length=512", "training.cpt_batch_size=1",
-                                                "training.cpt_shuffle_sentences=true", "training.run_name=shuffled"])
+                                                "experimental.cpt_shuffle_sentences=true", "training.run_name=shuffled"])
     result = train(tiny, cfg)
     assert result["cpt"]["windows"] == 1 and result["cpt"]["steps"] == 3
     cpt_windows = trainer_rows[0]
@@ -447,7 +447,7 @@ def test_cpt_mix_pairs_trains_the_pairs_among_the_windows_once_per_pass(tiny, tr
     # 2 windows and 2 copies of each pair as chat-template text, one step each at batch size 1.
     (tiny.processed_dir / "corpus.jsonl").write_text(json.dumps({"document": "g.md", "text": SECTIONED}) + "\n")
     cfg = load_config(tiny.root, "tiny", FAST + ["training.cpt_epochs=2", "training.max_length=512", "training.cpt_batch_size=1",
-                                                "training.cpt_shuffle_sentences=true", "training.cpt_mix_pairs=true",
+                                                "experimental.cpt_shuffle_sentences=true", "experimental.cpt_mix_pairs=true",
                                                 "training.run_name=mixed"])
     result = train(tiny, cfg)
     assert (result["cpt"]["windows"], result["cpt"]["pairs"], result["cpt"]["steps"]) == (1, 4, 2 + 2 * 4)

@@ -100,11 +100,11 @@ def chunk_topic(chunk: Chunk) -> str | None:
 
 def extract_pairs(chunk: Chunk, about_questions: str = "off", yes_no: bool = True,
                   yes_opener: bool = True) -> list[tuple[str, str]]:
-    """Every pair the patterns find in a chunk. about_questions (forge.teacher.about_questions):
+    """Every pair the patterns find in a chunk. about_questions (experimental.about_questions):
     "unmatched" asks about a sentence no pattern fits by a name it mentions, "every" asks so about
     every sentence that names something, beside its pattern's questions. yes_no=False
-    (forge.teacher.yes_no_questions) drops the yes/no pairs, whose answers open with Yes./No.;
-    yes_opener=False (forge.teacher.yes_opener) keeps them and answers an agreeing one with its
+    (experimental.yes_no_questions) drops the yes/no pairs, whose answers open with Yes./No.;
+    yes_opener=False (experimental.yes_opener) keeps them and answers an agreeing one with its
     sentence alone (a denial still opens with "No.")."""
     pairs: list[tuple[str, str]] = []
     lines = chunk.text.split("\n")
@@ -188,7 +188,7 @@ def _names(raw: str, sentence: str, chunk: Chunk) -> list[str]:
 
 def _about_pairs(raw: str, chunk: Chunk) -> list[tuple[str, str]]:
     """A sentence asked about by a name it mentions, as users ask about a named option, file or
-    keyword (forge.teacher.about_questions says which sentences): '"nostrip": This tag means that the debugging symbols
+    keyword (experimental.about_questions says which sentences): '"nostrip": This tag means that the debugging symbols
     should not be stripped ...' -> "What does section 4.9.1 say about nostrip?". The answer is
     the sentence; a sentence that names nothing, or is no complete sentence, asks nothing."""
     sentence = plain(raw)

@@ -162,7 +162,8 @@ def make_teacher(cfg: Config, cache_dir: Path, budget: Budget, base_model_dir: P
     if t.provider == "extractive":
         from opensem.forge.extractive import ExtractiveTeacher
 
-        return ExtractiveTeacher(t.about_questions, t.yes_no_questions, t.yes_opener)
+        x = cfg.experimental
+        return ExtractiveTeacher(x.about_questions, x.yes_no_questions, x.yes_opener)
     if t.provider in ("openai", "anthropic"):
         if cfg.forge.max_cost_usd is not None and t.model not in cfg.forge.prices:
             # without a price every request counts as $0 and the cap could never stop anything

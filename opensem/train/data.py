@@ -73,7 +73,7 @@ def polarity(row: dict) -> str | None:
 
 def balance_yes_no(rows: list[dict], seed: int) -> tuple[list[dict], int]:
     """The rows, plus repeats of the answers opening with the rarer of Yes/No until both open
-    as many answers (training.balance_yes_no). Documents state far more than they deny, so a
+    as many answers (experimental.balance_yes_no). Documents state far more than they deny, so a
     teacher that asks about their statements writes mostly Yes answers, and a small model
     learns to open every answer with Yes, denials included. Nothing is dropped or reworded;
     with one polarity absent there is nothing to repeat. Returns (rows, repeats added)."""
@@ -132,7 +132,7 @@ def pair_windows(rows: list[dict], tokenizer) -> list[dict]:
 def shuffled_sections(text: str, rng: random.Random) -> str:
     """The document with each section's heading path ("Title > Section") first and its sentences
     after it in a random order. Facts stated by several sentences in sequence lose their order;
-    what is kept is which section says what (measured: see training.cpt_shuffle_sentences)."""
+    what is kept is which section says what (measured: see experimental.cpt_shuffle_sentences)."""
     from opensem.text.chunk import sections
     from opensem.text.reflow import split_sentences
 

@@ -14,14 +14,16 @@ import json
 import math
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rich.console import Console
 
 from opensem.config import Config
 from opensem.errors import OpenSEMError
+from opensem.hardware import TrainingPlan
 from opensem.io import atomic_write_json, atomic_write_text
 from opensem.retrieval import recorded, settings as retrieval_settings
 from opensem.tags import TAG_KEPT_EPOCH, TAG_MODEL_URI, TAG_RUN_NAME, TAG_STOPPED_EARLY
@@ -31,11 +33,71 @@ console = Console(stderr=True)
 STATE_FILE = "opensem_run.json"
 
 
+@dataclass
+class Job:
+    """What one training run works with, settled before any model is loaded."""
+
+    sem: Sem
+    cfg: Config
+    plan: TrainingPlan
+    run_name: str
+    out_dir: Path  # the adapter folder
+    checkpoints: Path
+    state_dir: Path  # where the run's state (its MLflow run id) lives: beside the checkpoints
+    state: dict
+    resume_from: Path | None
+    base_dir: Path
+    train_rows: list[dict]
+    eval_rows: list[dict]
+    yes_no_repeats: int
+
+
+@dataclass
+class Fit:
+    """What training produced; `trainer` is None when a SIGTERM came during the cpt phase."""
+
+    trainer: Any
+    result: Any
+    seconds: float
+    cpt: dict | None
+    tokenizer: Any
+    dropped: int
+    metrics: Any  # TrackingCallback: the loss history for the curve
+    keeper: Any  # KeepBestCallback or None
+    stopper: Any  # EvalStopCallback or None
+    preempted: bool
+
+
 def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None = None, title: str | None = None) -> dict:
     """Train one adapter. `should_stop(eval_loss, epoch)`, when given, is asked after each epoch's
     held-out evaluation; True ends training there (recorded as stopped_early_at_epoch). `title`:
     the MLflow run's name (default "<sem> · train · <run_name>")."""
-    from opensem import hardware, recipes, tracking
+    from opensem import tracking
+
+    job = _prepare(sem, cfg)
+    _announce(job)
+    with tracking.stage_run(sem, "train", cfg, run_name=title or f"{sem.name} · train · {job.run_name}",
+                            run_id=job.state.get("mlflow_run_id"), tags={TAG_RUN_NAME: job.run_name}) as tracked:
+        _write_state(job.state_dir, {"mlflow_run_id": tracked.run_id, "status": "running"})
+        tracked.log_params({f"plan.{k}": v for k, v in job.plan.as_dict().items() if k != "reasons"}
+                           | {"plan.reasons": "; ".join(job.plan.reasons)})
+        if not job.resume_from:
+            tracking.log_jsonl_dataset(sem.processed_dir / "train.jsonl", f"{sem.name}-train", "training")
+        fit = _fit(job, tracked, should_stop)
+        if fit.preempted:
+            tracked.end_status = "KILLED"
+            return _report_preempted(job, fit)
+        metadata = _save_adapter(job, fit, tracked)
+        model_uri = _log_servable_model(job, fit, tracked)
+        _write_state(job.state_dir, {"mlflow_run_id": tracked.run_id, "status": "finished", "model_uri": model_uri})
+    _report_trained(job, metadata, fit)
+    return metadata | {"status": "finished", "adapter_dir": str(job.out_dir), "model_uri": model_uri}
+
+
+def _prepare(sem: Sem, cfg: Config) -> Job:
+    """Check the forge output and the run name, plan for this hardware, find a checkpoint to
+    resume from; every refusal here comes before a model is loaded."""
+    from opensem import hardware
     from opensem.models import resolve_base_model
     from opensem.train.data import balance_yes_no, check_corpus, check_forge_output, load_conversations
 
@@ -49,8 +111,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     run_name = t.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = sem.adapters_dir / run_name
     checkpoints = Path(t.checkpoint_dir) / sem.name / run_name if t.checkpoint_dir else out_dir / "checkpoints"
-    # The run's state (its MLflow run id) lives beside its checkpoints: on a cloud bucket when
-    # checkpoint_dir is one, so a job recovered on a new node continues the same MLflow run.
+    # on a cloud bucket when checkpoint_dir is one, so a job recovered on a new node continues the same MLflow run
     state_dir = checkpoints if t.checkpoint_dir else out_dir
     state = _read_state(state_dir)
     if state.get("status") == "finished":
@@ -58,147 +119,156 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     if t.cpt_epochs:
         check_corpus(sem.processed_dir / "corpus.jsonl", sem.name)
     _check_forged_retrieval(sem, cfg, manifest)
-    resume_from = _last_checkpoint(checkpoints)
-    base_dir = resolve_base_model(cfg.model.base, sem.base_models_dir)
+    repeats = 0
+    if cfg.experimental.balance_yes_no:
+        train_rows, repeats = balance_yes_no(train_rows, t.seed)
+    return Job(sem, cfg, plan, run_name, out_dir, checkpoints, state_dir, state, _last_checkpoint(checkpoints),
+               Path(resolve_base_model(cfg.model.base, sem.base_models_dir)), train_rows, eval_rows, repeats)
 
-    repeated = 0
-    if t.balance_yes_no:
-        train_rows, repeated = balance_yes_no(train_rows, t.seed)
-    console.print(f"[bold]train[/bold] {sem.name} / {run_name}: {len(train_rows)} examples"
-                  f"{f' ({repeated} repeats of the rarer Yes/No answers)' if repeated else ''}, {len(eval_rows)} held out")
-    if not eval_rows:
-        console.print(f"  [yellow]no held-out pairs ({sem.processed_dir / 'test.jsonl'} missing or empty): no held-out "
+
+def _announce(job: Job) -> None:
+    from opensem import recipes
+
+    console.print(f"[bold]train[/bold] {job.sem.name} / {job.run_name}: {len(job.train_rows)} examples"
+                  f"{f' ({job.yes_no_repeats} repeats of the rarer Yes/No answers)' if job.yes_no_repeats else ''}, "
+                  f"{len(job.eval_rows)} held out")
+    if not job.eval_rows:
+        console.print(f"  [yellow]no held-out pairs ({job.sem.processed_dir / 'test.jsonl'} missing or empty): no held-out "
                       "loss, and training.keep_best has no epoch to choose by[/yellow]")
-    for reason in plan.reasons:
+    for reason in job.plan.reasons:
         console.print(f"  hardware: {reason}")
-    if warning := recipes.device_mismatch(cfg.recipe, plan.device):
+    if warning := recipes.device_mismatch(job.cfg.recipe, job.plan.device):
         console.print(f"  [yellow]{warning}[/yellow]")
-    if resume_from:
-        console.print(f"  resuming from {resume_from}")
+    if job.resume_from:
+        console.print(f"  resuming from {job.resume_from}")
 
-    with tracking.stage_run(sem, "train", cfg, run_name=title or f"{sem.name} · train · {run_name}", run_id=state.get("mlflow_run_id"),
-                            tags={TAG_RUN_NAME: run_name}) as tracked:
-        _write_state(state_dir, {"mlflow_run_id": tracked.run_id, "status": "running"})
-        tracked.log_params({f"plan.{k}": v for k, v in plan.as_dict().items() if k != "reasons"} | {"plan.reasons": "; ".join(plan.reasons)})
-        if not resume_from:
-            tracking.log_jsonl_dataset(sem.processed_dir / "train.jsonl", f"{sem.name}-train", "training")
 
-        model, tokenizer, peft_applied = _load(plan, base_dir, cfg)
-        train_rows, dropped = _fit_length(train_rows, tokenizer, cfg.pair_max_length)
-        if dropped:
-            console.print(f"  [yellow]{dropped} examples longer than {cfg.pair_max_length} tokens (training.max_length"
-                          f"{' + the retrieved passages' if cfg.retrieval.enabled else ''}) left out[/yellow]")
-        from opensem.train.callbacks import EvalStopCallback, KeepBestCallback, PreemptionCallback, TrackingCallback
-        from opensem.train.hf_backend import build_trainer
+def _fit(job: Job, tracked, should_stop) -> Fit:
+    """Load the model through the plan's backend, then train: the cpt phase (training.cpt_epochs)
+    and the pairs. A SIGTERM ends either phase after a checkpoint (Fit.preempted)."""
+    from opensem.train.callbacks import EvalStopCallback, KeepBestCallback, PreemptionCallback, TrackingCallback
+    from opensem.train.hf_backend import build_trainer
 
-        metrics_cb = TrackingCallback(tracked, plan.device)
-        preempt = PreemptionCallback()
-        stopper = EvalStopCallback(should_stop) if should_stop and eval_rows else None
-        keeper = KeepBestCallback(checkpoints / "best") if t.keep_best and eval_rows else None
-        callbacks = [metrics_cb, preempt] + [c for c in (stopper, keeper) if c]
-        stock_loss = plan.backend == "unsloth"
-        cpt, trainer = None, None
-        try:
-            # A resumed run's checkpoint already holds the adapter the cpt phase trained.
-            if t.cpt_epochs and not resume_from:
-                cpt = _continued_pretraining(model, tokenizer, sem, cfg, plan, checkpoints, tracked, preempt,
-                                             apply_lora=not peft_applied, stock_loss=stock_loss,
-                                             pairs=train_rows if t.cpt_mix_pairs else [])
-                model, peft_applied = cpt["model"], True
-            if not preempt.requested:
-                trainer = build_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, checkpoints, callbacks,
-                                        apply_lora=not peft_applied, stock_loss=stock_loss)
-                started = time.time()  # the pairs phase alone: tokens/s below is its own
-                result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        finally:
-            preempt.restore()
-        if trainer is None:  # SIGTERM arrived during the cpt phase
-            tracked.end_status = "KILLED"
-            console.print("[yellow]SIGTERM during continued pre-training: nothing to keep yet.[/yellow] "
-                          f"Run the same command (training.run_name={run_name}) to start again.")
-            return {"run_name": run_name, "status": "preempted", "step": 0}
-        seconds = time.time() - started
+    cfg, t, plan = job.cfg, job.cfg.training, job.plan
+    model, tokenizer, peft_applied = _load(plan, job.base_dir, cfg)
+    train_rows, dropped = _fit_length(job.train_rows, tokenizer, cfg.pair_max_length)
+    if dropped:
+        console.print(f"  [yellow]{dropped} examples longer than {cfg.pair_max_length} tokens (training.max_length"
+                      f"{' + the retrieved passages' if cfg.retrieval.enabled else ''}) left out[/yellow]")
+    metrics = TrackingCallback(tracked, plan.device)
+    preempt = PreemptionCallback()
+    stopper = EvalStopCallback(should_stop) if should_stop and job.eval_rows else None
+    keeper = KeepBestCallback(job.checkpoints / "best") if t.keep_best and job.eval_rows else None
+    callbacks = [metrics, preempt] + [c for c in (stopper, keeper) if c]
+    stock_loss = plan.backend == "unsloth"
+    cpt, trainer, result, started = None, None, None, time.time()
+    try:
+        # A resumed run's checkpoint already holds the adapter the cpt phase trained.
+        if t.cpt_epochs and not job.resume_from:
+            cpt = _continued_pretraining(model, tokenizer, job.sem, cfg, plan, job.checkpoints, tracked, preempt,
+                                         apply_lora=not peft_applied, stock_loss=stock_loss,
+                                         pairs=train_rows if cfg.experimental.cpt_mix_pairs else [])
+            model, peft_applied = cpt["model"], True
+        if not preempt.requested:
+            trainer = build_trainer(model, tokenizer, train_rows, job.eval_rows, cfg, plan, job.checkpoints, callbacks,
+                                    apply_lora=not peft_applied, stock_loss=stock_loss)
+            started = time.time()  # the pairs phase alone: tokens/s is its own
+            result = trainer.train(resume_from_checkpoint=str(job.resume_from) if job.resume_from else None)
+    finally:
+        preempt.restore()
+    return Fit(trainer, result, time.time() - started, cpt, tokenizer, dropped, metrics, keeper, stopper,
+               preempted=trainer is None or preempt.requested)
 
-        if preempt.requested:
-            tracked.end_status = "KILLED"
-            console.print(
-                f"[yellow]SIGTERM: stopped at step {trainer.state.global_step}, checkpoint saved in {checkpoints}.[/yellow] "
-                f"Run the same command (training.run_name={run_name}) to resume."
-            )
-            return {"run_name": run_name, "status": "preempted", "step": trainer.state.global_step}
 
-        if keeper:
-            keeper.restore(trainer.model)
-        trainer.save_model(str(out_dir))  # adapter_config.json, adapter_model.safetensors, tokenizer, chat template
-        tokenizer.save_pretrained(str(out_dir))
-        metadata = {
-            "sem": sem.name,
-            "run_name": run_name,
-            "mlflow_run_id": tracked.run_id,
-            "base_model": cfg.model.base,
-            "recipe": cfg.recipe,
-            "retrieval": retrieval_settings(cfg),  # open book: asked with passages
-            "base_model_path": _shown_path(base_dir, sem.root),
-            "backend": plan.backend,
-            "plan": plan.as_dict(),
-            "examples": len(train_rows),
-            "yes_no_repeats": repeated,
-            "dropped_too_long": dropped,
-            "global_step": trainer.state.global_step,
-            "train_loss": result.training_loss,
-            "eval_loss": keeper.best["eval_loss"] if keeper and keeper.best else _final_eval_loss(trainer) if eval_rows else None,
-            "kept_epoch": keeper.best["epoch"] if keeper and keeper.best else None,
-            "stopped_early_at_epoch": stopper.stopped_at_epoch if stopper else None,
-            "tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
-            "cpt": {k: v for k, v in cpt.items() if k != "model"} if cpt else None,
-            "train_seconds": round(seconds, 1),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "config_digest": cfg.digest(),
-        }
-        if metadata["kept_epoch"] is not None:
-            tracked.set_tags({TAG_KEPT_EPOCH: f"{metadata['kept_epoch']:g}"})
-        if metadata["stopped_early_at_epoch"] is not None:
-            tracked.set_tags({TAG_STOPPED_EARLY: f"after epoch {metadata['stopped_early_at_epoch']}"})
-        atomic_write_json(out_dir / "training_metadata.json", metadata)
-        atomic_write_text(out_dir / "resolved_config.yaml", cfg.to_yaml())
-        tracked.log_metrics({"train_loss_final": result.training_loss, "train_seconds": seconds}
-                            | ({"eval_loss_final": metadata["eval_loss"]} if metadata["eval_loss"] is not None else {}))
-        if metrics_cb.history:
-            _loss_curve(metrics_cb.history, out_dir / "loss_curve.png")
-            tracked.log_artifact(out_dir / "loss_curve.png", "training")
-        tracked.log_artifact(out_dir / "training_metadata.json", "training")
+def _report_preempted(job: Job, fit: Fit) -> dict:
+    again = f"Run the same command (training.run_name={job.run_name})"
+    if fit.trainer is None:
+        console.print(f"[yellow]SIGTERM during continued pre-training: nothing to keep yet.[/yellow] {again} to start again.")
+        return {"run_name": job.run_name, "status": "preempted", "step": 0}
+    step = fit.trainer.state.global_step
+    console.print(f"[yellow]SIGTERM: stopped at step {step}, checkpoint saved in {job.checkpoints}.[/yellow] {again} to resume.")
+    return {"run_name": job.run_name, "status": "preempted", "step": step}
 
-        if t.merge:
-            merge_adapter(out_dir, base_dir, plan, trainer.model, tokenizer)
 
-        from opensem.retrieval import for_sem
-        from opensem.train.pyfunc import log_adapter_model
+def _save_adapter(job: Job, fit: Fit, tracked) -> dict:
+    """The adapter (the best epoch's with keep_best), its tokenizer, metadata, resolved config
+    and loss curve in the adapter folder, and the run's final metrics."""
+    cfg, trainer, keeper, stopper = job.cfg, fit.trainer, fit.keeper, fit.stopper
+    if keeper:
+        keeper.restore(trainer.model)
+    trainer.save_model(str(job.out_dir))  # adapter_config.json, adapter_model.safetensors, tokenizer, chat template
+    fit.tokenizer.save_pretrained(str(job.out_dir))
+    metadata = {
+        "sem": job.sem.name,
+        "run_name": job.run_name,
+        "mlflow_run_id": tracked.run_id,
+        "base_model": cfg.model.base,
+        "recipe": cfg.recipe,
+        "retrieval": retrieval_settings(cfg),  # open book: asked with passages
+        "base_model_path": _shown_path(job.base_dir, job.sem.root),
+        "backend": job.plan.backend,
+        "plan": job.plan.as_dict(),
+        "examples": len(job.train_rows) - fit.dropped,
+        "yes_no_repeats": job.yes_no_repeats,
+        "dropped_too_long": fit.dropped,
+        "global_step": trainer.state.global_step,
+        "train_loss": fit.result.training_loss,
+        "eval_loss": keeper.best["eval_loss"] if keeper and keeper.best else _final_eval_loss(trainer) if job.eval_rows else None,
+        "kept_epoch": keeper.best["epoch"] if keeper and keeper.best else None,
+        "stopped_early_at_epoch": stopper.stopped_at_epoch if stopper else None,
+        "tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
+        "cpt": {k: v for k, v in fit.cpt.items() if k != "model"} if fit.cpt else None,
+        "train_seconds": round(fit.seconds, 1),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config_digest": cfg.digest(),
+    }
+    if metadata["kept_epoch"] is not None:
+        tracked.set_tags({TAG_KEPT_EPOCH: f"{metadata['kept_epoch']:g}"})
+    if metadata["stopped_early_at_epoch"] is not None:
+        tracked.set_tags({TAG_STOPPED_EARLY: f"after epoch {metadata['stopped_early_at_epoch']}"})
+    atomic_write_json(job.out_dir / "training_metadata.json", metadata)
+    atomic_write_text(job.out_dir / "resolved_config.yaml", cfg.to_yaml())
+    tracked.log_metrics({"train_loss_final": fit.result.training_loss, "train_seconds": fit.seconds}
+                        | ({"eval_loss_final": metadata["eval_loss"]} if metadata["eval_loss"] is not None else {}))
+    if fit.metrics.history:
+        _loss_curve(fit.metrics.history, job.out_dir / "loss_curve.png")
+        tracked.log_artifact(job.out_dir / "loss_curve.png", "training")
+    tracked.log_artifact(job.out_dir / "training_metadata.json", "training")
+    if cfg.training.merge:
+        merge_adapter(job.out_dir, job.base_dir, job.plan, trainer.model, fit.tokenizer)
+    return metadata
 
-        passages = None
-        if retriever := for_sem(sem, cfg, tokenizer):  # the served model answers from the same passages
-            retriever.save(passages := out_dir / "retrieval_passages.json")
-        info = log_adapter_model(
-            out_dir, cfg.model.base, cfg.model.system_prompt,
-            cfg.generation.max_new_tokens, cfg.generation.batch_size, cfg.generation.device, passages,
-        )
-        tracked.set_tags({TAG_MODEL_URI: info.model_uri})
-        _write_state(state_dir, {"mlflow_run_id": tracked.run_id, "status": "finished", "model_uri": info.model_uri})
 
+def _log_servable_model(job: Job, fit: Fit, tracked) -> str:
+    """The adapter as an MLflow pyfunc model (with the retrieval passages, open book, so the
+    served model answers from the same passages); returns its model URI."""
+    from opensem.retrieval import for_sem
+    from opensem.train.pyfunc import log_adapter_model
+
+    cfg, passages = job.cfg, None
+    if retriever := for_sem(job.sem, cfg, fit.tokenizer):
+        retriever.save(passages := job.out_dir / "retrieval_passages.json")
+    info = log_adapter_model(job.out_dir, cfg.model.base, cfg.model.system_prompt,
+                             cfg.generation.max_new_tokens, cfg.generation.batch_size, cfg.generation.device, passages)
+    tracked.set_tags({TAG_MODEL_URI: info.model_uri})
+    return info.model_uri
+
+
+def _report_trained(job: Job, metadata: dict, fit: Fit) -> None:
     console.print(
-        f"[green]trained[/green] {run_name}: {metadata['global_step']} steps"
+        f"[green]trained[/green] {job.run_name}: {metadata['global_step']} steps"
         + (f" (stopped early after epoch {metadata['stopped_early_at_epoch']})" if metadata["stopped_early_at_epoch"] is not None else "")
         + (f", kept epoch {metadata['kept_epoch']:g} (lowest held-out loss)" if metadata["kept_epoch"] is not None else "")
-        + f", loss {result.training_loss:.3f}, "
-        f"{metadata['tokens_seen'] / max(seconds, 1e-9):.0f} tokens/s -> {out_dir}"
+        + f", loss {fit.result.training_loss:.3f}, "
+        f"{metadata['tokens_seen'] / max(fit.seconds, 1e-9):.0f} tokens/s -> {job.out_dir}"
     )
-    return metadata | {"status": "finished", "adapter_dir": str(out_dir), "model_uri": info.model_uri}
 
 
 def _continued_pretraining(model, tokenizer, sem: Sem, cfg: Config, plan, checkpoints: Path, tracked, preempt,
                            apply_lora: bool, stock_loss: bool, pairs: list[dict]) -> dict:
     """Train the adapter on the documents themselves (every token) before the pairs, so the
     facts are seen as the text states them and not only through the forge's questions; `pairs`
-    (training.cpt_mix_pairs) are mixed in, one copy per pass. Returns the model with its adapter,
+    (experimental.cpt_mix_pairs) are mixed in, one copy per pass. Returns the model with its adapter,
     and what the phase did (also logged as cpt_* metrics)."""
     from opensem.train.callbacks import TrackingCallback
     from opensem.train.data import corpus_windows, pair_windows
@@ -206,13 +276,13 @@ def _continued_pretraining(model, tokenizer, sem: Sem, cfg: Config, plan, checkp
 
     t = cfg.training
     # Shuffled sentences: one copy of the corpus per pass, each in its own order, trained over once.
-    passes = math.ceil(t.cpt_epochs) if t.cpt_shuffle_sentences else 1
+    passes = math.ceil(t.cpt_epochs) if cfg.experimental.cpt_shuffle_sentences else 1
     windows = corpus_windows(sem.processed_dir / "corpus.jsonl", sem.name, tokenizer, t.max_length, passes=passes,
-                             shuffle_seed=t.seed if t.cpt_shuffle_sentences else None)
+                             shuffle_seed=t.seed if cfg.experimental.cpt_shuffle_sentences else None)
     corpus_size = len(windows) // passes
     windows += pair_windows(pairs, tokenizer) * passes  # the trainer's sampler mixes them with the windows
     console.print(f"  continued pre-training: {corpus_size} windows of <= {t.max_length} tokens, {t.cpt_epochs:g} epochs"
-                  + (", sentences shuffled within sections in each" if t.cpt_shuffle_sentences else "")
+                  + (", sentences shuffled within sections in each" if cfg.experimental.cpt_shuffle_sentences else "")
                   + (f", {len(pairs)} pairs mixed in" if pairs else ""))
     metrics = TrackingCallback(tracked, plan.device, prefix="cpt_")
     trainer = build_trainer(model, tokenizer, windows, [], cfg, plan, checkpoints / "cpt", [metrics, preempt],
