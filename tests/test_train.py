@@ -270,11 +270,10 @@ def test_example_bounds_split_a_padding_free_row_where_positions_restart():
 def test_the_fast_path_gives_the_plain_paths_loss_and_gradients(tiny, bundled_model_dir):
     """opensem's CPU speed-ups together (per-example attention on padding-free rows, the LM head
     only where labelled, compiled MLPs) against the plain path (stock sdpa over the row with its
-    block mask, stock loss, eager) on the same padding-free batch: the same loss and the same
-    LoRA gradients. A padded batch (attention mask, no restarts) takes stock sdpa and matches it
-    too."""
+    block mask, the model's own loss, eager) on the same padding-free batch: the same loss and
+    the same LoRA gradients. A padded batch (attention mask, no restarts) takes stock sdpa and
+    matches it too."""
     import torch
-    from trl import SFTTrainer
 
     from opensem.hardware import detect, plan
     from opensem.train.hf_backend import build_trainer, compile_mlps, prepare
@@ -282,8 +281,11 @@ def test_the_fast_path_gives_the_plain_paths_loss_and_gradients(tiny, bundled_mo
 
     def loss_and_grads(trainer, batch, fast: bool):
         trainer.model.zero_grad()
-        compute = trainer.compute_loss if fast else lambda m, b: SFTTrainer.compute_loss(trainer, m, b)
-        loss = compute(trainer.model, dict(batch))
+        if fast:
+            loss = trainer.compute_loss(trainer.model, dict(batch))
+        else:  # the model's own loss: the head over every position (TRL 1.15's stock loss needs a GPU)
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", "labels") if k in batch}
+            loss = trainer.model(**inputs, use_cache=False).loss
         loss.backward()
         return loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
 
