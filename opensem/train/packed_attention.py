@@ -4,8 +4,7 @@ A padding-free batch is every example of the batch laid end to end in one row, t
 by position ids that restart at 0. Stock `sdpa` handles that with one dense block-diagonal mask
 over the whole row: for 8 open-book examples of ~290 tokens it computes attention over 2,300 x
 2,300 positions, 8x the work of attending within each example, and without the causal shortcut.
-Profiled on 2 CPU cores that was half of a training step (docs/training.md, "Where a CPU step's
-time goes").
+Profiled on 2 CPU cores that was half of a training step (docs/measurements/train-speed.md).
 
 `sdpa_per_example` runs the same sdpa kernel once per example, causal, with no mask: the same
 numbers (a test checks it against stock sdpa), a fraction of the work. Anything that is not a
