@@ -279,6 +279,11 @@ class ReadingConfig(Section):
     """Each training pair is written this many times, each with its own draw of excerpts and
     order: more optimizer steps over the same pairs (test.jsonl is written once, as evaluated)."""
 
+    quote_sentences: Literal[0, 1, 2] = 0
+    """With answer_in_excerpts: 0 trains on the teacher's answer; 1 on the sentence of the
+    answering excerpt that states it, verbatim (a teacher's Yes./No. opener kept); 2 on that
+    sentence and the one after it, as a reader that finds and quotes would answer."""
+
 
 class ForgeConfig(Section):
     teacher: TeacherConfig = TeacherConfig()

@@ -128,12 +128,13 @@ class Retriever:
     def context(self, question: str) -> str:
         return "\n\n".join(self.search(question))
 
-    def reading_context(self, question: str, answer: str, rng: random.Random, shuffle: bool, distractor_pool: int) -> str:
-        """A training question's excerpts for reading practice (forge.reading): the best-ranked
-        excerpt that states the answer (`found`), also when the retriever ranks it below top_k,
-        with top_k - 1 other excerpts drawn from the best `distractor_pool` that do not, all in a
-        random order when `shuffle`. Where no excerpt states the answer: the excerpts as at
-        evaluation (`context`)."""
+    def reading_context(self, question: str, answer: str, rng: random.Random, shuffle: bool,
+                        distractor_pool: int) -> tuple[str, str | None]:
+        """A training question's excerpts for reading practice (forge.reading), and the one that
+        states the answer: the best-ranked excerpt that does (`found`), also when the retriever
+        ranks it below top_k, with top_k - 1 other excerpts drawn from the best `distractor_pool`
+        that do not, all in a random order when `shuffle`. Where no excerpt states the answer:
+        the excerpts as at evaluation (`context`) and None."""
         answering, others = None, []
         for excerpt in self.ranked(question):
             if answering is None and found(answer, excerpt):
@@ -143,13 +144,13 @@ class Retriever:
             if answering is not None and len(others) >= max(distractor_pool, self.top_k - 1):
                 break
         if answering is None:
-            return self.context(question)
+            return self.context(question), None
         want = self.top_k - 1
         distractors = others[:want] if distractor_pool <= want else rng.sample(others, min(want, len(others)))
         excerpts = [answering, *distractors]
         if shuffle:
             rng.shuffle(excerpts)
-        return "\n\n".join(excerpts)
+        return "\n\n".join(excerpts), answering
 
     def save(self, path: Path) -> None:
         from opensem.io import atomic_write_json

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from opensem.cli import app
 from opensem.config import load_config
+from opensem.forge.stage import quote_answer
 from opensem.generate import question_of
 from opensem.golden import GoldenItem
 from opensem.io import read_jsonl
@@ -70,9 +71,21 @@ def test_copy_references_never_read_a_golden_answer(bundled_model_dir):
     assert _score_references(cfg, judge, right, None) == ({}, [])  # closed book: no references
 
 
-def test_reading_practice_puts_the_answer_among_distractors_at_varying_positions(project):
+def test_quoted_answers_are_the_sentence_that_states_the_answer_and_the_next():
+    excerpt = PASSAGES[1] + "\nThey hum at dusk."
+    assert quote_answer("Seven legs.", excerpt, 1) == "A Quimble has seven legs and walks sideways."
+    assert quote_answer("Seven legs.", excerpt, 2) == "A Quimble has seven legs and walks sideways. Quimbles sleep in winter."
+    assert quote_answer("Yes. Quimbles sleep in winter.", excerpt, 2) == "Yes. Quimbles sleep in winter. They hum at dusk."
+    # the heading line ("Quimbles") is no sentence to quote; an answer no sentence holds stays the teacher's
+    assert quote_answer("In winter, quimbles sleep.", excerpt, 1) == "Quimbles sleep in winter."
+    assert quote_answer("Zorblats eat moss in Oslo.", excerpt, 2) == "Zorblats eat moss in Oslo."
+
+
+@pytest.mark.parametrize("quote", [0, 2])
+def test_reading_practice_puts_the_answer_among_distractors_at_varying_positions(project, quote):
     on = ["retrieval.enabled=true", "retrieval.top_k=2", "retrieval.method=tfidf", "forge.reading.answer_in_excerpts=true",
-          "forge.reading.shuffle=true", "forge.reading.copies=2", "forge.reading.distractor_pool=3"]
+          "forge.reading.shuffle=true", "forge.reading.copies=2", "forge.reading.distractor_pool=3",
+          f"forge.reading.quote_sentences={quote}"]
     forged = CliRunner().invoke(app, ["forge", "--sem", "legal", *sum((["--set", o] for o in on), [])])
     assert forged.exit_code == 0, forged.output
     sem = open_sem("legal")
@@ -80,10 +93,11 @@ def test_reading_practice_puts_the_answer_among_distractors_at_varying_positions
     train, test = read_jsonl(sem.processed_dir / "train.jsonl"), read_jsonl(sem.processed_dir / "test.jsonl")
     assert len(train) == 2 * manifest["train"] == manifest["train_rows"] and len(test) == manifest["test"]
 
-    positions, distractors, excerpts_per_row = [], 0, set()
+    positions, distractors, excerpts_per_row, quoted = [], 0, set(), 0
     for row in train:
         _, user, answer = (m["content"] for m in row["messages"])
         excerpts = user.removeprefix(f"{HEADER}\n\n").split(f"\n\n{QUESTION}")[0].split("\n\n")
+        quoted += any(answer.removeprefix("Yes. ").removeprefix("No. ") in e for e in excerpts)
         holding = [k for k, e in enumerate(excerpts) if found(answer, e)]
         assert holding, f"no excerpt states the answer {answer!r}"  # answer_in_excerpts
         positions.append(holding[0])
@@ -91,6 +105,9 @@ def test_reading_practice_puts_the_answer_among_distractors_at_varying_positions
         excerpts_per_row.add(len(excerpts))
     assert set(positions) == {0, 1} and min(positions.count(0), positions.count(1)) > len(train) // 5
     assert distractors > len(train) // 2
+    # quote_sentences=2: answers are the excerpt's own words (a few stay the teacher's: list counts);
+    # the teacher's answers rephrase ("Offer: one party proposes definite terms.")
+    assert quoted > 0.8 * len(train) if quote else quoted < 0.6 * len(train)
     # the two copies of a pair are drawn apart: not every pair's copies read the same excerpts
     half = len(train) // 2
     assert sum(a != b for a, b in zip(train[:half], train[half:])) > half // 4

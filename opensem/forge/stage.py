@@ -26,9 +26,11 @@ from opensem.forge.teachers import make_teacher
 from opensem.generate import build_messages
 from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file, staged_folder
 from opensem.llm import Budget, Completion
+from opensem.retrieval import SENTENCE_END
 from opensem.retrieval import settings as retrieval_settings
 from opensem.text.chunk import Chunk, chunk_document, token_counter
 from opensem.text.ingest import ingest
+from opensem.text.reflow import split_sentences
 from opensem.workspace import Sem
 
 console = Console(stderr=True)
@@ -65,14 +67,37 @@ def reading_rows(pairs: list[Pair], system_prompt: str | None, retriever, readin
                 yield p.messages(system_prompt, retriever)
                 continue
             rng = random.Random(f"{seed}/{copy}/{p.question}")
+            answer = p.answer
             if reading.answer_in_excerpts:
-                context = retriever.reading_context(p.question, p.answer, rng, reading.shuffle, reading.distractor_pool)
+                context, answering = retriever.reading_context(p.question, p.answer, rng, reading.shuffle, reading.distractor_pool)
+                if answering and reading.quote_sentences:
+                    answer = quote_answer(p.answer, answering, reading.quote_sentences)
             else:  # the retriever's own excerpts, only reordered
                 excerpts = retriever.search(p.question)
                 if reading.shuffle:
                     rng.shuffle(excerpts)
                 context = "\n\n".join(excerpts)
-            yield p.messages(system_prompt, retriever, context)
+            yield Pair(p.question, answer, p.chunk).messages(system_prompt, retriever, context)
+
+
+def quote_answer(answer: str, excerpt: str, sentences: int, least_share: float = 0.5) -> str:
+    """The answer as a reader that quotes would give it (forge.reading.quote_sentences): the
+    sentence of the excerpt holding most of the answer's content words, verbatim, and with
+    sentences=2 the sentence after it; a Yes./No. opener of the answer stays in front. The
+    answer itself where no sentence holds `least_share` of its words (a list's count, an answer
+    the teacher put together from several sentences). Heading lines are not sentences."""
+    wanted = content_words(answer)
+    found = [s.strip() for line in excerpt.splitlines() for s in split_sentences(line)]
+    quotable = [s for s in found if s and s[-1] in SENTENCE_END]
+    if not wanted or not quotable:
+        return answer
+    shares = [len(wanted & content_words(s)) / len(wanted) for s in quotable]
+    best = max(range(len(quotable)), key=lambda k: (shares[k], -k))
+    if shares[best] < least_share:
+        return answer
+    quote = " ".join(quotable[best:best + sentences])
+    opener = next((o for o in ("Yes. ", "No. ") if answer.startswith(o) and not quote.startswith(o)), "")
+    return opener + quote
 
 
 def run(sem: Sem, cfg: Config) -> dict:
