@@ -121,10 +121,13 @@ def mlflow_ui() -> str:
 
 
 def run_link(run_id: str) -> str:
-    """The run's page in the MLflow UI (the experiment id looked up from the run)."""
+    """The run's page in the MLflow UI (the experiment id looked up from the run), in the UI's
+    "Model training" layout: its default GenAI layout has an "Evaluation runs" page that counts
+    every run that logs no model (forge, promote, report, the pipeline) as an evaluation."""
     import mlflow
 
-    return f"{mlflow_ui()}/#/experiments/{mlflow.get_run(run_id).info.experiment_id}/runs/{run_id}"
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    return f"{mlflow_ui()}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def _score_plot(scores: dict, path: Path) -> None:

@@ -14,6 +14,7 @@ TAG_BASE_MODEL = "opensem.base_model"
 TAG_PROCESS = "opensem.process"  # host:pid of the process that runs it, to close it if that process dies
 TAG_WANDB_RUN = "wandb.run_id"  # the mirrored W&B run
 NOTE = "mlflow.note.content"  # what MLflow's UI shows as a run's or an experiment's description
+EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow's name for what an experiment is: ours fine-tune
 
 # baseline and evaluate runs (opensem/judge/evaluate.py): a baseline and an evaluation compare
 # only when the five of COMPARABLE agree

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from opensem.config import Config
 from opensem.errors import OpenSEMError
-from opensem.tags import NOTE, TAG_BASE_MODEL, TAG_CONFIG_DIGEST, TAG_PROCESS, TAG_SEM, TAG_STAGE, TAG_WANDB_RUN
+from opensem.tags import EXPERIMENT_KIND, NOTE, TAG_BASE_MODEL, TAG_CONFIG_DIGEST, TAG_PROCESS, TAG_SEM, TAG_STAGE, TAG_WANDB_RUN
 from opensem.workspace import Sem
 
 
@@ -177,8 +177,11 @@ def _describe_experiment(experiment_id: str, sem: Sem, cfg: Config) -> None:
             f"`evals/{sem.name}/golden_set.json`, judged by {judge}, base `{cfg.model.base}`, {book}. "
             f"Runs are named `<sem> · <stage>`; `opensem report --sem {sem.name}` writes the comparison.")
     client = mlflow.MlflowClient()
-    if client.get_experiment(experiment_id).tags.get(NOTE) != text:
+    tags = client.get_experiment(experiment_id).tags
+    if tags.get(NOTE) != text:
         client.set_experiment_tag(experiment_id, NOTE, text)
+    if EXPERIMENT_KIND not in tags:  # a kind a user chose in the UI stays
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, "finetuning")
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -102,6 +102,21 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     assert {m.key for m in judged.metrics} >= {"key_fact_recall", "mean_score"}
     experiment = mlflow.get_experiment_by_name("opensem-widgets")
     assert "golden set `evals/widgets/golden_set.json`" in experiment.tags["mlflow.note.content"]
+    assert experiment.tags["mlflow.experimentKind"] == "finetuning"
+    # each judged question is a trace of its evaluation, with the key-fact check and the judge's
+    # verdict as assessments: the same numbers as the evaluation's own table
+    from opensem.judge.evaluate import load_rows
+
+    for stage in ("baseline", "evaluate"):
+        run = stage_runs(stage)[0]
+        rows = {row["id"]: row for row in load_rows(run.info.run_id)}
+        traces = mlflow.search_traces(run_id=run.info.run_id, locations=[run.info.experiment_id], max_results=1000, return_type="list")
+        assert len(traces) == len(rows) > 0, stage
+        for trace in traces:
+            assessed = {a.name: a for a in trace.info.assessments}
+            row = rows[assessed["golden_id"].value]
+            assert assessed["key_facts_stated"].value == row["key_fact_recall"] and assessed["judge_score"].value == row["score"]
+        assert run.data.metrics["key_facts_stated/mean"] == pytest.approx(run.data.metrics["key_fact_recall"])
 
     # a new training config: forge is skipped, the baseline is reused, training and what follows run again
     # (this time with a pass over the documents first, which the report describes)
@@ -135,7 +150,7 @@ def test_pipeline_resumes_after_a_failed_stage_and_locks_the_baseline(widgets, m
     assert len(page.images) == 2 and all(src.startswith("data:image/png;base64,") for src in page.images)
     for stage in ("train", "baseline", "evaluate", "promote"):  # lineage: each run a link to its page in the MLflow UI
         run = stage_runs(stage)[0]  # the newest: the report shows the latest evaluation and what it judged
-        link = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        link = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
         assert link in page.links and f"]({link})" in (widgets.reports_dir / "report.md").read_text(), stage
     markdown = (widgets.reports_dir / "report.md").read_text()
     assert "Version 2" in html and markdown.startswith("# OpenSEM report: widgets")
