@@ -128,11 +128,14 @@ def test_an_open_book_baseline_is_never_compared_with_a_closed_book_adapter(proj
 
 
 def test_open_book_forge_writes_pairs_asked_with_the_passages_found_for_their_question(project):
-    on = ["--set", "retrieval.enabled=true", "--set", "retrieval.top_k=2"]
+    # without reading practice (the shipped default has it: test_references.py), as at evaluation
+    settings_ = ["retrieval.enabled=true", "retrieval.top_k=2", "forge.reading.answer_in_excerpts=false",
+                 "forge.reading.shuffle=false", "forge.reading.quote_sentences=0"]
+    on = sum((["--set", s] for s in settings_), [])
     forged = CliRunner().invoke(app, ["forge", "--sem", "legal", *on])
     assert forged.exit_code == 0 and "open book" in forged.output
     sem = open_sem("legal")
-    cfg = load_config(project, "legal", ["retrieval.enabled=true", "retrieval.top_k=2"])
+    cfg = load_config(project, "legal", settings_)
     from transformers import AutoTokenizer
 
     from opensem.models import resolve_base_model
