@@ -114,11 +114,8 @@ class Retriever:
         ranks highest, verbatim and best first: what a reader that only copies would answer (the
         copy references, judge/references.py). Heading lines (no closing punctuation) are not
         sentences to copy; a sentence shown in two excerpts counts once."""
-        from opensem.text.reflow import split_sentences
-
-        found = [s.strip() for passage in self.search(question) for line in passage.splitlines()
-                 for s in split_sentences(line)]
-        sentences = list(dict.fromkeys(s for s in found if s and s[-1] in SENTENCE_END)) or list(dict.fromkeys(s for s in found if s))
+        found = [s for passage in self.search(question) for s in excerpt_sentences(passage)]
+        sentences = list(dict.fromkeys(s for s in found if s[-1] in SENTENCE_END)) or list(dict.fromkeys(found))
         if not sentences:
             return []
         embedded = self._embedder.encode(sentences) if self.method == "hybrid" else None
@@ -189,6 +186,14 @@ def recorded(settings_: dict | None) -> dict | None:
     """Settings as recorded by a forge, adapter or baseline; those written before
     `retrieval.method` existed ranked by TF-IDF."""
     return {"method": "tfidf", **settings_} if settings_ else None
+
+
+def excerpt_sentences(excerpt: str) -> list[str]:
+    """An excerpt's sentences in order, line by line (a heading line is one, without closing
+    punctuation): what the copy references and reading practice's quoted answers quote from."""
+    from opensem.text.reflow import split_sentences
+
+    return [s.strip() for line in excerpt.splitlines() for s in split_sentences(line) if s.strip()]
 
 
 def found(answer: str, context: str, share: float = 0.8) -> bool:

@@ -76,8 +76,10 @@ def test_quoted_answers_are_the_sentence_that_states_the_answer_and_the_next():
     assert quote_answer("Seven legs.", excerpt, 1) == "A Quimble has seven legs and walks sideways."
     assert quote_answer("Seven legs.", excerpt, 2) == "A Quimble has seven legs and walks sideways. Quimbles sleep in winter."
     assert quote_answer("Yes. Quimbles sleep in winter.", excerpt, 2) == "Yes. Quimbles sleep in winter. They hum at dusk."
-    # the heading line ("Quimbles") is no sentence to quote; an answer no sentence holds stays the teacher's
+    # the heading line ("Quimbles") is no sentence to quote, though it holds all of this answer's words
+    assert quote_answer("Quimbles.", excerpt, 1) == "A Quimble has seven legs and walks sideways."
     assert quote_answer("In winter, quimbles sleep.", excerpt, 1) == "Quimbles sleep in winter."
+    # an answer no sentence holds stays the teacher's
     assert quote_answer("Zorblats eat moss in Oslo.", excerpt, 2) == "Zorblats eat moss in Oslo."
 
 

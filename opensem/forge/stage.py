@@ -26,11 +26,10 @@ from opensem.forge.teachers import make_teacher
 from opensem.generate import build_messages
 from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file, staged_folder
 from opensem.llm import Budget, Completion
-from opensem.retrieval import SENTENCE_END
+from opensem.retrieval import SENTENCE_END, excerpt_sentences
 from opensem.retrieval import settings as retrieval_settings
 from opensem.text.chunk import Chunk, chunk_document, token_counter
 from opensem.text.ingest import ingest
-from opensem.text.reflow import split_sentences
 from opensem.workspace import Sem
 
 console = Console(stderr=True)
@@ -87,8 +86,7 @@ def quote_answer(answer: str, excerpt: str, sentences: int, least_share: float =
     answer itself where no sentence holds `least_share` of its words (a list's count, an answer
     the teacher put together from several sentences). Heading lines are not sentences."""
     wanted = content_words(answer)
-    found = [s.strip() for line in excerpt.splitlines() for s in split_sentences(line)]
-    quotable = [s for s in found if s and s[-1] in SENTENCE_END]
+    quotable = [s for s in excerpt_sentences(excerpt) if s[-1] in SENTENCE_END]
     if not wanted or not quotable:
         return answer
     shares = [len(wanted & content_words(s)) / len(wanted) for s in quotable]
