@@ -372,9 +372,9 @@ class RetrievalConfig(Section):
     forge's training pairs - is asked with the top_k passages of the SEM's documents that best
     match it (`method`) before it in the user turn, so the adapter learns to answer from them. The
     baseline reads the same passages: the gain the gate judges is the fine-tune's alone
-    (opensem/retrieval.py). Changing it needs a new forge, baseline and adapter. Off here; the
-    bundled model's CPU recipe turns it on, chosen on the real corpora's dev sets (README, Real
-    corpora)."""
+    (opensem/retrieval.py). Changing it needs a new forge, baseline and adapter. Off here;
+    configs/defaults.yaml turns it on for every recipe, chosen on the real corpora's dev sets
+    (README, Real corpora)."""
 
     top_k: int = Field(2, gt=0)
     """Passages given with each question."""
@@ -396,6 +396,12 @@ class RetrievalConfig(Section):
 
     window: int = Field(1, ge=0)
     """With unit sentence: the sentences shown either side of each sentence found."""
+
+    lead_sentence: bool = False
+    """Under the excerpts, on a line of its own, the sentence of them the retriever ranks first
+    (what the copy-top1 reference answers with), for every model and training pair alike: the
+    reader checks it against the excerpts and quotes on from where it stands, or finds the answer
+    elsewhere where the pick is wrong (docs/measurements/reading.md)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,9 +659,11 @@ class Config(Section):
     @property
     def pair_max_length(self) -> int:
         """Longest training pair in tokens: training.max_length, plus room for the excerpts
-        when retrieval is on (the cpt phase's windows stay at training.max_length)."""
+        when retrieval is on, and for the lead sentence (at most a passage) when it is shown (the
+        cpt phase's windows stay at training.max_length)."""
         r = self.retrieval
-        return self.training.max_length + (r.top_k * r.passage_tokens if r.enabled else 0)
+        shown = r.top_k + (1 if r.lead_sentence else 0)
+        return self.training.max_length + (shown * r.passage_tokens if r.enabled else 0)
 
     def digest(self) -> str:
         """Short stable hash of the resolved config, tagged on every run."""

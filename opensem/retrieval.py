@@ -18,6 +18,11 @@ Units (`retrieval.unit`): `chunk` ranks and shows the documents cut into passage
 of the top_k with `retrieval.window` sentences of its section either side: the sentence that
 matches best stands in the middle of the first excerpt instead of somewhere in 256 tokens, and a
 sentence already shown in a better excerpt is not shown again.
+
+Lead sentence (`retrieval.lead_sentence`): under the excerpts, on a line of its own, the sentence
+of those excerpts the retriever ranks first (what `copy-top1` answers with). The reader still has
+to check it against the excerpts, find where it stands and say what follows it; where the
+retriever's pick is wrong, the answer is elsewhere in the excerpts.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from opensem.errors import OpenSEMError
 # (one run each, the dev set, before any training; the stronger baseline is the one to beat)
 HEADER = "Answer from these excerpts of the documents."
 QUESTION = "Question: "
+LEAD = "Best-matching sentence: "
 
 
 # reciprocal rank fusion (Cormack, Clarke and Buettcher, 2009): a passage scores the sum over the
@@ -53,7 +59,7 @@ class Retriever:
     ([section, sentence, first, last]) so that a sentence already shown is not shown twice."""
 
     def __init__(self, passages: list[str], top_k: int, method: str = "tfidf",
-                 shown: list[str] | None = None, spans: list[list[int]] | None = None):
+                 shown: list[str] | None = None, spans: list[list[int]] | None = None, lead: bool = False):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         if not passages:
@@ -61,7 +67,7 @@ class Retriever:
         if method not in METHODS:
             raise OpenSEMError(f"retrieval.method {method!r} is not one of {', '.join(METHODS)}")
         self.passages, self.top_k, self.method = passages, top_k, method
-        self.shown, self.spans = shown or passages, spans
+        self.shown, self.spans, self.lead = shown or passages, spans, lead
         # sublinear tf: a word repeated in one long passage should not outrank a rarer exact match;
         # bigrams let "primary key" or "build target" count as a phrase
         self._vectorizer = TfidfVectorizer(sublinear_tf=True, stop_words="english", ngram_range=(1, 2))
@@ -109,12 +115,12 @@ class Retriever:
         """The top_k passages, best first."""
         return list(islice(self.ranked(question), self.top_k))
 
-    def top_sentences(self, question: str, n: int) -> list[str]:
-        """The n sentences of the excerpts `search` shows for the question that this retriever
-        ranks highest, verbatim and best first: what a reader that only copies would answer (the
-        copy references, judge/references.py). Heading lines (no closing punctuation) are not
-        sentences to copy; a sentence shown in two excerpts counts once."""
-        found = [s for passage in self.search(question) for s in excerpt_sentences(passage)]
+    def top_sentences(self, question: str, n: int, excerpts: list[str] | None = None) -> list[str]:
+        """The n sentences of the excerpts `search` shows for the question (or of `excerpts`) that
+        this retriever ranks highest, verbatim and best first: what a reader that only copies
+        would answer (the copy references, judge/references.py). Heading lines (no closing
+        punctuation) are not sentences to copy; a sentence shown in two excerpts counts once."""
+        found = [s for passage in (excerpts or self.search(question)) for s in excerpt_sentences(passage)]
         sentences = list(dict.fromkeys(s for s in found if s[-1] in SENTENCE_END)) or list(dict.fromkeys(found))
         if not sentences:
             return []
@@ -122,8 +128,15 @@ class Retriever:
         ranking = self._rank(question, self._vectorizer.transform(sentences), embedded)
         return [sentences[j] for j in ranking[:n]]
 
+    def shown_text(self, question: str, excerpts: list[str]) -> str:
+        """The excerpts as the model reads them: one after another, and with `lead` the top-ranked
+        sentence among them on a line of its own below."""
+        text = "\n\n".join(excerpts)
+        top = self.top_sentences(question, 1, excerpts) if self.lead and excerpts else []
+        return f"{text}\n\n{LEAD}{top[0]}" if top else text
+
     def context(self, question: str) -> str:
-        return "\n\n".join(self.search(question))
+        return self.shown_text(question, self.search(question))
 
     def reading_context(self, question: str, answer: str, rng: random.Random, shuffle: bool,
                         distractor_pool: int) -> tuple[str, str | None]:
@@ -147,28 +160,32 @@ class Retriever:
         excerpts = [answering, *distractors]
         if shuffle:
             rng.shuffle(excerpts)
-        return "\n\n".join(excerpts), answering
+        return self.shown_text(question, excerpts), answering
 
     def save(self, path: Path) -> None:
         from opensem.io import atomic_write_json
 
         extra = {"shown": self.shown, "spans": self.spans} if self.spans is not None else {}
-        atomic_write_json(path, {"top_k": self.top_k, "method": self.method, "passages": self.passages, **extra})
+        atomic_write_json(path, {"top_k": self.top_k, "method": self.method, "lead": self.lead, "passages": self.passages, **extra})
 
     @classmethod
     def load(cls, path: Path) -> Retriever:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        # files before `method` ranked by TF-IDF; files without `spans` hold chunks
-        return cls(data["passages"], int(data["top_k"]), data.get("method", "tfidf"), data.get("shown"), data.get("spans"))
+        # files before `method` ranked by TF-IDF; files without `spans` hold chunks; without
+        # `lead`, no lead sentence
+        return cls(data["passages"], int(data["top_k"]), data.get("method", "tfidf"), data.get("shown"), data.get("spans"),
+                   bool(data.get("lead", False)))
 
 
 def settings(cfg) -> dict | None:
     """The retrieval settings to record and compare (None: closed book). Chunk units leave out
-    `unit` and `window` (which only sentence units read), so what was recorded before they
-    existed still compares equal."""
+    `unit` and `window` (which only sentence units read), and `lead_sentence` is left out when
+    off, so what was recorded before they existed still compares equal."""
     if not cfg.retrieval.enabled:
         return None
     dumped = cfg.retrieval.model_dump()
+    if not dumped["lead_sentence"]:
+        del dumped["lead_sentence"]
     return dumped if dumped["unit"] == "sentence" else {k: v for k, v in dumped.items() if k not in ("unit", "window")}
 
 
@@ -256,5 +273,5 @@ def for_sem(sem, cfg, tokenizer) -> Retriever | None:
     count = token_counter(tokenizer)
     if r.unit == "sentence":
         ranked, shown, spans = sentence_windows(sem.raw_dir, count, r.passage_tokens, r.window)
-        return Retriever(ranked, r.top_k, r.method, shown, spans)
-    return Retriever(passages(sem.raw_dir, count, r.passage_tokens), r.top_k, r.method)
+        return Retriever(ranked, r.top_k, r.method, shown, spans, r.lead_sentence)
+    return Retriever(passages(sem.raw_dir, count, r.passage_tokens), r.top_k, r.method, lead=r.lead_sentence)

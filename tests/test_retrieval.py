@@ -151,7 +151,7 @@ def test_open_book_forge_writes_pairs_asked_with_the_passages_found_for_their_qu
     manifest = json.loads((sem.processed_dir / "manifest.json").read_text())
     held = [found(a, retriever.context(question_of(q))) for q, a in ((r["messages"][1]["content"], r["messages"][2]["content"]) for r in rows)]
     assert manifest["answer_in_passages"] == round(sum(held) / len(held), 3) and manifest["answer_in_passages"] > 0.6
-    assert manifest["retrieval"] == settings(cfg) == {k: v for k, v in cfg.retrieval.model_dump().items() if k not in ("unit", "window")}
+    assert manifest["retrieval"] == settings(cfg) == {k: v for k, v in cfg.retrieval.model_dump().items() if k not in ("unit", "window", "lead_sentence")}
     assert not found("Frobnits live in Oslo.", rows[0]["messages"][1]["content"])
 
     # training asked another way than the forge wrote is refused, before any model loads
