@@ -15,7 +15,7 @@ from opensem.cli import app
 from opensem.config import load_config
 from opensem.generate import build_messages, question_of
 from opensem.io import read_jsonl
-from opensem.retrieval import HEADER, QUESTION, Retriever, found, settings
+from opensem.retrieval import HEADER, LEAD, QUESTION, Retriever, found, settings
 from opensem.workspace import open_sem
 
 pytestmark = pytest.mark.usefixtures("bundled_model_dir")
@@ -114,6 +114,37 @@ def test_saved_passages_load_into_the_same_ranking(tmp_path):
     # a passages file written before `method` existed ranks by TF-IDF, as it was written
     (tmp_path / "old.json").write_text(json.dumps({"top_k": 1, "passages": MEANING}))
     assert Retriever.load(tmp_path / "old.json").method == "tfidf"
+
+
+def test_the_lead_sentence_is_the_top_ranked_sentence_of_the_excerpts_shown(tmp_path):
+    import random
+
+    question = "How many legs does a Quimble have?"
+    plain, lead = Retriever(PASSAGES, top_k=2), Retriever(PASSAGES, top_k=2, lead=True)
+    assert LEAD not in plain.context(question)
+    excerpts, shown = lead.context(question).rsplit(f"\n\n{LEAD}", 1)
+    assert excerpts == plain.context(question)  # the excerpts as without it, the line under them
+    assert shown == lead.top_sentences(question, 1)[0] == "A Quimble has seven legs and walks sideways."
+    assert question_of(build_messages(question, None, lead.context(question))[0]["content"]) == question
+    # reading practice: the lead is ranked among the excerpts the row shows, whatever their order
+    for seed in range(4):
+        text, answering = lead.reading_context("Where do Frobnits live?", "Frobnits live in Oslo.", random.Random(seed), True, 2)
+        assert answering == PASSAGES[2] and text.endswith(f"\n\n{LEAD}Frobnits live in Oslo, where the winters are long.")
+    # saved with the retriever (the served model reads it); files from before it: no lead
+    lead.save(tmp_path / "lead.json")
+    assert Retriever.load(tmp_path / "lead.json").context(question) == lead.context(question)
+    (tmp_path / "old.json").write_text(json.dumps({"top_k": 2, "passages": PASSAGES}))
+    assert Retriever.load(tmp_path / "old.json").context(question) == plain.context(question)
+
+
+def test_the_lead_sentence_asks_models_differently_and_has_room_in_a_training_pair(project):
+    from opensem.judge.evaluate import prompt_digest
+
+    opened = load_config(project, "legal", ["retrieval.enabled=true"])
+    led = load_config(project, "legal", ["retrieval.enabled=true", "retrieval.lead_sentence=true"])
+    assert prompt_digest(led) != prompt_digest(opened)  # a baseline asked without it is not reused
+    assert "lead_sentence" not in settings(opened) and settings(led)["lead_sentence"] is True
+    assert led.pair_max_length == opened.pair_max_length + led.retrieval.passage_tokens
 
 
 def test_an_open_book_baseline_is_never_compared_with_a_closed_book_adapter(project):
