@@ -284,6 +284,11 @@ class ReadingConfig(Section):
     answering excerpt that states it, verbatim (a teacher's Yes./No. opener kept); 2 on that
     sentence and the one after it, as a reader that finds and quotes would answer."""
 
+    join_opener: bool = False
+    """With quote_sentences: a Yes./No. opener joins the quote with a comma ("No, the clean
+    target does not ...") instead of standing as a sentence of its own, so that an opener and two
+    quoted sentences make an answer of two sentences, not three (the target's "at most two")."""
+
 
 class ForgeConfig(Section):
     teacher: TeacherConfig = TeacherConfig()

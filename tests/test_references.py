@@ -76,6 +76,15 @@ def test_quoted_answers_are_the_sentence_that_states_the_answer_and_the_next():
     assert quote_answer("Seven legs.", excerpt, 1) == "A Quimble has seven legs and walks sideways."
     assert quote_answer("Seven legs.", excerpt, 2) == "A Quimble has seven legs and walks sideways. Quimbles sleep in winter."
     assert quote_answer("Yes. Quimbles sleep in winter.", excerpt, 2) == "Yes. Quimbles sleep in winter. They hum at dusk."
+    # join_opener: the opener joins the quote with a comma (two sentences, not three); a function
+    # word loses its capital, a name keeps it
+    assert quote_answer("Yes. Quimbles sleep in winter.", excerpt, 2, join_opener=True) == "Yes, Quimbles sleep in winter. They hum at dusk."
+    assert quote_answer("No. A Quimble has seven legs.", excerpt, 2, join_opener=True) == \
+        "No, a Quimble has seven legs and walks sideways. Quimbles sleep in winter."
+    from opensem.text.reflow import split_sentences
+
+    assert len(split_sentences(quote_answer("No. A Quimble has seven legs.", excerpt, 2, join_opener=True))) == 2
+    assert len(split_sentences(quote_answer("No. A Quimble has seven legs.", excerpt, 2))) == 3
     # the heading line ("Quimbles") is no sentence to quote, though it holds all of this answer's words
     assert quote_answer("Quimbles.", excerpt, 1) == "A Quimble has seven legs and walks sideways."
     assert quote_answer("In winter, quimbles sleep.", excerpt, 1) == "Quimbles sleep in winter."

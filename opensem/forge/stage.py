@@ -30,6 +30,7 @@ from opensem.retrieval import SENTENCE_END, excerpt_sentences
 from opensem.retrieval import settings as retrieval_settings
 from opensem.text.chunk import Chunk, chunk_document, token_counter
 from opensem.text.ingest import ingest
+from opensem.text.words import STOPWORDS
 from opensem.workspace import Sem
 
 console = Console(stderr=True)
@@ -70,7 +71,7 @@ def reading_rows(pairs: list[Pair], system_prompt: str | None, retriever, readin
             if reading.answer_in_excerpts:
                 context, answering = retriever.reading_context(p.question, p.answer, rng, reading.shuffle, reading.distractor_pool)
                 if answering and reading.quote_sentences:
-                    answer = quote_answer(p.answer, answering, reading.quote_sentences)
+                    answer = quote_answer(p.answer, answering, reading.quote_sentences, join_opener=reading.join_opener)
             else:  # the retriever's own excerpts, only reordered
                 excerpts = retriever.search(p.question)
                 if reading.shuffle:
@@ -79,7 +80,7 @@ def reading_rows(pairs: list[Pair], system_prompt: str | None, retriever, readin
             yield Pair(p.question, answer, p.chunk).messages(system_prompt, retriever, context)
 
 
-def quote_answer(answer: str, excerpt: str, sentences: int, least_share: float = 0.5) -> str:
+def quote_answer(answer: str, excerpt: str, sentences: int, least_share: float = 0.5, join_opener: bool = False) -> str:
     """The answer as a reader that quotes would give it (forge.reading.quote_sentences): the
     sentence of the excerpt holding most of the answer's content words, verbatim, and with
     sentences=2 the sentence after it; a Yes./No. opener of the answer stays in front. The
@@ -95,6 +96,9 @@ def quote_answer(answer: str, excerpt: str, sentences: int, least_share: float =
         return answer
     quote = " ".join(quotable[best:best + sentences])
     opener = next((o for o in ("Yes. ", "No. ") if answer.startswith(o) and not quote.startswith(o)), "")
+    if opener and join_opener:  # "No, the clean target ...": a function word loses its capital, a name keeps it
+        first, _, rest = quote.partition(" ")
+        return f"{opener[:-2]}, {first.lower() if first.lower() in STOPWORDS else first} {rest}".rstrip()
     return opener + quote
 
 
