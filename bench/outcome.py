@@ -50,7 +50,7 @@ TARGET_OVER_BASE = 15  # points of key-fact accuracy over the open-book base
 TARGET_OVER_COPY = 5  # points over copy-top1
 TARGET_SHORT = 0.95  # share of answers of at most two sentences
 HEADER = ("| SEM | seed | key-fact accuracy: base -> tuned | copy-top1, copy-top2 | gain (95% CI) | answer chars: tuned, copy-top2 | controls: shuffled pass, echo mean | pairs per KB "
-          "| facts taught: golden, dev | held-out loss | dev key-fact accuracy, gain; dev copy-top1; training answers reproduced; taught items | answers: complete, <= 2 sentences "
+          "| facts taught: golden, dev | held-out loss | dev key-fact accuracy, gain; dev copy-top1; dev answers <= 2 sentences; training answers reproduced; taught items | answers: complete, <= 2 sentences "
           "| gate | minutes | target |")
 
 
@@ -228,6 +228,8 @@ def _row(r: dict) -> str:
                 if dev else (f"failed: {r['dev_error']}" if r.get("dev_error") else "no dev set"))
     if dev and "copy_top1_recall" in dev:
         dev_cell += f"; copy-top1 {dev['copy_top1_recall']:.0%}"
+    if dev and dev.get("format"):
+        dev_cell += f"; <= 2 sentences {dev['format']['tuned']['short_answer_share']:.0%}"
     if dev and dev.get("fit"):
         dev_cell += f"; {dev['fit']['base_reproduced']} -> {dev['fit']['tuned_reproduced']} of {dev['fit']['n']}"
     taught = (dev or {}).get("by_coverage", {}).get("taught", {})

@@ -113,6 +113,12 @@ def test_dev_compares_base_and_adapter_on_the_dev_questions(zoo, tmp_path):
     assert result["tuned_recall"] > result["base_recall"]
     assert result["gain"] == pytest.approx(result["tuned_recall"] - result["base_recall"])
     assert all(i["base"] != i["tuned"] for i in result["items"])  # two models answered
+    # the answers' shape, per model, as evaluate measures it on the golden set
+    from opensem.judge.evaluate import answer_format
+
+    for model, key in (("base", "base"), ("tuned", "tuned")):
+        assert result["format"][model] == answer_format([i[key] for i in result["items"]])
+    assert "answers of at most two sentences: base" in done.output
     # asked its own training questions, the adapter gives its trained answers more closely than the base model
     fit = result["fit"]
     assert fit["n"] == 4 and fit["tuned_f1"] > fit["base_f1"] and fit["tuned_reproduced"] >= fit["base_reproduced"]

@@ -124,7 +124,7 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30)
     (0: none), to say how well the adapter learnt its pairs (`fit`), and splits the accuracy by
     whether the forge output on disk teaches an item's facts (`by_coverage`; it should be the
     output the adapter was trained on)."""
-    from opensem.judge.evaluate import _answer, _check_asked_as_trained, open_book_retriever, resolve_adapter
+    from opensem.judge.evaluate import _answer, _check_asked_as_trained, answer_format, open_book_retriever, resolve_adapter
     from opensem.judge.stats import paired_diff_ci
 
     items = load_dev_set(sem)
@@ -155,6 +155,8 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30)
             recalls = score(items, answers)
             result[f"{name}_recall"] = sum(recalls) / len(recalls)
             result[f"{name}_answer_chars"] = sum(len(a) for a in answers) / len(answers)
+    # the shape of the answers (complete sentence, at most two sentences), as evaluate logs it
+    result["format"] = {"base": answer_format(base_answers), "tuned": answer_format(tuned_answers)}
     if sample:
         result["fit"] = fit(sample, base_all[len(items):], tuned_all[len(items):])
     taught = taught_ids(sem, items)
@@ -167,6 +169,9 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30)
                   f"{result['better']} items better, {result['worse']} worse"
                   + (f"; copy-top1 {result['copy_top1_recall']:.0%}, copy-top2 {result['copy_top2_recall']:.0%}"
                      if "copy_top1_recall" in result else ""), highlight=False)
+    shape = result["format"]
+    console.print(f"answers of at most two sentences: base {shape['base']['short_answer_share']:.0%}, "
+                  f"adapter {shape['tuned']['short_answer_share']:.0%}", highlight=False)
     if sample:
         f = result["fit"]
         console.print(f"training answers reproduced (token F1 >= {REPRODUCED}): base {f['base_reproduced']} of {f['n']}, "
