@@ -287,7 +287,9 @@ class ReadingConfig(Section):
     join_opener: bool = False
     """With quote_sentences: a Yes./No. opener joins the quote with a comma ("No, the clean
     target does not ...") instead of standing as a sentence of its own, so that an opener and two
-    quoted sentences make an answer of two sentences, not three (the target's "at most two")."""
+    quoted sentences make an answer of two sentences, not three (the target's "at most two").
+    Measured as J and refused: more two-sentence answers, fewer dev key facts
+    (docs/measurements/reading.md)."""
 
 
 class ForgeConfig(Section):
