@@ -130,6 +130,12 @@ def test_the_lead_sentence_is_the_top_ranked_sentence_of_the_excerpts_shown(tmp_
     for seed in range(4):
         text, answering = lead.reading_context("Where do Frobnits live?", "Frobnits live in Oslo.", random.Random(seed), True, 2)
         assert answering == PASSAGES[2] and text.endswith(f"\n\n{LEAD}Frobnits live in Oslo, where the winters are long.")
+    # ranked among the row's own excerpts, not the retriever's: here the only excerpt shown is the
+    # answering one, which search() would not show for this question
+    one = Retriever(PASSAGES, top_k=1, lead=True)
+    text, answering = one.reading_context("Where do Frobnits live?", "A Quimble has seven legs.", random.Random(0), True, 1)
+    assert answering == PASSAGES[1] and one.search("Where do Frobnits live?") == [PASSAGES[2]]
+    assert text == f"{PASSAGES[1]}\n\n{LEAD}A Quimble has seven legs and walks sideways."
     # saved with the retriever (the served model reads it); files from before it: no lead
     lead.save(tmp_path / "lead.json")
     assert Retriever.load(tmp_path / "lead.json").context(question) == lead.context(question)
