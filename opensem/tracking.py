@@ -179,9 +179,23 @@ def _describe_experiment(experiment_id: str, sem: Sem, cfg: Config) -> None:
     client = mlflow.MlflowClient()
     tags = client.get_experiment(experiment_id).tags
     if tags.get(NOTE) != text:
-        client.set_experiment_tag(experiment_id, NOTE, text)
+        _set_experiment_tag(client, experiment_id, NOTE, text)
     if EXPERIMENT_KIND not in tags:  # a kind a user chose in the UI stays
-        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, "finetuning")
+        _set_experiment_tag(client, experiment_id, EXPERIMENT_KIND, "finetuning")
+
+
+def _set_experiment_tag(client: Any, experiment_id: str, key: str, value: str) -> None:
+    """Set an experiment tag that workers started together may all be setting. MLflow's SQL store
+    writes a tag as a read then an insert, so when two processes both read "absent", the later
+    insert breaks the key's uniqueness and MLflow raises; the tag a racing worker wrote describes
+    the same SEM, so it stays. Any other failure (no tag written by anyone) is raised."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_experiment_tag(experiment_id, key, value)
+    except MlflowException:
+        if key not in client.get_experiment(experiment_id).tags:
+            raise
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -8,7 +8,8 @@ import mlflow
 import pytest
 
 from opensem.config import load_config
-from opensem.tracking import TAG_CONFIG_DIGEST, TAG_WANDB_RUN, stage_run
+from opensem.tags import EXPERIMENT_KIND, NOTE
+from opensem.tracking import TAG_CONFIG_DIGEST, TAG_WANDB_RUN, _describe_experiment, stage_run
 from opensem.workspace import open_sem
 
 
@@ -55,6 +56,36 @@ def test_adopts_the_run_that_mlflow_run_created(project, monkeypatch):
         pass
     assert run.run_id == launched.info.run_id
     assert mlflow.get_run(run.run_id).data.tags["opensem.stage"] == "forge"
+
+
+def test_workers_describing_one_experiment_at_once_all_succeed(project):
+    """Sweep workers started together describe the SEM's experiment at the same moment; on a SQL
+    store the tag writes race (read, then insert). Every worker must go on, and the note be set."""
+    import threading
+
+    sem = open_sem("legal")
+    cfg = load_config(project, "legal")
+    client = mlflow.MlflowClient()
+    failures: list[BaseException] = []
+    for attempt in range(12):  # the race is lost in about a third of the attempts without the fix
+        experiment_id = client.create_experiment(f"race-{attempt}")
+        start = threading.Barrier(6)
+
+        def worker() -> None:
+            start.wait()
+            try:
+                _describe_experiment(experiment_id, sem, cfg)
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted on below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        tags = client.get_experiment(experiment_id).tags
+        assert "OpenSEM expert **legal**" in tags[NOTE] and tags[EXPERIMENT_KIND] == "finetuning"
+    assert not failures, failures[:2]
 
 
 @pytest.mark.slow
