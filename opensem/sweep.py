@@ -43,7 +43,7 @@ DIRECTION = {"eval_loss": "minimize", "judge": "maximize", "dev": "maximize"}
 
 def run(sem: Sem, cfg: Config) -> dict:
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     from opensem import tracking
 
@@ -55,7 +55,7 @@ def run(sem: Sem, cfg: Config) -> dict:
     expanded = _expand(url)
     with tracking.sqlite_creation_lock(expanded):  # RDBStorage creates the tables of a new database
         storage = RDBStorage(expanded, heartbeat_interval=s.heartbeat_s,
-                             heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print one line per trial instead
     pruning = s.objective == "eval_loss" and s.prune_after_trials is not None
     # Optuna keeps no pruner in storage: each run of the command (and each worker) passes its own
