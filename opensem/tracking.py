@@ -188,7 +188,8 @@ def _set_experiment_tag(client: Any, experiment_id: str, key: str, value: str) -
     """Set an experiment tag that workers started together may all be setting. MLflow's SQL store
     writes a tag as a read then an insert, so when two processes both read "absent", the later
     insert breaks the key's uniqueness and MLflow raises; the tag a racing worker wrote describes
-    the same SEM, so it stays. Any other failure (no tag written by anyone) is raised."""
+    the same SEM, so it stays. A failure is raised when the key is still absent afterwards (nobody
+    wrote it); an older description that could not be replaced stays, as it is only a label."""
     from mlflow.exceptions import MlflowException
 
     try:
