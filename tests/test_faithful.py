@@ -102,6 +102,11 @@ def test_complete_sentences_are_told_from_fragments():
     assert not is_complete_sentence("Six years.")
     assert not is_complete_sentence("A voidable.")
     assert not is_complete_sentence("the maintainer is responsible for the package")
+    # "Yes," / "No," go on with the same sentence, in lower case; "Yes." / "No." end one
+    assert is_complete_sentence("Yes, you can put AUTOINCREMENT on an INTEGER PRIMARY KEY column.")
+    assert is_complete_sentence("No, the clean target does not remove the changelog.")
+    assert not is_complete_sentence("No. the clean target does not remove the changelog.")
+    assert not is_complete_sentence("Yes, six years.")
 
 
 @pytest.mark.parametrize("sentence, absent, expected", [

@@ -43,9 +43,14 @@ ENDS_A_SENTENCE = re.compile(r"[.!?][\"'”’)]*$")  # . ! or ?, then any closi
 
 def is_complete_sentence(answer: str) -> bool:
     """At least five words, opening with a capital or a digit and closing with . ! or ? (after a
-    leading Yes./No.): a statement, not a fragment such as "Six years." or "A voidable."."""
-    body = _OPENS_POLAR.sub("", answer.strip())
-    opens = body[:1].isupper() or body[:1].isdigit()
+    leading Yes./No.): a statement, not a fragment such as "Six years." or "A voidable.". After
+    "Yes," or "No," the sentence goes on, so it may open in lower case ("No, the file must not
+    exist.")."""
+    answer = answer.strip()
+    opener = _OPENS_POLAR.match(answer)
+    body = answer[opener.end():] if opener else answer
+    goes_on = bool(opener) and opener.group().rstrip().endswith(",")
+    opens = body[:1].isupper() or body[:1].isdigit() or (goes_on and body[:1].isalpha())
     return len(body.split()) >= 5 and opens and bool(ENDS_A_SENTENCE.search(body))
 
 
