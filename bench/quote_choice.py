@@ -1,11 +1,11 @@
-"""`python -m bench quote_choice [SEM ...] [--answers DIR]`: which sentence of its excerpts does
-each model quote, and is it the one that answers?
+"""`python -m bench quote_choice [SEM ...] [--answers DIR] [--set KEY=VALUE ...]`: which sentence
+of its excerpts does each model quote, and is it the one that answers?
 
 Reads the answers `python -m bench outcome` keeps (DIR, default $TMPDIR/opensem-outcome:
 `<sem>-answers.jsonl` and `<sem>-seed<N>-answers.jsonl`, every seed found), finds again the
-excerpts each golden question was answered from (the SEM's retriever as configured now: run it
-from the code that ran the outcome), and sorts each answer by the first sentence it states
-after a Yes./No. opener:
+excerpts each golden question was answered from (the SEM's retriever as configured now, with
+the `--set` overrides the outcome ran with: run it from the code that ran the outcome), and
+sorts each answer by the first sentence it states after a Yes./No. opener:
 
     top1   the sentence the retriever ranks first (the sentence copy-top1 answers with)
     other  another sentence of the excerpts
@@ -57,7 +57,7 @@ def answer_files(folder: Path, sem: str) -> list[Path]:
     return sorted(p for p in folder.glob("*-answers.jsonl") if named.fullmatch(p.name))
 
 
-def measure(root: Path, sem: str, files: list[Path]) -> list[dict]:
+def measure(root: Path, sem: str, files: list[Path], overrides: list[str] = ()) -> list[dict]:
     """The SEM's answer files sorted by what they quote (module doc), one row per model."""
     from opensem.config import load_config
     from opensem.golden import load_golden_for_scoring
@@ -65,7 +65,7 @@ def measure(root: Path, sem: str, files: list[Path]) -> list[dict]:
     from opensem.workspace import open_sem
 
     project = open_sem(sem, root)
-    retriever = open_book_retriever(project, load_config(root, sem))
+    retriever = open_book_retriever(project, load_config(root, sem, list(overrides)))
     if retriever is None:
         raise SystemExit(f"error: {sem} answers closed book (retrieval.enabled is false): there are no excerpts to quote")
     items = load_golden_for_scoring(project.golden_set)
@@ -119,19 +119,27 @@ def table(rows: list[dict]) -> str:
 
 
 def main(args: list[str] | None = None) -> list[dict]:
+    from opensem.errors import OpenSEMError
+
     args = list(args or [])
     folder = Path(tempfile.gettempdir()) / "opensem-outcome"
     if "--answers" in args:
         at = args.index("--answers")
         folder = Path(args[at + 1]) if at + 1 < len(args) else folder
         del args[at:at + 2]
+    overrides = [a for i, a in enumerate(args) if i and args[i - 1] == "--set"]
+    sems = [a for i, a in enumerate(args) if a != "--set" and not (i and args[i - 1] == "--set")]
     rows = []
-    for sem in args or SEMS:
+    for sem in sems or SEMS:
         files = answer_files(folder, sem)
         if not files:
             print(f"{sem}: no answers in {folder} (run `python -m bench outcome {sem}` first)", file=sys.stderr)
             continue
-        rows += measure(ROOT, sem, files)
+        try:
+            rows += measure(ROOT, sem, files, overrides)
+        except OpenSEMError as error:  # a bad --set, a SEM without documents: one line, as the CLI says it
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
     if not rows:
         sys.exit(2)
     print(table(rows))

@@ -69,3 +69,11 @@ def test_no_answers_to_read_is_one_line_and_exit_2(tmp_path):
     assert run.returncode == 2
     assert "legal: no answers in" in run.stderr and "bench outcome legal" in run.stderr
     assert "Traceback" not in run.stderr and not run.stdout
+
+
+def test_a_bad_override_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "legal-answers.jsonl").write_text("", encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "bench", "quote_choice", "--answers", str(tmp_path), "legal",
+                          "--set", "retrieval.top_k=none"], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("error: ") and "top_k" in run.stderr and len(run.stderr.strip().splitlines()) == 1
