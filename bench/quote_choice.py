@@ -39,7 +39,8 @@ def quoted(answer: str, sentences: list[str]) -> int | None:
     from opensem.text.words import _OPENS_POLAR, content_words
 
     first = content_words((split_sentences(_OPENS_POLAR.sub("", answer.strip())) or [""])[0])
-    shares = [len(content_words(s) & first) / len(content_words(s)) if content_words(s) else 0.0 for s in sentences]
+    wanted = [content_words(s) for s in sentences]
+    shares = [len(w & first) / len(w) if w else 0.0 for w in wanted]
     best = max(range(len(sentences)), key=shares.__getitem__, default=None)
     return best if best is not None and shares[best] >= QUOTE_SHARE else None
 
@@ -86,8 +87,9 @@ def tally(retriever, items, rows: list[dict]) -> list[dict]:
     for row in rows:
         item = by_id[row["id"]]
         if item.id not in seen:
-            count = len({s for p in retriever.search(item.question) for s in excerpt_sentences(p)})
-            ranked = retriever.top_sentences(item.question, count)
+            excerpts = retriever.search(item.question)  # searched once: top_sentences ranks within them
+            count = sum(len(excerpt_sentences(p)) for p in excerpts)
+            ranked = retriever.top_sentences(item.question, count, excerpts)
             seen[item.id] = ranked, [key_fact_recall(s, item.key_facts) for s in ranked]
         ranked, recall = seen[item.id]
         best.append(max(recall, default=0.0))
