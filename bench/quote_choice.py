@@ -61,6 +61,7 @@ def answer_files(folder: Path, sem: str) -> list[Path]:
 def measure(root: Path, sem: str, files: list[Path], overrides: list[str] = ()) -> list[dict]:
     """The SEM's answer files sorted by what they quote (module doc), one row per model."""
     from opensem.config import load_config
+    from opensem.errors import OpenSEMError
     from opensem.golden import load_golden_for_scoring
     from opensem.judge.evaluate import open_book_retriever
     from opensem.workspace import open_sem
@@ -68,7 +69,8 @@ def measure(root: Path, sem: str, files: list[Path], overrides: list[str] = ()) 
     project = open_sem(sem, root)
     retriever = open_book_retriever(project, load_config(root, sem, list(overrides)))
     if retriever is None:
-        raise SystemExit(f"error: {sem} answers closed book (retrieval.enabled is false): there are no excerpts to quote")
+        raise OpenSEMError(f"{sem} answers closed book (retrieval.enabled is false): there are no excerpts to quote; "
+                           "pass the --set overrides the outcome ran with")
     items = load_golden_for_scoring(project.golden_set)
     rows = [json.loads(line) for path in files for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [{"sem": sem, "runs": len(files), **r} for r in tally(retriever, items, rows)]
@@ -139,7 +141,7 @@ def main(args: list[str] | None = None) -> list[dict]:
             continue
         try:
             rows += measure(ROOT, sem, files, overrides)
-        except OpenSEMError as error:  # a bad --set, a SEM without documents: one line, as the CLI says it
+        except OpenSEMError as error:  # a bad --set, closed book, no documents: one line, as the CLI says it
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
     if not rows:

@@ -71,9 +71,10 @@ def test_no_answers_to_read_is_one_line_and_exit_2(tmp_path):
     assert "Traceback" not in run.stderr and not run.stdout
 
 
-def test_a_bad_override_is_one_line_and_exit_2(tmp_path):
+@pytest.mark.parametrize("override, named", [("retrieval.top_k=none", "top_k"), ("retrieval.enabled=false", "closed book")])
+def test_a_bad_override_is_one_line_and_exit_2(tmp_path, override, named):
     (tmp_path / "legal-answers.jsonl").write_text("", encoding="utf-8")
     run = subprocess.run([sys.executable, "-m", "bench", "quote_choice", "--answers", str(tmp_path), "legal",
-                          "--set", "retrieval.top_k=none"], cwd=REPO, capture_output=True, text=True)
+                          "--set", override], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert run.stderr.startswith("error: ") and "top_k" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert run.stderr.startswith("error: ") and named in run.stderr and len(run.stderr.strip().splitlines()) == 1
