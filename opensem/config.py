@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 import shlex
 from pathlib import Path
@@ -59,8 +60,15 @@ class Section(BaseModel):
             return value
         if isinstance(value, bool):
             raise ValueError(f"expected a number, not {str(value).lower()}")
-        if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("expected a finite number")
+        if isinstance(value, str):  # pydantic's lax mode turns "inf", "nan", "Infinity" into floats
+            try:
+                value_as_float = float(value)
+            except ValueError:
+                return value  # not a number at all: pydantic's own message says so
+        else:
+            value_as_float = value if isinstance(value, float) else None
+        if value_as_float is not None and not math.isfinite(value_as_float):
+            raise ValueError(f"expected a finite number, not {value}")
         return value
 
 
@@ -363,6 +371,18 @@ class GenerationConfig(Section):
     batch_size: int = Field(16, gt=0)
     """Questions answered together (left-padded batches); 16 gave ~6x the one-at-a-time rate on 2 cores."""
 
+    answer: Literal["free", "quote"] = "free"
+    """How a model answers: `free` writes its answer (greedy decoding, at most max_new_tokens);
+    `quote` (open book only) scores every sentence of the excerpts it was shown as the start of
+    its answer and answers with the best one, verbatim, and the sentences after it
+    (quote_sentences in all; opensem/quote.py). The base model, the adapter and the served model
+    all answer this way; a baseline answered one way is never compared with an adapter answered
+    the other."""
+
+    quote_sentences: int = Field(2, ge=1, le=5)
+    """With answer=quote: sentences in an answer, the chosen one first and then those that follow
+    it in its excerpt (2: as reading practice's training answers quote, forge.reading)."""
+
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where baseline, evaluation and serving answer: auto takes a CUDA GPU in 16 bits when there
     is one, else the CPU in fp32; cpu gives the same answers as a CPU-only machine (16-bit greedy
@@ -663,6 +683,13 @@ class Config(Section):
     registry: RegistryConfig = RegistryConfig()
     sweep: SweepConfig = SweepConfig()
     experimental: ExperimentalConfig = ExperimentalConfig()
+
+    @model_validator(mode="after")
+    def _quotes_need_excerpts(self):
+        if self.generation.answer == "quote" and not self.retrieval.enabled:
+            raise ValueError("generation.answer=quote chooses a sentence of the excerpts: it needs retrieval.enabled=true "
+                             "(or generation.answer=free)")
+        return self
 
     @property
     def pair_max_length(self) -> int:

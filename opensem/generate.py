@@ -22,9 +22,16 @@ def question_of(user_turn: str) -> str:
 
 
 def answer_questions(model, tokenizer, questions: list[str], system_prompt: str | None, max_new_tokens: int = 96, batch_size: int = 8,
-                     retriever=None) -> list[str]:
+                     retriever=None, answer: str = "free", quote_sentences: int = 2) -> list[str]:
     """Greedy answers, batched with left padding (a batch of one gives the same tokens); with a
-    retriever (opensem/retrieval.py) each question is asked with its passages."""
+    retriever (opensem/retrieval.py) each question is asked with its passages. With
+    answer="quote" the model chooses a sentence of those passages instead (opensem/quote.py)."""
+    if answer == "quote":
+        from opensem.quote import model_scorer, quote_answers
+
+        model.eval()
+        return [q.text for q in quote_answers(tokenizer, questions, system_prompt, retriever, quote_sentences,
+                                              model_scorer(model, tokenizer))]
     import torch
 
     tokenizer.padding_side = "left"

@@ -581,3 +581,47 @@ def test_balance_yes_no_repeats_the_rarer_polarity_and_changes_nothing_else():
     assert balance_yes_no(rows[:7] + rows[9:], seed=1) == (rows[:7] + rows[9:], 0)  # no denial to repeat
     mostly_no = [row("No. X.")] * 3 + [row("Yes. Y.")]
     assert [polarity(r) for r in balance_yes_no(mostly_no, seed=0)[0]].count("yes") == 3
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear", "constant_with_warmup", "constant"])
+@pytest.mark.parametrize("total, warmup", [(1, 1), (2, 1), (20, 1), (100, 3)])
+def test_every_step_of_a_run_trains_whatever_the_schedule(kind, total, warmup):
+    from opensem.train.hf_backend import schedule_factor
+
+    factor = schedule_factor(kind, warmup, total)
+    rates = [factor(s) for s in range(total)]
+    assert all(0 < r <= 1 for r in rates), rates
+    if kind in ("cosine", "linear") and total > warmup + 1:
+        assert rates[-1] < rates[warmup]  # and it still decays
+
+
+def test_one_step_trains_the_adapter(tiny):
+    from safetensors.torch import load_file
+
+    result = train(tiny, load_config(tiny.root, "tiny", FAST + ["training.max_steps=1", "training.run_name=one",
+                                                                  "training.warmup_ratio=0.03", "training.lr_scheduler=cosine"]))
+    assert result["global_step"] == 1
+    weights = load_file(str(tiny.adapters_dir / "one" / "adapter_model.safetensors"))
+    assert any(float(w.abs().max()) > 0 for name, w in weights.items() if "lora_B" in name)  # lora_B starts at zero
+    rates = [m.value for m in mlflow.MlflowClient().get_metric_history(result["mlflow_run_id"], "learning_rate")]
+    assert rates and all(r > 0 for r in rates)
+
+
+def test_a_diverging_training_stops_in_one_line_with_no_adapter(tiny):
+    overrides = [o for o in FAST if not o.startswith("training.learning_rate")]
+    result = CliRunner().invoke(app, ["train", "--sem", "tiny", *sum((["--set", o] for o in overrides), []),
+                                      "--set", "training.learning_rate=1e30", "--set", "training.max_steps=6",
+                                      "--set", "training.run_name=nan"])
+    errors = [line.split("error:", 1)[1] for line in result.output.splitlines() if "error:" in line]  # after tqdm's bar
+    assert result.exit_code == 2 and len(errors) == 1 and "not a finite number" in errors[0], result.output
+    assert "training.learning_rate" in errors[0]
+    assert not (tiny.adapters_dir / "nan" / "adapter_model.safetensors").exists()
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`opensem.stage` = 'train'")
+    assert list(runs["status"]) == ["FAILED"]
+
+
+@pytest.mark.parametrize("spelling", ["inf", ".inf", "nan", "-Infinity", "'1e999'"])
+def test_a_learning_rate_that_is_no_finite_number_is_refused_in_every_spelling(tiny, spelling):
+    result = CliRunner().invoke(app, ["train", "--sem", "tiny", "--set", f"training.learning_rate={spelling}"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "finite number" in errors[0], result.output

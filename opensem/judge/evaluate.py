@@ -45,6 +45,8 @@ def prompt_digest(cfg: Config) -> str:
     asked = {"system_prompt": cfg.model.system_prompt, "max_new_tokens": cfg.generation.max_new_tokens}
     if cfg.retrieval.enabled:  # left out when off, so the baselines measured before it stay valid
         asked["retrieval"] = retrieval_settings(cfg)
+    if cfg.generation.answer != "free":  # likewise: free answers were all there was before
+        asked["answer"] = {"mode": cfg.generation.answer, "quote_sentences": cfg.generation.quote_sentences}
     asked = json.dumps(asked)
     return hashlib.sha256(asked.encode()).hexdigest()[:12]
 
@@ -279,7 +281,8 @@ def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: st
         task = progress.add_task("answering", total=len(questions))
         for k in range(0, len(questions), g.batch_size):
             batch = questions[k:k + g.batch_size]
-            answers += answer_questions(model, tokenizer, batch, cfg.model.system_prompt, g.max_new_tokens, g.batch_size, retriever)
+            answers += answer_questions(model, tokenizer, batch, cfg.model.system_prompt, g.max_new_tokens, g.batch_size, retriever,
+                                        g.answer, g.quote_sentences)
             progress.advance(task, len(batch))
     seconds = time.perf_counter() - start
     tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)

@@ -54,7 +54,8 @@ def write_config(sem: Sem, cfg: Config, adapter: str | None, model_uri: str | No
             "id": _relative(HERE / "promptfoo_provider.py", where),
             "label": model_uri or f"adapter:{adapter or 'base'}",
             "config": {"project": str(sem.root), "sem": sem.name, "adapter": adapter, "model_uri": model_uri,
-                       "max_new_tokens": cfg.generation.max_new_tokens},
+                       "max_new_tokens": cfg.generation.max_new_tokens, "answer": cfg.generation.answer,
+                       "quote_sentences": cfg.generation.quote_sentences},
         }],
         "tests": tests,
     }
@@ -105,7 +106,7 @@ def run_promptfoo(sem: Sem, cfg: Config, adapter: str | None, model_uri: str | N
         model_id = model_uri or f"adapter:{adapter or 'base'}"
         with answer_cache(str(sem.root)) as cache:
             for question, answer in answers.items():
-                cache.set(cache_key(model_id, question, cfg.generation.max_new_tokens), answer)
+                cache.set(cache_key(model_id, question, cfg.generation.max_new_tokens, cfg.generation.answer), answer)
     result = run_config(config, sem.root)
     if "skipped" in result or "error" in result:
         console.print(f"[yellow]promptfoo: {result.get('skipped') or result.get('error')}[/yellow] (config written to {config})")

@@ -14,8 +14,10 @@ from pathlib import Path
 _loaded: dict = {}
 
 
-def cache_key(model_id: str, question: str, max_new_tokens: int) -> str:
-    return hashlib.sha256(f"{model_id}\0{question}\0{max_new_tokens}".encode()).hexdigest()
+def cache_key(model_id: str, question: str, max_new_tokens: int, answer: str = "free") -> str:
+    """Free answers keep the key they had before quoted ones (generation.answer) existed."""
+    mode = "" if answer == "free" else f"\0{answer}"
+    return hashlib.sha256(f"{model_id}\0{question}\0{max_new_tokens}{mode}".encode()).hexdigest()
 
 
 def answer_cache(project: str):
@@ -52,14 +54,15 @@ def _answer(conf: dict, question: str) -> str:
         import pandas as pd
 
         return model.predict(pd.DataFrame({"question": [question]}), params={"max_new_tokens": int(conf["max_new_tokens"])})[0]
-    return answer_questions(model[0], model[1], [question], cfg.model.system_prompt, int(conf["max_new_tokens"]), 1, model[2])[0]
+    return answer_questions(model[0], model[1], [question], cfg.model.system_prompt, int(conf["max_new_tokens"]), 1, model[2],
+                            conf.get("answer", "free"), int(conf.get("quote_sentences", 2)))[0]
 
 
 def call_api(prompt: str, options: dict, context: dict) -> dict:
     conf = options.get("config", {})
     model_id = conf.get("model_uri") or f"adapter:{conf.get('adapter') or 'base'}"
     cache = answer_cache(conf["project"])
-    key = cache_key(model_id, prompt, int(conf["max_new_tokens"]))
+    key = cache_key(model_id, prompt, int(conf["max_new_tokens"]), conf.get("answer", "free"))
     answer = cache.get(key)
     if answer is None:
         answer = _answer(conf, prompt)

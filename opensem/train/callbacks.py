@@ -43,6 +43,36 @@ class TrackingCallback(TrainerCallback):
         self.tracked.log_metrics({self.prefix + k: v for k, v in metrics.items()}, step=state.global_step)
 
 
+class FiniteTrainingCallback(TrainerCallback):
+    """Stops a training whose weights or logged loss stop being finite numbers, before the step is
+    checkpointed: a NaN adapter answers nothing, and saving it as "trained" hides why. Checked
+    after every optimizer step over the trainable (LoRA) weights only, a few million numbers."""
+
+    def __init__(self, learning_rate: float):
+        self.learning_rate = learning_rate
+
+    def _stop(self, step: int, what: str):
+        from opensem.errors import OpenSEMError
+
+        raise OpenSEMError(f"training diverged at step {step}: {what} is not a finite number (training.learning_rate="
+                           f"{self.learning_rate:g}); no adapter was written: lower training.learning_rate and train again "
+                           "under a new training.run_name")
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        import torch
+
+        if model is not None and not all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad):
+            self._stop(state.global_step, "a trained weight")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        import math
+
+        for key in ("loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                self._stop(state.global_step, f"the {key.replace('_', ' ')} ({value})")
+
+
 def peak_memory_gb(device: str) -> float:
     if device == "cuda":
         import torch

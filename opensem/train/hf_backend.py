@@ -117,6 +117,7 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
         assistant_only_loss=not cpt,
         logging_steps=t.logging_steps,
         logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, and stops training (FiniteTrainingCallback)
         save_strategy="no" if cpt else "steps",
         save_steps=t.checkpoint_steps,
         save_total_limit=2,
@@ -126,6 +127,45 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
+
+
+def schedule_factor(kind: str, warmup: int, total: int):
+    """The learning-rate multiplier at each optimizer step (0-based) for training.lr_scheduler.
+
+    Transformers' schedules start their warmup at a rate of 0, so the first step of every run
+    with warmup changes nothing, and a run of one step (max_steps=1) trains nothing at all. Here
+    warmup step s runs at (s + 1) / (warmup + 1) of the rate, and the decay ends one step past the
+    last one, so each of a run's N steps trains. Written by hand: no library schedule has that
+    offset."""
+    import math
+
+    def factor(step: int) -> float:
+        if kind == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if kind == "constant_with_warmup":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def every_step_trains(trainer_class):
+    """trainer_class with OpenSEM's learning-rate schedule (schedule_factor)."""
+    import torch
+
+    class EveryStepTrains(trainer_class):
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.lr_scheduler is None:
+                kind = getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)
+                factor = schedule_factor(str(kind), self.args.get_warmup_steps(num_training_steps), num_training_steps)
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    return EveryStepTrains
 
 
 def assistant_only_trainer_class():
@@ -172,7 +212,7 @@ def build_trainer(model, tokenizer, train_rows, eval_rows, cfg: Config, plan: Tr
     from trl import SFTTrainer
 
     # Unsloth brings its own fused loss; the head-only-where-labelled loss is for the hf backend.
-    trainer_class = SFTTrainer if stock_loss else assistant_only_trainer_class()
+    trainer_class = every_step_trains(SFTTrainer if stock_loss else assistant_only_trainer_class())
     trainer = trainer_class(
         model=model,
         args=sft_config(cfg, plan, output_dir, bool(eval_rows), cpt=cpt, cpt_epochs=cpt_epochs),

@@ -63,7 +63,7 @@ def pinned_requirements() -> list[str]:
 
 
 def log_adapter_model(adapter_dir: Path, base_model: str, system_prompt: str, max_new_tokens: int, batch_size: int,
-                      device: str = "auto", passages: Path | None = None):
+                      device: str = "auto", passages: Path | None = None, answer: str = "free", quote_sentences: int = 2):
     """Log the adapter (and the retrieval passages, if any) as a pyfunc model in the active run;
     returns the ModelInfo."""
     import tempfile
@@ -92,6 +92,8 @@ def log_adapter_model(adapter_dir: Path, base_model: str, system_prompt: str, ma
                 "max_new_tokens": max_new_tokens,
                 "batch_size": batch_size,
                 "device": device,
+                "answer": answer,  # free generation, or a sentence of the passages (opensem/quote.py)
+                "quote_sentences": quote_sentences,
             },
             code_paths=[str(Path(opensem.__file__).parent)],
             signature=signature,

@@ -32,6 +32,8 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
         self.system_prompt = conf.get("system_prompt")
         self.max_new_tokens = int(conf.get("max_new_tokens", 96))
         self.batch_size = int(conf.get("batch_size", 8))
+        self.answer = conf.get("answer", "free")  # models logged before quoted answers generate freely
+        self.quote_sentences = int(conf.get("quote_sentences", 2))
         self.retriever = None
         if "passages" in context.artifacts:
             from opensem.retrieval import Retriever
@@ -51,7 +53,8 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
         else:
             questions = [str(q) for q in model_input]
         max_new = int((params or {}).get("max_new_tokens", self.max_new_tokens))
-        return answer_questions(self.model, self.tokenizer, questions, self.system_prompt, max_new, self.batch_size, self.retriever)
+        return answer_questions(self.model, self.tokenizer, questions, self.system_prompt, max_new, self.batch_size, self.retriever,
+                                self.answer, self.quote_sentences)
 
 
 set_model(AdapterModel())

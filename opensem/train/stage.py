@@ -146,7 +146,9 @@ def _announce(job: Job) -> None:
 def _fit(job: Job, tracked, should_stop) -> Fit:
     """Load the model through the plan's backend, then train: the cpt phase (training.cpt_epochs)
     and the pairs. A SIGTERM ends either phase after a checkpoint (Fit.preempted)."""
-    from opensem.train.callbacks import EvalStopCallback, KeepBestCallback, PreemptionCallback, TrackingCallback
+    from opensem.train.callbacks import (
+        EvalStopCallback, FiniteTrainingCallback, KeepBestCallback, PreemptionCallback, TrackingCallback,
+    )
     from opensem.train.hf_backend import build_trainer
 
     cfg, t, plan = job.cfg, job.cfg.training, job.plan
@@ -159,7 +161,7 @@ def _fit(job: Job, tracked, should_stop) -> Fit:
     preempt = PreemptionCallback()
     stopper = EvalStopCallback(should_stop) if should_stop and job.eval_rows else None
     keeper = KeepBestCallback(job.checkpoints / "best") if t.keep_best and job.eval_rows else None
-    callbacks = [metrics, preempt] + [c for c in (stopper, keeper) if c]
+    callbacks = [metrics, preempt, FiniteTrainingCallback(t.learning_rate)] + [c for c in (stopper, keeper) if c]
     stock_loss = plan.backend == "unsloth"
     cpt, trainer, result, started = None, None, None, time.time()
     try:
@@ -248,8 +250,9 @@ def _log_servable_model(job: Job, fit: Fit, tracked) -> str:
     cfg, passages = job.cfg, None
     if retriever := for_sem(job.sem, cfg, fit.tokenizer):
         retriever.save(passages := job.out_dir / "retrieval_passages.json")
-    info = log_adapter_model(job.out_dir, cfg.model.base, cfg.model.system_prompt,
-                             cfg.generation.max_new_tokens, cfg.generation.batch_size, cfg.generation.device, passages)
+    g = cfg.generation
+    info = log_adapter_model(job.out_dir, cfg.model.base, cfg.model.system_prompt, g.max_new_tokens, g.batch_size, g.device,
+                             passages, answer=g.answer, quote_sentences=g.quote_sentences)
     tracked.set_tags({TAG_MODEL_URI: info.model_uri})
     return info.model_uri
 
@@ -270,7 +273,7 @@ def _continued_pretraining(model, tokenizer, sem: Sem, cfg: Config, plan, checkp
     facts are seen as the text states them and not only through the forge's questions; `pairs`
     (experimental.cpt_mix_pairs) are mixed in, one copy per pass. Returns the model with its adapter,
     and what the phase did (also logged as cpt_* metrics)."""
-    from opensem.train.callbacks import TrackingCallback
+    from opensem.train.callbacks import FiniteTrainingCallback, TrackingCallback
     from opensem.train.data import corpus_windows, pair_windows
     from opensem.train.hf_backend import build_trainer
 
@@ -285,7 +288,7 @@ def _continued_pretraining(model, tokenizer, sem: Sem, cfg: Config, plan, checkp
                   + (", sentences shuffled within sections in each" if cfg.experimental.cpt_shuffle_sentences else "")
                   + (f", {len(pairs)} pairs mixed in" if pairs else ""))
     metrics = TrackingCallback(tracked, plan.device, prefix="cpt_")
-    trainer = build_trainer(model, tokenizer, windows, [], cfg, plan, checkpoints / "cpt", [metrics, preempt],
+    trainer = build_trainer(model, tokenizer, windows, [], cfg, plan, checkpoints / "cpt", [metrics, preempt, FiniteTrainingCallback(t.learning_rate)],
                             apply_lora=apply_lora, stock_loss=stock_loss, cpt=True, cpt_epochs=t.cpt_epochs / passes)
     started = time.time()
     result = trainer.train()
