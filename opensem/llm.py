@@ -76,7 +76,7 @@ class Completion:
     cost_usd: float = 0.0
     calls: int = 0  # calls made (0 when answered from the cache); HTTP requests are counted by the client
     cached: bool = False
-    error: str | None = None  # malformed | api_error | budget
+    error: str | None = None  # malformed | unusable | api_error | budget
     detail: str | None = None
 
 
@@ -218,6 +218,8 @@ class LLMClient:
             done.output_tokens += tokens_out
             done.cost_usd += spent
             try:
+                if payload in ("", None, {}, []):
+                    raise Malformed("an empty reply (no choices or no content)")
                 done.result = parse(payload)
             except Malformed as exc:
                 done.error, done.detail = "malformed", str(exc)[:300]
@@ -226,6 +228,9 @@ class LLMClient:
             entry = {"payload": payload, "input_tokens": tokens_in, "output_tokens": tokens_out}
             await asyncio.to_thread(self.cache.set, key, entry)  # a SQLite write: off the event loop
             return done
+        # empty or unparsable every time: a request that failed (forge.max_failed_chunks), not a
+        # reply to filter, so that a server answering nothing stops the forge instead of shrinking it
+        done.error, done.detail = "unusable", f"no usable reply in {done.calls} tries: {done.detail}"
         return done
 
     def _describe(self, exc: Exception) -> str:

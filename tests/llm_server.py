@@ -12,6 +12,7 @@ scripted per request with `push(...)`:
     "hold"          never reply until `release` is set (a request in flight when a client dies)
     "pairs:JSON"    reply with exactly these pairs (a JSON list of [question, answer])
     "verdict:N"     a judge reply with score N
+    "empty"         HTTP 200 with no choices (OpenAI: `choices: []`; Anthropic: no content blocks)
     "refuse"        a refusal (OpenAI: `refusal` and no content; Anthropic: text, no tool call)
 With `reject_json_schema` set it behaves as llama.cpp's server does: a `response_format` of type
 json_schema gets HTTP 500, and {"type": "json_object", "schema": ...} is honoured.
@@ -162,6 +163,12 @@ class FakeLLMServer:
             pairs = json.loads(arg) if kind == "pairs" else self._pairs_for(prompt)
             pairs_json = json.dumps({"pairs": [{"question": q, "answer": a} for q, a in pairs]})
         tin, tout = max(1, len(prompt) // 4), max(1, len(pairs_json) // 4)
+        if kind == "empty":
+            usage = {"input_tokens": tin, "output_tokens": 0} if anthropic else {"prompt_tokens": tin, "completion_tokens": 0, "total_tokens": tin}
+            return web.json_response({"id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"), "content": [],
+                                      "stop_reason": "end_turn", "stop_sequence": None, "usage": usage} if anthropic else
+                                     {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
+                                      "model": body.get("model"), "choices": [], "usage": usage})
         if anthropic:
             content = (
                 [{"type": "text", "text": refusal or pairs_json}]

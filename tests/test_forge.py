@@ -490,13 +490,26 @@ def test_a_budget_without_a_price_is_refused_before_any_request(mini, monkeypatc
     assert not (mini.processed_dir / "train.jsonl").exists()
 
 
-def test_malformed_every_time_is_rejected_not_fatal(mini, monkeypatch):
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("reply", ["malformed", "empty"])
+def test_a_reply_empty_or_unparsable_every_time_is_a_failed_request(mini, monkeypatch, provider, reply):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    forge(mini, load_config(mini.root, "mini"))  # a good forge output to keep
+    before = {p.name: p.read_bytes() for p in mini.processed_dir.iterdir() if p.is_file()}
     with FakeLLMServer() as server:
-        server.push(*["malformed"] * 4)  # first chunk: 1 try + 3 retries, all malformed
-        cfg = load_config(mini.root, "mini", api(server, "openai", "forge.teacher.max_concurrency=1"))
-        manifest = forge(mini, cfg)
-    assert manifest["rejected"]["malformed"] == 1 and manifest["pairs_generated"] == 5
+        server.push(*[reply] * 4)  # first chunk: 1 try + 3 retries, all unusable
+        cfg = load_config(mini.root, "mini", api(server, provider, "forge.teacher.max_concurrency=1"))
+        with pytest.raises(OpenSEMError, match="1 of 6 teacher requests failed") as stopped:
+            forge(mini, cfg)
+        assert "no usable reply in 4 tries" in str(stopped.value) and "max_failed_chunks=1" in str(stopped.value)
+        assert {p.name: p.read_bytes() for p in mini.processed_dir.iterdir() if p.is_file()} == before
+        asked = len(server.log)
+        server.push(*[reply] * 4)
+        manifest = forge(mini, load_config(mini.root, "mini", api(server, provider, "forge.teacher.max_concurrency=1",
+                                                                   "forge.max_failed_chunks=1")))
+        assert len(server.log) == asked + 4  # the five good replies came from the cache
+    assert manifest["rejected"]["unusable"] == 1 and manifest["pairs_generated"] == 5
 
 
 # -- decontamination ----------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def check_failed_requests(replies: list[tuple[Chunk, Completion]], allowed: int 
     """Stop the forge, before it writes anything, when more of the teacher's requests failed after
     the SDK's retries than forge.max_failed_chunks allows (None: none may). What came back is in
     the teacher cache: the next run asks only for the chunks that failed."""
-    failed = [r for _, r in replies if r.error == "api_error"]
+    failed = [r for _, r in replies if r.error in ("api_error", "unusable")]
     if len(failed) <= (allowed or 0):
         return
     from opensem.errors import OpenSEMError
