@@ -35,7 +35,22 @@ def model_uri(sem: Sem, cfg: Config, alias: str) -> str:
     return f"models:/{name}@{alias}"
 
 
+def check_port(host: str, port: int) -> None:
+    """A port the server can listen on, said in one line before any model loads."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise OpenSEMError(f"--port {port} is not a TCP port: pick one from 1 to 65535 (default 5001)")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as e:
+        raise OpenSEMError(f"cannot listen on {host}:{port} ({e.strerror or e}): another program holds the port or the "
+                           "address is not this machine's; pick another with --port or --host") from None
+
+
 def serve(sem: Sem, cfg: Config, host: str = "127.0.0.1", port: int = 5001, alias: str = "champion") -> int:
+    check_port(host, port)
     uri = model_uri(sem, cfg, alias)
     import mlflow
 

@@ -95,6 +95,10 @@ def configure(cfg: Config, root: Path) -> str:
     return uri
 
 
+# the databases MLflow's SQL store speaks (a driver may follow a '+'), and the hosted stores
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+
+
 def _check_local_store(uri: str) -> None:
     """A store on this machine: a URI (not a bare path), in a folder that exists and can be
     written, said in one line before MLflow makes folders or prints a database traceback."""
@@ -112,8 +116,11 @@ def _check_local_store(uri: str) -> None:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OpenSEMError(f"the tracking store's folder {folder} cannot be made ({exc.strerror}); {fix}") from None
-    else:
+    elif scheme.split("+")[0] in DATABASE_SCHEMES:
         return  # postgresql+psycopg2:// and other databases: MLflow's own errors name them
+    else:
+        raise OpenSEMError(f"MLFLOW_TRACKING_URI={uri}: MLflow keeps runs in no store of kind {scheme!r} "
+                           f"(it takes http(s), sqlite, file, {', '.join(DATABASE_SCHEMES)}); {fix}")
     if folder is None or str(folder) in ("", "."):
         return
     if not folder.is_dir():

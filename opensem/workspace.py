@@ -113,6 +113,9 @@ def open_sem(name: str, root: Path | None = None) -> Sem:
     check_sem_name(name)
     sem = Sem(root, name)
     if not sem.config_file.is_file():
+        if not (root / "configs" / "defaults.yaml").is_file():
+            raise OpenSEMError(f"{root} is not an OpenSEM project (no configs/defaults.yaml here or above): run opensem "
+                               "inside a clone of the OpenSEM repository, or point OPENSEM_HOME at one")
         known = ", ".join(known_sems(root)) or "none yet"
         raise OpenSEMError(f"unknown SEM {name!r} in {root} (known: {known}); create it with `opensem new-sem {name}`")
     return sem

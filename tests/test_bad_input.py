@@ -74,6 +74,16 @@ def nothing(root: Path) -> None:
     pass
 
 
+def nan_weights(root: Path) -> None:
+    """An adapter weights file, readable, whose numbers are NaN (what a diverged training wrote)."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = root / "models/legal/adapters/x"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"base_model.model.layers.0.q_proj.lora_B.weight": torch.full((4, 4), float("nan"))}, str(folder / "adapter_model.safetensors"))
+
+
 LEGAL = ["--sem", "legal"]
 CASES = [
     # -- command-line arguments --------------------------------------------------------------
@@ -172,6 +182,17 @@ CASES = [
     ("an adapter's metadata cut short", both(write("models/legal/adapters/x/adapter_config.json", "{}"),
                                             write("models/legal/adapters/x/training_metadata.json", '{"base_')),
      ["evaluate", *LEGAL, "--adapter", "x"], "training_metadata.json is damaged"),
+    ("an adapter's weights cut short", both(write("models/legal/adapters/x/adapter_config.json", "{}"),
+                                            write("models/legal/adapters/x/adapter_model.safetensors", b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a")),
+     ["evaluate", *LEGAL, "--adapter", "x"], "cannot be read"),
+    ("an adapter's weights not finite", both(write("models/legal/adapters/x/adapter_config.json", "{}"), nan_weights),
+     ["evaluate", *LEGAL, "--adapter", "x"], "not finite"),
+    ("an adapter's config deleted", nan_weights, ["evaluate", *LEGAL, "--adapter", "x"], "adapter_config.json is missing"),
+    ("a learning rate of inf (a string to YAML)", nothing, ["config", *LEGAL, "--set", "training.learning_rate=inf"], "finite number"),
+    ("a tracking URI of no known kind", env(MLFLOW_TRACKING_URI="foo://bar"), ["forge", *LEGAL], "no store of kind 'foo'"),
+    ("a file where raw/ belongs", both(lambda r: __import__("shutil").rmtree(r / "data/legal/raw"), write("data/legal/raw", "notes")),
+     ["forge", *LEGAL], "is a file, where the SEM's folder of documents belongs"),
+    ("serve on a port that is no port", nothing, ["serve", *LEGAL, "--port", "99999"], "not a TCP port"),
     ("paid teacher, cap, no price", env(OPENAI_API_KEY="sk-test"),
      ["forge", *LEGAL, "--set", "forge.teacher.provider=openai", "--set", "forge.teacher.model=my-finetune",
       "--set", "forge.teacher.base_url=http://127.0.0.1:9/v1", "--set", "forge.max_cost_usd=1"], "forge.prices"),
@@ -379,3 +400,23 @@ def test_a_folder_the_machine_will_not_let_a_stage_write_is_one_line(error, word
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(f"error: {words}"), result.output
+
+
+def test_a_stage_run_outside_a_project_says_so_and_not_to_make_a_sem(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENSEM_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["forge", "--sem", "legal"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "is not an OpenSEM project" in errors[0], result.output
+    assert "new-sem" not in errors[0] and list(tmp_path.iterdir()) == []
+
+
+def test_serving_on_a_port_another_program_holds_is_one_line(project):
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        result = CliRunner().invoke(app, ["serve", "--sem", "legal", "--port", str(held.getsockname()[1])])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "cannot listen on 127.0.0.1" in errors[0], result.output

@@ -118,10 +118,12 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
     if stage != "baseline" and not model_uri:
         folder = resolve_adapter(sem, adapter)
         _check_asked_as_trained(folder, cfg)
+        check_adapter_weights(folder)
         adapter = folder.name
     elif model_uri:
         model_dir, logged_adapter = _download_model(model_uri)
         _check_asked_as_trained(logged_adapter, cfg)
+        check_adapter_weights(logged_adapter)
     baseline = find_baseline(sem, cfg, digest, judge.name) if stage == "evaluate" else None  # before generating
     under_test = "base" if stage == "baseline" else (model_uri or f"adapter:{adapter}")
     tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PROMPT: prompt_digest(cfg), TAG_ANSWERED_ON: answered_on(cfg),
@@ -138,6 +140,9 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
         console.print(f"[bold]{stage}[/bold] {sem.name}: {len(items)} golden questions, model {under_test}, judge {judge.name}")
         retriever = open_book_retriever(sem, cfg)
         answers, seconds, gen_tokens = _answer(sem, cfg, [i.question for i in items], stage, adapter, model_dir, retriever)
+        if not any(a.strip() for a in answers):
+            raise OpenSEMError(f"{under_test} answered all {len(items)} golden questions with nothing: its weights are damaged "
+                               "or it was not trained for this chat template; nothing was scored")
         verdicts = judge.judge(items, answers)
         control_metrics, control_rows = _score_controls(sem, cfg, judge, items)
         reference_metrics, reference_rows = _score_references(cfg, judge, items, retriever)
@@ -293,6 +298,9 @@ def resolve_adapter(sem: Sem, name: str | None) -> Path:
     """The named adapter, or the newest finished one."""
     if name:
         folder = sem.adapters_dir / name
+        if folder.is_dir() and (folder / "adapter_model.safetensors").is_file() and not (folder / "adapter_config.json").is_file():
+            raise OpenSEMError(f"adapter {name!r} in {sem.adapters_dir} is damaged: its adapter_config.json is missing; "
+                               "train it again under a new training.run_name")
         if not (folder / "adapter_config.json").is_file():
             known = ", ".join(sorted(p.name for p in sem.adapters_dir.glob("*") if (p / "adapter_config.json").is_file())) or "none"
             raise OpenSEMError(f"no adapter {name!r} in {sem.adapters_dir} (trained: {known})")
@@ -342,6 +350,29 @@ def _logged_adapter(model_dir: Path, model_uri: str) -> Path:
         raise OpenSEMError(f"{model_uri!r} is not a model OpenSEM logged (it carries no adapter); "
                            "pass one that `opensem train` logged, e.g. models:/opensem-legal@champion")
     return folder
+
+
+def check_adapter_weights(folder: Path) -> None:
+    """Refuse an adapter whose weights file cannot be read (truncated, overwritten) or holds
+    numbers that are not finite: either answers nothing, and the comparison would print a
+    collapse instead of saying why."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        return  # an older .bin adapter: PEFT reads it as it is
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise OpenSEMError(f"{weights} cannot be read ({str(e).splitlines()[0][:120]}): the adapter is damaged; "
+                           "train it again under a new training.run_name") from None
+    import torch
+
+    broken = [name for name, w in tensors.items() if w.is_floating_point() and not bool(torch.isfinite(w).all())]
+    if broken:
+        raise OpenSEMError(f"{weights}: {len(broken)} of {len(tensors)} weight tensors hold numbers that are not finite "
+                           f"(first: {broken[0]}); the adapter is damaged or its training diverged: train it again")
 
 
 def _check_asked_as_trained(folder: Path, cfg: Config) -> None:

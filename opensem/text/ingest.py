@@ -33,6 +33,9 @@ class Skipped:
 
 
 def ingest(raw_dir: Path) -> tuple[list[Document], list[Skipped]]:
+    if raw_dir.exists() and not raw_dir.is_dir():
+        raise OpenSEMError(f"{raw_dir} is a file, where the SEM's folder of documents belongs: move it away, "
+                           "make the folder and put the documents (.txt, .md, .pdf, .html, .docx) in it")
     if not raw_dir.is_dir():
         raise OpenSEMError(f"raw folder {raw_dir} does not exist: create it and put .txt/.md documents in it")
     files = sorted(p for p in raw_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
