@@ -705,8 +705,39 @@ class Config(Section):
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
+    def public_dump(self) -> dict:
+        """The resolved config as logged, printed and written: every URL's credentials masked
+        (`user:***@host`; a ${VARIABLE} placeholder is kept, it holds no secret)."""
+        def masked(value):
+            if isinstance(value, dict):
+                return {k: masked(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [masked(v) for v in value]
+            return mask_url_credentials(value) if isinstance(value, str) else value
+
+        return masked(self.model_dump(mode="json"))
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self.public_dump(), sort_keys=False)
+
+
+# scheme://user:password@ or scheme://token@ in a URL (anywhere in a string)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]*)(?::(?P<password>[^/@\s]*))?@", re.I)
+
+
+def mask_url_credentials(text: str) -> str:
+    """`http://user:pass@host/v1` -> `http://user:***@host/v1`, `http://token@host` -> `http://***@host`;
+    `${VARIABLE}` placeholders (expanded only when connecting) are left as they are."""
+    def mask(m: re.Match) -> str:
+        user, password = m.group("user"), m.group("password")
+        if password is None:
+            return m.group(0) if _PLACEHOLDER.fullmatch(user) or not user else f"{m.group('scheme')}***@"
+        return m.group(0) if _PLACEHOLDER.fullmatch(password) else f"{m.group('scheme')}{user}:***@"
+
+    return _URL_CREDENTIALS.sub(mask, text)
+
+
+_PLACEHOLDER = re.compile(r"\$\{\w+\}")
 
 
 # --------------------------------------------------------------------------------------------

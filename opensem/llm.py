@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from opensem.config import PriceConfig
+from opensem.config import PriceConfig, mask_url_credentials
 from opensem.errors import OpenSEMError
 
 CACHE_VERSION = 1  # bump when the request format changes, so old cache entries are not reused
@@ -121,6 +121,7 @@ class LLMClient:
         if not model:
             raise OpenSEMError(f"{role}.model is required for provider {provider} (e.g. --set {role}.model=gpt-4o-mini)")
         self.role, self.provider, self.model, self.base_url = role, provider, model, base_url
+        self.shown_url = mask_url_credentials(base_url) if base_url else None  # what messages say
         self.max_retries, self.max_tokens, self.temperature = max_retries, max_tokens, temperature
         self.budget = budget
         self.price = prices.get(model)
@@ -237,7 +238,7 @@ class LLMClient:
         """One line for a failed request, its kind first ("connection refused: ..."): the SDKs
         report a refused or unreachable server as a connection error (or, through aiohttp, as a
         timeout), with the socket's own error as its cause."""
-        where = self.base_url or f"the {self.provider} API"
+        where = self.shown_url or f"the {self.provider} API"
         cause = exc.__cause__ or exc.__context__
         while cause is not None and (cause.__cause__ or cause.__context__) is not None and not isinstance(cause, OSError):
             cause = cause.__cause__ or cause.__context__
@@ -291,7 +292,7 @@ class LLMClient:
             from rich.console import Console
 
             Console(stderr=True).print(
-                f"[yellow]{self.role}[/yellow]: {self.base_url or 'the server'} refused response_format json_schema "
+                f"[yellow]{self.role}[/yellow]: {self.shown_url or 'the server'} refused response_format json_schema "
                 f"(HTTP {exc.status_code}); using json_object with the schema (set {self.role}.response_format to choose)",
                 highlight=False, soft_wrap=True)
             self.response_format_used = "json_object"

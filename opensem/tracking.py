@@ -319,7 +319,7 @@ def stage_run(
                 **(tags or {}),
             }
         )
-        resolved = cfg.model_dump(mode="json")
+        resolved = cfg.public_dump()  # URL credentials masked
         if not (adopted or run_id) or "model.base" not in mlflow.get_run(handle.run_id).data.params:
             handle.log_params(flatten(resolved))  # a resumed run keeps the params it has
         handle.log_text(cfg.to_yaml(), "config/resolved_config.yaml")

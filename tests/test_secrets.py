@@ -62,3 +62,27 @@ def test_planted_secrets_reach_no_file_and_no_output(project, monkeypatch):
     leaks = [str(p.relative_to(top)) for p in written for needle in needles if needle in p.read_bytes()]
     assert leaks == []
     assert not any(v in result.output for v in PLANTED.values())
+
+
+def test_credentials_in_a_url_are_masked_in_mlflow_printed_config_and_errors(project, monkeypatch):
+    """A teacher base_url with user:password (a proxy in front of a served model): the stage run's
+    params and resolved_config.yaml, read back from the store, and `opensem config` show
+    user:***@; nothing printed or written holds the password."""
+    import mlflow
+
+    from opensem.workspace import open_sem
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    url = "http://alice:PLANTEDurlpassword@127.0.0.1:9/v1"
+    overrides = ["--set", "forge.teacher.provider=openai", "--set", "forge.teacher.model=m", "--set", f"forge.teacher.base_url={url}",
+                 "--set", "forge.teacher.max_retries=0", "--set", "forge.max_failed_chunks=0"]
+    shown = CliRunner().invoke(app, ["config", "--sem", "legal", *overrides])
+    forged = CliRunner().invoke(app, ["forge", "--sem", "legal", *overrides])
+    assert forged.exit_code == 2 and "teacher requests failed" in forged.output, forged.output
+    run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+    assert run.data.params["forge.teacher.base_url"] == "http://alice:***@127.0.0.1:9/v1"
+    logged = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config/resolved_config.yaml")
+    assert "alice:***@" in logged and "alice:***@" in shown.output
+    everything = [shown.output, forged.output, json.dumps(run.data.params), logged]
+    everything += [p.read_text(errors="ignore") for p in open_sem("legal").root.rglob("*") if p.is_file() and p.suffix in (".yaml", ".json", ".jsonl")]
+    assert not any("PLANTEDurlpassword" in text for text in everything)
