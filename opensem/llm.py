@@ -242,12 +242,13 @@ class LLMClient:
         cause = exc.__cause__ or exc.__context__
         while cause is not None and (cause.__cause__ or cause.__context__) is not None and not isinstance(cause, OSError):
             cause = cause.__cause__ or cause.__context__
+        if type(exc).__name__ == "APITimeoutError" or _caused_by_timeout(exc):
+            return (f"timed out: {where} did not answer within {self.client.timeout}s ({type(exc).__name__}); "
+                    f"raise {self.role}.timeout_s for a slow server")
         if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause or ""):
             return f"connection refused: nothing answers at {where} ({type(exc).__name__})"
         if type(exc).__name__ == "APIConnectionError" or isinstance(cause, OSError):
             return f"connection failed: cannot reach {where} ({type(exc).__name__}: {str(cause or exc)[:200]})"
-        if type(exc).__name__ == "APITimeoutError":
-            return f"timed out: {where} did not answer within {self.client.timeout}s ({type(exc).__name__})"
         status = getattr(exc, "status_code", None)
         return f"HTTP {status} {type(exc).__name__}: {str(exc)[:300]}" if status else f"{type(exc).__name__}: {str(exc)[:300]}"
 
@@ -325,3 +326,16 @@ class LLMClient:
 
     def close(self) -> None:
         self.cache.close()
+
+
+def _caused_by_timeout(exc: BaseException) -> bool:
+    """Is a read or connect timeout anywhere in the exception's chain? Through aiohttp the SDKs
+    report one as a connection error whose cause is a TimeoutError (an OSError, so it must be
+    told apart from a refused or unreachable server first)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -590,3 +590,18 @@ def test_local_teacher_runs_the_bundled_model(mini):
         assert "malformed" in str(exc) and not mini.processed_dir.exists()
         rejected = read_jsonl(mini.cache_dir / "forge_rejected.jsonl")
     assert all(r["reason"] in ("malformed", "too_short", "not_grounded", "echo", "language", "duplicate") for r in rejected)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_read_timeout_is_named_as_one_with_the_setting_to_raise(mini, monkeypatch, provider):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    with FakeLLMServer() as server:
+        server.push("slow:4")
+        args = [a for a in api(server, provider, "forge.teacher.max_concurrency=1") if "max_retries" not in a and "timeout_s" not in a]
+        cfg = load_config(mini.root, "mini", args + ["forge.teacher.max_retries=0", "forge.teacher.timeout_s=1"])
+        with pytest.raises(OpenSEMError) as stopped:
+            forge(mini, cfg)
+    message = str(stopped.value)
+    assert "timed out" in message and "within 1.0s" in message and "forge.teacher.timeout_s" in message, message
+    assert "cannot reach" not in message
