@@ -139,6 +139,11 @@ class LLMClient:
                     f"(or set {role}.api_key_env to the variable that holds it)"
                 )
             api_key = "not-needed"  # local OpenAI-compatible servers (vLLM, Ollama) usually need none
+        odd = next((i for i, c in enumerate(api_key) if not c.isascii() or c.isspace()), None)
+        if odd is not None:  # an HTTP header takes ASCII only: the SDK would fail on every request with a codec error
+            raise OpenSEMError(f"${key_env} holds a character an API key cannot have (character {odd + 1} of {len(api_key)}: "
+                               f"{'a space' if api_key[odd].isspace() else 'not ASCII, e.g. a typographic quote'}); "
+                               f"export {key_env} again, copied without quotes or spaces")
         self.key_env = key_env
         self.http_requests = 0
         import diskcache

@@ -490,6 +490,19 @@ def test_a_budget_without_a_price_is_refused_before_any_request(mini, monkeypatc
     assert not (mini.processed_dir / "train.jsonl").exists()
 
 
+def test_the_price_hint_is_a_setting_that_works_for_a_model_name_with_dots(mini, monkeypatch):
+    import re
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeLLMServer() as server:
+        priced = api(server, "openai", "forge.teacher.model=qwen2.5-7b", "forge.max_cost_usd=1.0")
+        result = CliRunner().invoke(app, ["forge", "--sem", "mini", *sum((["--set", o] for o in priced), [])])
+        assert result.exit_code == 2 and len(server.log) == 0
+        hint = re.search(r"--set '([^']+)'", " ".join(result.output.split())).group(1)
+        again = CliRunner().invoke(app, ["forge", "--sem", "mini", *sum((["--set", o] for o in priced + [hint]), [])])
+        assert again.exit_code == 0 and len(server.log) > 0, again.output
+
+
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 @pytest.mark.parametrize("reply", ["malformed", "empty"])
 def test_a_reply_empty_or_unparsable_every_time_is_a_failed_request(mini, monkeypatch, provider, reply):

@@ -167,9 +167,11 @@ def make_teacher(cfg: Config, cache_dir: Path, budget: Budget, base_model_dir: P
     if t.provider in ("openai", "anthropic"):
         if cfg.forge.max_cost_usd is not None and t.model not in cfg.forge.prices:
             # without a price every request counts as $0 and the cap could never stop anything
+            # the model name may hold dots (qwen2.5-7b), which a dotted --set key would split: give the price as a mapping
+            price = f'{{"{t.model}": {{input_per_mtok: 0.15, output_per_mtok: 0.6}}}}'
             raise OpenSEMError(
-                f"forge.max_cost_usd is set but forge.prices has no price for {t.model!r}: add "
-                f"forge.prices.{t.model}.input_per_mtok and .output_per_mtok (USD per million tokens; 0 for a free server)"
+                f"forge.max_cost_usd is set but forge.prices has no price for {t.model!r}: give it in USD per million "
+                f"tokens (0 for a free server) under forge: prices: in the SEM's config file, or --set 'forge.prices={price}'"
             )
         return APITeacher(t, cfg.forge.prices, cache_dir, budget)
     if t.provider == "local":
