@@ -37,6 +37,40 @@ def _latest(sem: Sem, stage: str, extra: str = ""):
     return runs[0] if runs else None
 
 
+def checked_manifest(processed: Path) -> tuple[dict, list[str]]:
+    """The forge manifest with its counts checked against the files beside it: the numbers of
+    train and test rows and of rejections by reason are counted in the files, and where the
+    manifest says otherwise (edited, or from another forge run) the report shows the counted
+    numbers and says where they disagree. ({}, []) without a manifest."""
+    from collections import Counter
+
+    path = processed / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}, [f"{path.name} is damaged: its numbers are not shown"]
+    if not isinstance(manifest, dict) or not manifest:
+        return {}, []
+
+    def lines(name: str) -> list[str] | None:
+        file = processed / name
+        return [x for x in file.read_text(encoding="utf-8").splitlines() if x.strip()] if file.is_file() else None
+
+    counted: dict = {}
+    for key in ("train", "test"):
+        rows = lines(f"{key}.jsonl")
+        if rows is not None:
+            counted[key] = len(rows)
+    if "train" in counted and "test" in counted:
+        counted["pairs_kept"] = counted["train"] + counted["test"]
+    rejected = lines("rejected.jsonl")
+    if rejected is not None:
+        counted["rejected"] = dict(Counter(json.loads(r).get("reason", "unknown") for r in rejected))
+    disagreements = [f"{key}: manifest.json says {manifest.get(key)}, the files hold {value}"
+                     for key, value in counted.items() if manifest.get(key) != value]
+    return manifest | counted, disagreements
+
+
 def gather(sem: Sem, cfg: Config) -> dict:
     """Everything the report shows, as plain data."""
     import mlflow
@@ -47,8 +81,7 @@ def gather(sem: Sem, cfg: Config) -> dict:
     if evaluation is None:
         raise OpenSEMError(f"nothing to report for {sem.name} yet: run `opensem pipeline --sem {sem.name}` (or evaluate) first")
     baseline = mlflow.get_run(evaluation.data.tags[TAG_BASELINE_RUN])
-    manifest_path = sem.processed_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest, disagreements = checked_manifest(sem.processed_dir)
     adapter = evaluation.data.tags.get(TAG_MODEL, "").removeprefix("adapter:")
     metadata_path = sem.adapters_dir / adapter / "training_metadata.json"
     training = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
@@ -95,7 +128,7 @@ def gather(sem: Sem, cfg: Config) -> dict:
     return {
         "controls": controls, "references": references, "headline": headline, "unreliable": unreliable, "selection_note": cfg.golden.selection_note,
         "sem": sem.name, "base_model": evaluation.data.tags.get(TAG_BASE_MODEL, cfg.model.base),
-        "recipe": training.get("recipe"), "manifest": manifest, "training": training, "adapter": adapter,
+        "recipe": training.get("recipe"), "manifest": manifest, "manifest_disagrees": disagreements, "training": training, "adapter": adapter,
         "baseline": {"run_id": baseline.info.run_id, **baseline.data.metrics},
         "tuned": {"run_id": evaluation.info.run_id, **evaluation.data.metrics},
         "judge": evaluation.data.tags.get(TAG_JUDGE), "golden_digest": evaluation.data.tags.get(TAG_GOLDEN),
@@ -194,6 +227,8 @@ def run(sem: Sem, cfg: Config) -> Path:
 
     tracking.configure(cfg, sem.root)
     data = gather(sem, cfg)
+    for disagreement in data["manifest_disagrees"]:
+        console.print(f"[yellow]forge manifest disagrees with its files, {disagreement}: the report shows what the files hold[/yellow]")
     with tracking.stage_run(sem, "report", cfg) as tracked:
         folder = write_report(sem, data)
         atomic_write_json(folder / "summary.json", {
