@@ -98,7 +98,7 @@ AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="Adapter ru
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Score only the first N golden items (a quick check; tagged partial).")]
 
 for _stage in STAGES:
-    if _stage in ("baseline", "evaluate", "promote"):
+    if _stage in ("baseline", "evaluate", "promote", "prefer"):
         continue  # defined below: they take extra options
     # `set_` is exposed as --set; typer takes the option name from the Annotated declaration.
     app.command(_stage)(_stage_command(_stage))
@@ -111,6 +111,16 @@ def baseline(sem: SemOpt, limit: LimitOpt = None, set_: SetOpt = None, overrides
     from opensem.stages import run_stage
 
     run_stage("baseline", sem, _overrides(set_, overrides), limit=limit)
+
+
+@app.command("prefer")
+@user_errors
+def prefer(sem: SemOpt, adapter: Annotated[Optional[str], typer.Option("--adapter", help="The SFT adapter to continue (default: the newest finished one).")] = None,
+           set_: SetOpt = None, overrides: OverridesOpt = "") -> None:
+    """Preference training after SFT: TRL's DPO on the forge's chosen/rejected quotes, the SFT adapter frozen as the reference -> models/SEM/adapters/SFT-pref (settings: the `preference` section)."""
+    from opensem.stages import run_stage
+
+    run_stage("prefer", sem, _overrides(set_, overrides), adapter=adapter)
 
 
 @app.command("evaluate")

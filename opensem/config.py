@@ -292,6 +292,12 @@ class ReadingConfig(Section):
     answering excerpt that states it, verbatim (a teacher's Yes./No. opener kept); 2 on that
     sentence and the one after it, as a reader that finds and quotes would answer."""
 
+    rejected_per_pair: int = Field(2, ge=0, le=10)
+    """With quote_sentences: the forge also writes preference rows for the preference stage
+    (processed/preference_{train,test}.jsonl): each training question's quoted answer chosen and
+    up to this many quotes of other sentences of its excerpts rejected, those sharing most of
+    the question's words first (opensem/forge/preference_pairs.py). 0: none."""
+
     join_opener: bool = False
     """With quote_sentences: a Yes./No. opener joins the quote with a comma ("No, the clean
     target does not ...") instead of standing as a sentence of its own, so that an opener and two
@@ -359,6 +365,48 @@ class ForgeConfig(Section):
         "claude-sonnet-4-5": PriceConfig(input_per_mtok=3.00, output_per_mtok=15.00),
     }
     """Price table by teacher model. A model missing here is counted at 0 and warned about."""
+
+
+# --------------------------------------------------------------------------------------------
+# preference (a stage after SFT: the chosen quote over the rejected ones)
+# --------------------------------------------------------------------------------------------
+class PreferenceConfig(Section):
+    """`opensem prefer`: continues the SFT adapter with TRL's DPOTrainer on the forge's preference
+    rows (processed/preference_train.jsonl: forge.reading.rejected_per_pair), the SFT adapter
+    frozen as the reference (opensem/preference/stage.py)."""
+
+    enabled: bool = False
+    """The pipeline runs the preference stage after train, and evaluates and promotes its adapter
+    instead of the SFT one."""
+
+    loss: Literal["sigmoid", "ipo", "hinge", "robust", "apo_zero"] = "sigmoid"
+    """TRL's DPO loss: sigmoid is DPO's own, ipo is IPO, apo_zero pushes the chosen up and the
+    rejected down in absolute terms (suits pairs whose chosen is better than what the model says)."""
+
+    beta: float = Field(0.1, gt=0.0)
+    """How far the adapter may move from the SFT reference (higher: less)."""
+
+    learning_rate: float = Field(5e-5, gt=0.0)
+    """Peak learning rate of the preference stage (cosine schedule, training.warmup_ratio warmup)."""
+
+    epochs: float = Field(1.0, gt=0.0)
+    """Passes over the preference rows."""
+
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run the epochs)."""
+
+    batch_size: int = Field(4, gt=0)
+    """Preference rows per optimizer step (each is a chosen and a rejected answer to score)."""
+
+    on_policy: int = Field(0, ge=0)
+    """Also ask the SFT adapter this many training questions (0: none); where its own answer does
+    not state the training answer, it becomes one more rejected answer beside the chosen quote:
+    the mistakes this adapter really makes."""
+
+    run_name: str | None = None
+    """Adapter folder name; default <SFT adapter>-pref. Re-running the same name resumes."""
+
+    _run_name_is_a_folder_name = field_validator("run_name")(lambda v: _folder_name(v))
 
 
 # --------------------------------------------------------------------------------------------
@@ -675,6 +723,7 @@ class Config(Section):
     lora: LoraConfig = LoraConfig()
     training: TrainingConfig = TrainingConfig()
     forge: ForgeConfig = ForgeConfig()
+    preference: PreferenceConfig = PreferenceConfig()
     generation: GenerationConfig = GenerationConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     judge: JudgeConfig = JudgeConfig()

@@ -32,6 +32,12 @@ def answer_questions(model, tokenizer, questions: list[str], system_prompt: str 
         model.eval()
         return [q.text for q in quote_answers(tokenizer, questions, system_prompt, retriever, quote_sentences,
                                               model_scorer(model, tokenizer))]
+    chats = (build_messages(q, system_prompt, retriever.context(q) if retriever else None) for q in questions)
+    return answer_chats(model, tokenizer, list(chats), max_new_tokens, batch_size)
+
+
+def answer_chats(model, tokenizer, chats: list[list[dict]], max_new_tokens: int = 96, batch_size: int = 8) -> list[str]:
+    """Greedy answers to whole chats (each a list of messages ending with the user turn)."""
     import torch
 
     tokenizer.padding_side = "left"
@@ -39,10 +45,8 @@ def answer_questions(model, tokenizer, questions: list[str], system_prompt: str 
         tokenizer.pad_token = tokenizer.eos_token
     answers: list[str] = []
     model.eval()
-    for start in range(0, len(questions), batch_size):
-        batch = questions[start : start + batch_size]
-        prompts = [tokenizer.apply_chat_template(build_messages(q, system_prompt, retriever.context(q) if retriever else None),
-                                                 add_generation_prompt=True, tokenize=False) for q in batch]
+    for start in range(0, len(chats), batch_size):
+        prompts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) for chat in chats[start:start + batch_size]]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
             out = model.generate(

@@ -42,14 +42,14 @@ class Quote:
 
 
 def candidates(excerpts: list[str]) -> list[Candidate]:
-    """The sentences of the excerpts that can answer: heading lines (no closing punctuation) are
-    left out where any sentence has it, and a sentence shown in two excerpts counts once."""
-    from opensem.retrieval import SENTENCE_END, excerpt_sentences
+    """The sentences of the excerpts that can answer (retrieval.quotable_sentences: no heading
+    line; all sentences where no line ends as a sentence), a sentence shown twice counted once."""
+    from opensem.retrieval import excerpt_sentences, quotable_sentences
 
-    found = [Candidate(s, e, i) for e, text in enumerate(excerpts) for i, s in enumerate(excerpt_sentences(text))]
-    sentences = [c for c in found if c.sentence[-1] in SENTENCE_END] or found
+    found = [Candidate(s, e, i) for e, text in enumerate(excerpts) for i, s in enumerate(quotable_sentences(text))]
+    found = found or [Candidate(s, e, i) for e, text in enumerate(excerpts) for i, s in enumerate(excerpt_sentences(text))]
     seen, unique = set(), []
-    for c in sentences:
+    for c in found:
         if c.sentence not in seen:
             seen.add(c.sentence)
             unique.append(c)
@@ -57,11 +57,11 @@ def candidates(excerpts: list[str]) -> list[Candidate]:
 
 
 def quote_of(chosen: Candidate, excerpts: list[str], quote_sentences: int) -> str:
-    """The chosen sentence and the sentences after it in its excerpt, `quote_sentences` in all
-    (fewer at the excerpt's end; heading lines are skipped)."""
-    from opensem.retrieval import SENTENCE_END, excerpt_sentences
+    """The chosen sentence and the quotable sentences after it in its excerpt, `quote_sentences`
+    in all (fewer at the excerpt's end)."""
+    from opensem.retrieval import quotable_sentences
 
-    following = [s for s in excerpt_sentences(excerpts[chosen.excerpt])[chosen.position + 1:] if s[-1] in SENTENCE_END]
+    following = quotable_sentences(excerpts[chosen.excerpt])[chosen.position + 1:]
     return " ".join([chosen.sentence, *following[:quote_sentences - 1]])
 
 

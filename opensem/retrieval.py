@@ -140,11 +140,17 @@ class Retriever:
 
     def reading_context(self, question: str, answer: str, rng: random.Random, shuffle: bool,
                         distractor_pool: int) -> tuple[str, str | None]:
+        """reading_excerpts as the model reads them (shown_text), and the answering excerpt."""
+        excerpts, answering = self.reading_excerpts(question, answer, rng, shuffle, distractor_pool)
+        return self.shown_text(question, excerpts), answering
+
+    def reading_excerpts(self, question: str, answer: str, rng: random.Random, shuffle: bool,
+                         distractor_pool: int) -> tuple[list[str], str | None]:
         """A training question's excerpts for reading practice (forge.reading), and the one that
         states the answer: the best-ranked excerpt that does (`found`), also when the retriever
         ranks it below top_k, with top_k - 1 other excerpts drawn from the best `distractor_pool`
         that do not, all in a random order when `shuffle`. Where no excerpt states the answer:
-        the excerpts as at evaluation (`context`) and None."""
+        the excerpts as at evaluation (`search`) and None."""
         answering, others = None, []
         for excerpt in self.ranked(question):
             if answering is None and found(answer, excerpt):
@@ -154,13 +160,13 @@ class Retriever:
             if answering is not None and len(others) >= max(distractor_pool, self.top_k - 1):
                 break
         if answering is None:
-            return self.context(question), None
+            return self.search(question), None
         want = self.top_k - 1
         distractors = others[:want] if distractor_pool <= want else rng.sample(others, min(want, len(others)))
         excerpts = [answering, *distractors]
         if shuffle:
             rng.shuffle(excerpts)
-        return self.shown_text(question, excerpts), answering
+        return excerpts, answering
 
     def save(self, path: Path) -> None:
         from opensem.io import atomic_write_json
@@ -211,6 +217,16 @@ def excerpt_sentences(excerpt: str) -> list[str]:
     from opensem.text.reflow import split_sentences
 
     return [s.strip() for line in excerpt.splitlines() for s in split_sentences(line) if s.strip()]
+
+
+def quotable_sentences(excerpt: str) -> list[str]:
+    """The sentences of an excerpt an answer can quote: those of its lines that end as a sentence
+    ends; a heading line ("Contracts > Offer", or "What is a contract? > Kinds") is left out whole,
+    a question in it included."""
+    from opensem.text.reflow import split_sentences
+
+    lines = [line.strip() for line in excerpt.splitlines() if line.strip()]
+    return [s.strip() for line in lines if line[-1] in SENTENCE_END for s in split_sentences(line) if s.strip()]
 
 
 def found(answer: str, context: str, share: float = 0.8) -> bool:

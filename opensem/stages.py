@@ -14,6 +14,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "forge": ("opensem.forge", "documents -> teacher-written Q/A pairs -> train.jsonl / test.jsonl"),
     "baseline": ("opensem.judge.baseline", "score the base model on the golden set"),
     "train": ("opensem.train", "LoRA/QLoRA fine-tune -> models/<sem>/adapters/<run_name>; base model and settings from the recipe (--set recipe=NAME, see `opensem recipes`)"),
+    "prefer": ("opensem.preference", "preference training after SFT: TRL's DPO on the forge's chosen/rejected quotes -> models/<sem>/adapters/<sft>-pref (section `preference`)"),
     "evaluate": ("opensem.judge.evaluate", "score a fine-tuned adapter; print Baseline vs Fine-tuned"),
     "sweep": ("opensem.sweep", "Optuna study over sweep.space (--set sweep.n_trials=N; run again to add trials); each trial trains as a nested run, losing ones are pruned after an epoch"),
     "promote": ("opensem.registry", "register the adapter; move `champion` only if it beats the baseline"),

@@ -26,7 +26,7 @@ from opensem.forge.teachers import make_teacher
 from opensem.generate import build_messages
 from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file, staged_folder
 from opensem.llm import Budget, Completion
-from opensem.retrieval import SENTENCE_END, excerpt_sentences
+from opensem.retrieval import SENTENCE_END, excerpt_sentences, found
 from opensem.retrieval import settings as retrieval_settings
 from opensem.text.chunk import Chunk, chunk_document, token_counter
 from opensem.text.ingest import ingest
@@ -35,7 +35,8 @@ from opensem.workspace import Sem
 
 console = Console(stderr=True)
 
-FILES = ("train", "test", "corpus")  # the jsonl outputs the manifest holds digests of
+# the jsonl outputs the manifest holds digests of
+FILES = ("train", "test", "corpus", "preference_train", "preference_test")
 # below this many training pairs forge warns (the sample SEM, which does beat its base, has ~130)
 FEW_PAIRS = 50
 
@@ -56,10 +57,11 @@ class Pair:
         return {"messages": build_messages(self.question, system_prompt, context) + [{"role": "assistant", "content": self.answer}]}
 
 
-def reading_rows(pairs: list[Pair], system_prompt: str | None, retriever, reading, seed: int):
+def reading_rows(pairs: list[Pair], system_prompt: str | None, retriever, reading, seed: int, preference: list | None = None):
     """The training rows: each pair asked as at evaluation, or with forge.reading on (open book),
-    `copies` times with excerpts chosen for reading practice (Retriever.reading_context), each
-    copy's draw seeded by the pair and the copy's number."""
+    `copies` times with excerpts chosen for reading practice (Retriever.reading_excerpts), each
+    copy's draw seeded by the pair and the copy's number. With quoted answers and `preference`
+    given, the first copy's preference rows (forge/preference_pairs.py) are added to it."""
     practice = retriever is not None and (reading.answer_in_excerpts or reading.shuffle or reading.copies > 1)
     for copy in range(reading.copies if practice else 1):
         for p in pairs:
@@ -69,15 +71,48 @@ def reading_rows(pairs: list[Pair], system_prompt: str | None, retriever, readin
             rng = random.Random(f"{seed}/{copy}/{p.question}")
             answer = p.answer
             if reading.answer_in_excerpts:
-                context, answering = retriever.reading_context(p.question, p.answer, rng, reading.shuffle, reading.distractor_pool)
+                excerpts, answering = retriever.reading_excerpts(p.question, p.answer, rng, reading.shuffle, reading.distractor_pool)
+                context = retriever.shown_text(p.question, excerpts)
                 if answering and reading.quote_sentences:
                     answer = quote_answer(p.answer, answering, reading.quote_sentences, join_opener=reading.join_opener)
+                    if preference is not None and copy == 0 and answer != p.answer:
+                        preference += _preference(p, answer, excerpts, context, system_prompt, retriever, reading)
             else:  # the retriever's own excerpts, only reordered
                 excerpts = retriever.search(p.question)
                 if reading.shuffle:
                     rng.shuffle(excerpts)
                 context = "\n\n".join(excerpts)
             yield Pair(p.question, answer, p.chunk).messages(system_prompt, retriever, context)
+
+
+def _preference(p: Pair, chosen: str, excerpts: list[str], shown: str, system_prompt, retriever, reading) -> list[dict]:
+    """A pair's preference rows: its quoted answer chosen, quotes of other sentences of the same
+    excerpts rejected (a Yes./No. opener of the chosen one goes in front of them too, so the two
+    differ only in the sentence chosen)."""
+    from opensem.forge.preference_pairs import preference_rows, rejected_quotes
+
+    if not reading.rejected_per_pair:
+        return []
+    opener = next((o for o in ("Yes. ", "No. ") if chosen.startswith(o)), "")
+    top = retriever.top_sentences(p.question, 1, excerpts)
+    rejected = rejected_quotes(p.question, p.answer, chosen.removeprefix(opener), excerpts, reading.quote_sentences,
+                               reading.rejected_per_pair, top[0] if top else None)
+    return preference_rows(p.question, system_prompt, shown, chosen, [opener + r for r in rejected])
+
+
+def held_out_preference(pairs: list[Pair], system_prompt: str | None, retriever, reading) -> list[dict]:
+    """Preference rows for the held-out pairs, asked as at evaluation (the retriever's own
+    excerpts), where one of those excerpts states the answer: the preference stage's eval set."""
+    rows: list[dict] = []
+    if retriever is None or not (reading.answer_in_excerpts and reading.quote_sentences and reading.rejected_per_pair):
+        return rows
+    for p in pairs:
+        excerpts = retriever.search(p.question)
+        answering = next((e for e in excerpts if found(p.answer, e)), None)
+        chosen = quote_answer(p.answer, answering, reading.quote_sentences, join_opener=reading.join_opener) if answering else p.answer
+        if chosen != p.answer:
+            rows += _preference(p, chosen, excerpts, retriever.shown_text(p.question, excerpts), system_prompt, retriever, reading)
+    return rows
 
 
 def quote_answer(answer: str, excerpt: str, sentences: int, least_share: float = 0.5, join_opener: bool = False) -> str:
@@ -137,8 +172,11 @@ def run(sem: Sem, cfg: Config) -> dict:
         # is written and logged: a failed or killed forge leaves the previous set as it was
         with staged_folder(final) as out:
             with _phase(f"writing {len(train) + len(test)} pairs" + (" with their excerpts" if retriever else "")):
-                atomic_write_jsonl(out / "train.jsonl", reading_rows(train, system, retriever, fc.reading, fc.seed))
+                preference: list[dict] = []
+                atomic_write_jsonl(out / "train.jsonl", reading_rows(train, system, retriever, fc.reading, fc.seed, preference))
                 atomic_write_jsonl(out / "test.jsonl", (p.messages(system, retriever) for p in test))
+                atomic_write_jsonl(out / "preference_train.jsonl", preference)
+                atomic_write_jsonl(out / "preference_test.jsonl", held_out_preference(test, system, retriever, fc.reading))
             atomic_write_jsonl(out / "rejected.jsonl", rejected)
             # the documents as read (reflowed, markup removed): what training's cpt phase reads
             atomic_write_jsonl(out / "corpus.jsonl", ({"document": d.name, "text": d.text} for d in docs))
@@ -213,6 +251,9 @@ def _manifest(sem: Sem, cfg: Config, out, docs, skipped, chunks, replies, kept, 
         "train": len(train),
         "train_rows": len(train) * (fc.reading.copies if retriever is not None else 1),  # forge.reading.copies
         "test": len(test),
+        # preference rows (chosen quote, rejected quote) for the preference stage: forge/preference_pairs.py
+        "preference_train": _count_lines(out / "preference_train.jsonl"),
+        "preference_test": _count_lines(out / "preference_test.jsonl"),
         "rejected": dict(sorted(reasons.items())),
         "coverage": covered,
         # the pairs' prompts carry these passages; training checks it asks the same way
@@ -226,6 +267,11 @@ def _manifest(sem: Sem, cfg: Config, out, docs, skipped, chunks, replies, kept, 
         "digests": {name: sha256_file(out / f"{name}.jsonl") for name in FILES} | {"raw": _raw_digest(sem, docs)},
         "seconds": round(time.time() - started, 2),
     }
+
+
+def _count_lines(path) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def _log_outputs(sem: Sem, tracked, manifest: dict, out, final, train, test, system, retriever) -> None:
@@ -244,6 +290,8 @@ def _log_outputs(sem: Sem, tracked, manifest: dict, out, final, train, test, sys
             "complete_sentence_share": manifest["complete_sentence_share"],
             "pairs_train": len(train),
             "pairs_test": len(test),
+            "preference_train": manifest["preference_train"],
+            "preference_test": manifest["preference_test"],
             **{f"rejected_{k}": v for k, v in manifest["rejected"].items()},
             **{f"{name}_taught_share": c["taught_share"] for name, c in covered.items()},
             **{f"{name}_in_documents_share": c["in_documents_share"] for name, c in covered.items()},
@@ -259,6 +307,9 @@ def _log_outputs(sem: Sem, tracked, manifest: dict, out, final, train, test, sys
         tracking.log_jsonl_dataset(out / "train.jsonl", f"{sem.name}-train", "training", source=final / "train.jsonl")
     if test:
         tracking.log_jsonl_dataset(out / "test.jsonl", f"{sem.name}-test", "testing", source=final / "test.jsonl")
+    if manifest["preference_train"]:
+        tracking.log_jsonl_dataset(out / "preference_train.jsonl", f"{sem.name}-preference", "preference",
+                                   source=final / "preference_train.jsonl")
     tracked.log_artifact(out / "manifest.json", "forge")
     tracked.log_artifact(out / "rejected.jsonl", "forge")
     tracked.log_text("".join(_jsonl(p.messages(system, retriever)) for p in train[:20]), "forge/sample_pairs.jsonl")

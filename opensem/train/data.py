@@ -29,7 +29,7 @@ def check_forge_output(processed_dir: Path, sem_name: str) -> dict | None:
         raise OpenSEMError(f"{path} is damaged ({type(exc).__name__}); {rerun}") from None
     from opensem.io import sha256_file
 
-    for name in ("train", "test", "corpus"):
+    for name in ("train", "test", "corpus", "preference_train", "preference_test"):
         wanted, file = digests.get(name), processed_dir / f"{name}.jsonl"
         if wanted is None:
             continue  # a manifest from before this file existed
