@@ -313,6 +313,11 @@ class ForgeConfig(Section):
     reading: ReadingConfig = ReadingConfig()
     """Open book: the excerpts of each training question (reading practice; see ReadingConfig)."""
 
+    secrets: Literal["stop", "redact", "allow"] = "stop"
+    """Credentials found in the documents (API keys, tokens, private keys, user:password in URLs;
+    opensem/text/secrets.py): stop names each (document:line, kind) before anything is written;
+    redact replaces each with [REDACTED] in the pairs and the passages models read; allow keeps them."""
+
     @model_validator(mode="after")
     def _overlap_inside_a_chunk(self):
         if self.chunk_overlap >= self.chunk_tokens:

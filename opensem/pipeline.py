@@ -1,5 +1,5 @@
-"""`opensem pipeline`: forge -> baseline -> train -> evaluate -> promote (-> report, once it
-lands), each stage a nested MLflow run under one parent run.
+"""`opensem pipeline`: forge -> baseline -> train -> [prefer, with preference.enabled] ->
+evaluate -> promote -> report, each stage a nested MLflow run under one parent run.
 
 Re-running is cheap and safe. data/<sem>/pipeline.json records, per stage, a key - a digest of
 the config sections the stage reads plus what it consumed from the stage before - and what the
@@ -97,6 +97,20 @@ def run(sem: Sem, cfg: Config) -> dict:
             raise_if_interrupted(train.run(sem, train_cfg))  # a preempted run is resumed by the next pipeline
             record("train", key, run_name=name)
         adapter = done["train"]["run_name"]
+
+        if cfg.preference.enabled:  # preference training over the SFT adapter; evaluate takes its adapter
+            from opensem import preference
+
+            key = _key(cfg, ("model", "preference", "training", "retrieval"), adapter,
+                       sha256_file(sem.processed_dir / "preference_train.jsonl"))
+            if not finished("prefer", key):
+                prefer_cfg = cfg.model_copy(deep=True)
+                prefer_cfg.preference.run_name = cfg.preference.run_name or f"{adapter}-pref"  # a rerun resumes it
+                from opensem.stages import raise_if_interrupted
+
+                raise_if_interrupted(preference.run(sem, prefer_cfg, adapter=adapter))
+                record("prefer", key, run_name=prefer_cfg.preference.run_name)
+            adapter = done["prefer"]["run_name"]
 
         key = _key(cfg, ("model", "generation", "retrieval", "judge"), adapter, digest)
         if not finished("evaluate", key):

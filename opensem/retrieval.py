@@ -237,26 +237,33 @@ def found(answer: str, context: str, share: float = 0.8) -> bool:
     return bool(wanted) and len(wanted & content_words(context)) >= share * len(wanted)
 
 
-def passages(raw_dir: Path, count_tokens: Callable[[str], int], passage_tokens: int) -> list[str]:
-    """The documents cut into passages of at most passage_tokens, each led by its heading path."""
-    from opensem.text.chunk import chunk_document
+def documents(raw_dir: Path, secrets: str = "allow"):
+    """The documents as read, under the forge.secrets policy (text/secrets.py), so the passages
+    a model reads hold what the forge's pairs hold: redacted where the forge redacts."""
+    from opensem.text import secrets as credentials
     from opensem.text.ingest import ingest
 
-    docs, _ = ingest(raw_dir)
+    return credentials.checked(ingest(raw_dir)[0], secrets, raw_dir)
+
+
+def passages(raw_dir: Path, count_tokens: Callable[[str], int], passage_tokens: int, secrets: str = "allow") -> list[str]:
+    """The documents cut into passages of at most passage_tokens, each led by its heading path."""
+    from opensem.text.chunk import chunk_document
+
+    docs = documents(raw_dir, secrets)
     return [f"{c.heading}\n{c.text}" if c.heading else c.text
             for doc in docs for c in chunk_document(doc, count_tokens, passage_tokens, 0)]
 
 
 def sentence_windows(raw_dir: Path, count_tokens: Callable[[str], int], passage_tokens: int,
-                     window: int) -> tuple[list[str], list[str], list[list[int]]]:
+                     window: int, secrets: str = "allow") -> tuple[list[str], list[str], list[list[int]]]:
     """Every sentence of the documents led by its heading path (what is ranked), the excerpt shown
     for it (the sentence with `window` sentences of its section either side, fewer where that
     would pass passage_tokens), and its span [section, sentence, first, last]."""
     from opensem.text.chunk import sections
-    from opensem.text.ingest import ingest
     from opensem.text.reflow import split_sentences
 
-    docs, _ = ingest(raw_dir)
+    docs = documents(raw_dir, secrets)
     ranked, shown, spans = [], [], []
 
     def led(heading: str, text: str) -> str:
@@ -288,6 +295,6 @@ def for_sem(sem, cfg, tokenizer) -> Retriever | None:
 
     count = token_counter(tokenizer)
     if r.unit == "sentence":
-        ranked, shown, spans = sentence_windows(sem.raw_dir, count, r.passage_tokens, r.window)
+        ranked, shown, spans = sentence_windows(sem.raw_dir, count, r.passage_tokens, r.window, cfg.forge.secrets)
         return Retriever(ranked, r.top_k, r.method, shown, spans, r.lead_sentence)
-    return Retriever(passages(sem.raw_dir, count, r.passage_tokens), r.top_k, r.method, lead=r.lead_sentence)
+    return Retriever(passages(sem.raw_dir, count, r.passage_tokens, cfg.forge.secrets), r.top_k, r.method, lead=r.lead_sentence)

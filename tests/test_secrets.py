@@ -86,3 +86,29 @@ def test_credentials_in_a_url_are_masked_in_mlflow_printed_config_and_errors(pro
     everything = [shown.output, forged.output, json.dumps(run.data.params), logged]
     everything += [p.read_text(errors="ignore") for p in open_sem("legal").root.rglob("*") if p.is_file() and p.suffix in (".yaml", ".json", ".jsonl")]
     assert not any("PLANTEDurlpassword" in text for text in everything)
+
+
+KEY_DOC = ("# Deploying widgets\n\nThe deploy script reads the storage key. Our key is AKIAIOSFODNN7EXAMPLE and it rotates monthly.\n\n"
+           "A **Zorblat** is a teal widget. The largest widget weighs 400 grams.\n")
+
+
+def test_a_key_in_a_document_stops_the_forge_before_anything_is_written_or_is_redacted(project):
+    from opensem.io import read_jsonl
+    from opensem.retrieval import passages
+    from opensem.workspace import open_sem
+
+    sem = open_sem("legal")
+    (sem.raw_dir / "zz-deploy.md").write_text(KEY_DOC)
+    stopped = CliRunner().invoke(app, ["forge", "--sem", "legal"])
+    errors = [line for line in stopped.output.splitlines() if line.startswith("error:")]
+    assert stopped.exit_code == 2 and len(errors) == 1, stopped.output
+    assert "zz-deploy.md:3 (AWS Access Key)" in " ".join(stopped.output.split()) and "AKIAIOSFODNN7EXAMPLE" not in stopped.output
+    assert not sem.processed_dir.exists() and not (sem.cache_dir / "teacher").exists()
+
+    redacted = CliRunner().invoke(app, ["forge", "--sem", "legal", "--set", "forge.secrets=redact", "--set", "retrieval.enabled=true"])
+    assert redacted.exit_code == 0, redacted.output
+    written = "".join(p.read_text() for p in sem.processed_dir.glob("*.jsonl"))
+    assert "AKIAIOSFODNN7EXAMPLE" not in written and "[REDACTED]" in written  # the document itself is in corpus.jsonl
+    shown = passages(sem.raw_dir, lambda text: len(text.split()), 256, "redact")
+    assert any("[REDACTED]" in p for p in shown) and not any("AKIAIOSFODNN7EXAMPLE" in p for p in shown)
+    assert any("teal" in json.dumps(r) for r in read_jsonl(sem.processed_dir / "train.jsonl"))  # the rest is read as before

@@ -29,6 +29,7 @@ from opensem.llm import Budget, Completion
 from opensem.retrieval import SENTENCE_END, excerpt_sentences, found
 from opensem.retrieval import settings as retrieval_settings
 from opensem.text.chunk import Chunk, chunk_document, token_counter
+from opensem.text import secrets
 from opensem.text.ingest import ingest
 from opensem.text.words import STOPWORDS
 from opensem.workspace import Sem
@@ -144,6 +145,8 @@ def run(sem: Sem, cfg: Config) -> dict:
     fc = cfg.forge
     with _phase(f"reading {sem.raw_dir}"):
         docs, skipped = ingest(sem.raw_dir)
+    with _phase(f"looking for credentials in {len(docs)} documents (forge.secrets={fc.secrets})"):
+        docs = secrets.checked(docs, fc.secrets, sem.raw_dir)  # before anything is asked or written
     golden = _golden_for_decontamination(sem)
     base_dir = _base_model_dir(sem, cfg)
     budget = Budget(fc.max_cost_usd)
