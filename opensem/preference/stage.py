@@ -68,7 +68,7 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None) -> dict:
 
 def _prepare(sem: Sem, cfg: Config, adapter: str | None) -> tuple[Path, list[dict], list[dict]]:
     """The SFT adapter folder and the preference rows, checked before any model loads."""
-    from opensem.judge.evaluate import _check_asked_as_trained, check_adapter_weights, resolve_adapter
+    from opensem.adapters import check_adapter_weights, check_asked_as_trained, resolve_adapter
     from opensem.train.data import check_forge_output
 
     check_forge_output(sem.processed_dir, sem.name)
@@ -86,7 +86,7 @@ def _prepare(sem: Sem, cfg: Config, adapter: str | None) -> tuple[Path, list[dic
     trained = json.loads((sft / "training_metadata.json").read_text(encoding="utf-8")) if (sft / "training_metadata.json").is_file() else {}
     if trained.get("preference"):
         raise OpenSEMError(f"adapter {sft.name!r} is already preference-trained; pass its SFT adapter: --adapter {trained['sft_adapter']}")
-    _check_asked_as_trained(sft, cfg)
+    check_asked_as_trained(sft, cfg)
     check_adapter_weights(sft)
     return sft, rows, eval_rows
 
