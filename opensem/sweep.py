@@ -124,6 +124,9 @@ def _trial(sem: Sem, cfg: Config, study_name: str, trial, pruning: bool) -> floa
         console.print(f"  trial {trial.number}: pruned after epoch {epoch}, held-out loss {metadata['eval_loss']:.4f} "
                       "is worse than the median of the complete trials there")
         raise optuna.TrialPruned(f"after epoch {epoch}")
+    adapter = run_name
+    if trial_cfg.preference.enabled:  # the trial's adapter is the preference one, trained over this SFT adapter
+        adapter = _preference_adapter(sem, trial_cfg, run_name)
     if cfg.sweep.objective == "eval_loss":
         if metadata.get("eval_loss") is None:
             raise OpenSEMError(f"sweep.objective=eval_loss needs held-out pairs in {sem.processed_dir / 'test.jsonl'}; "
@@ -134,14 +137,25 @@ def _trial(sem: Sem, cfg: Config, study_name: str, trial, pruning: bool) -> floa
 
         from opensem.judge import dev
 
-        value = dev.accuracy(sem, trial_cfg, run_name)
+        value = dev.accuracy(sem, trial_cfg, adapter)
         mlflow.MlflowClient().log_metric(metadata["mlflow_run_id"], "dev_key_fact_recall", value)
     else:
-        result = run_eval(sem, trial_cfg, "evaluate", adapter=run_name)
+        result = run_eval(sem, trial_cfg, "evaluate", adapter=adapter)
         _tag_run(result.run_id, study_name, trial.number)
         value = float(result.metrics["key_fact_recall"])  # what the registry gate needs a gain in
     console.print(f"  trial {trial.number}: {cfg.sweep.objective} {value:.4f}")
     return value
+
+
+def _preference_adapter(sem: Sem, cfg: Config, sft: str) -> str:
+    """The preference stage over a trial's SFT adapter (preference.* may be in sweep.space); a
+    retried trial finds it finished and takes it as it is."""
+    from opensem.preference import run as prefer
+
+    name = f"{sft}-pref"
+    if not (sem.adapters_dir / name / "training_metadata.json").is_file():
+        prefer(sem, with_overrides(cfg, {"preference.run_name": name}, "sweep"), adapter=sft)
+    return name
 
 
 def _sampler_seed(cfg: Config, trials_so_far: int) -> int:
@@ -165,8 +179,15 @@ def _check_space(cfg: Config) -> None:
     if not cfg.sweep.space:
         raise OpenSEMError("sweep.space is empty: add keys to search, e.g. training.learning_rate (see opensem/config.py)")
     for key, dim in cfg.sweep.space.items():
-        if key == "training.run_name":
-            raise OpenSEMError("sweep.space cannot search training.run_name: each trial names its own run")
+        if key in ("training.run_name", "preference.run_name"):
+            raise OpenSEMError(f"sweep.space cannot search {key}: each trial names its own run")
+    preference = cfg.preference.enabled or any(k.startswith("preference.") for k in cfg.sweep.space)
+    if preference and not cfg.preference.enabled:
+        raise OpenSEMError("sweep.space searches preference.* but preference.enabled is false: --set preference.enabled=true")
+    if preference and cfg.sweep.objective == "eval_loss":
+        raise OpenSEMError("a trial with preference training is scored on its preference adapter, whose held-out loss is "
+                           "DPO's, not comparable with an SFT one: --set sweep.objective=dev (or judge)")
+    for key, dim in cfg.sweep.space.items():
         for value in (dim.choices if dim.type == "categorical" else [dim.low, dim.high]):
             with_overrides(cfg, {key: int(value) if dim.type == "int" else value}, "sweep.space")
 

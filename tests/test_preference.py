@@ -163,3 +163,12 @@ def test_preference_needs_the_forges_preference_rows(project):
     result = CliRunner().invoke(app, ["prefer", "--sem", "tiny"])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "no preference rows" in errors[0], result.output
+
+
+def test_a_sweep_over_preference_settings_is_scored_on_dev_or_judge_not_held_out_loss(project):
+    space = "sweep.space={preference.beta: {type: float, low: 0.05, high: 0.5}}"
+    for sets, words in ((["--set", space], "preference.enabled is false"),
+                        (["--set", space, "--set", "preference.enabled=true", "--set", "sweep.objective=eval_loss"], "sweep.objective=dev")):
+        result = CliRunner().invoke(app, ["sweep", "--sem", "legal", *sets])
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and len(errors) == 1 and words in " ".join(result.output.split()), result.output
