@@ -82,10 +82,10 @@ def continuation_scores(model, tokenizer, prompt: str, continuations: list[str])
     import torch
 
     prompt_ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
-    with torch.no_grad():
-        out = model(input_ids=prompt_ids, use_cache=True)
+    cache_arg, last_only = _forward_keywords(model)
+    with torch.no_grad():  # the head only at the prompt's last position: the rest is not needed
+        out = model(input_ids=prompt_ids, use_cache=True, **last_only)
     first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
-    cache_arg = _cache_keyword(model)
     cache, prompt_len = out[cache_arg], prompt_ids.shape[1]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     scores: list[float] = []
@@ -108,13 +108,16 @@ def continuation_scores(model, tokenizer, prompt: str, continuations: list[str])
     return scores
 
 
-def _cache_keyword(model) -> str:
-    """What the model's forward and its output call the key/value cache: `cache` from
-    transformers 5.2x, `past_key_values` before (the GPU stack's pinned versions)."""
+def _forward_keywords(model) -> tuple[str, dict]:
+    """What the model's forward calls the key/value cache (`cache` from transformers 5.2x,
+    `past_key_values` before: the GPU stack's pinned versions), and the argument that applies the
+    LM head to the last position only, where the forward has one."""
     import inspect
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    accepted = inspect.signature(base.forward).parameters
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+    return ("cache" if "cache" in accepted else "past_key_values"), last_only
 
 
 Scorer = Callable[[str, list[str]], list[float]]  # (prompt, candidate sentences) -> a score each

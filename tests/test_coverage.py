@@ -78,7 +78,7 @@ def test_the_forge_manifest_reports_coverage(project):
     sem = open_sem("legal")
     manifest = json.loads((sem.processed_dir / "manifest.json").read_text())
     golden = manifest["coverage"]["golden_set"]
-    assert "dev_set" not in manifest["coverage"]  # legal has none
+    assert manifest["coverage"]["dev_set"]["items"] == len(json.loads(sem.dev_set.read_text())["items"])  # legal's dev set too
     again = CliRunner().invoke(app, ["golden", "coverage", "--sem", "legal", "--out", str(project / "c.json")])
     assert again.exit_code == 0, again.output
     assert json.loads((project / "c.json").read_text())["golden_set"]["summary"] == golden  # the command reads the same files
