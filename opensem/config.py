@@ -358,6 +358,13 @@ class ForgeConfig(Section):
     max_cost_usd: float | None = Field(None, ge=0)
     """Stop calling the teacher once this much has been spent; what was made is kept."""
 
+    max_pairs: int | None = Field(20000, gt=0)
+    """Most pairs worth making (None: no cap): a CPU trains a few hundred, a GPU some thousands.
+    Where the chunks would give more (about forge.teacher.pairs_per_chunk, else 3, each), the
+    teacher is asked about an evenly spaced subset of them, spread over every document, and at
+    most this many pairs are kept; the summary says so. Bounds the forge's time, memory and cost
+    by the cap instead of by the corpus."""
+
     max_failed_chunks: int | None = Field(None, ge=0)
     """Chunks whose teacher request may fail (after the SDK's retries) before the forge stops
     without writing anything (None: none may). The replies received are cached, so the next run

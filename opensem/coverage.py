@@ -34,17 +34,30 @@ class ItemCoverage:
     in_documents: float  # the same over single sentences of the documents
 
 
-def item_coverage(items, answers: list[str], sentences: list[str]) -> list[ItemCoverage]:
-    """items: GoldenItem-like (id, question, key_facts)."""
+def item_coverage(items, answers: list[str], sentences: list[str], lines: list[str] = ()) -> list[ItemCoverage]:
+    """items: GoldenItem-like (id, question, key_facts). The documents come as their sentences, or
+    as their lines (split into sentences here, only those lines where a key fact of the item
+    matches at all: a sentence of any other line states none, and splitting every line of a large
+    corpus is most of the time)."""
+    from functools import lru_cache
+
+    split = lru_cache(maxsize=None)(lambda line: tuple(_sentences_of(line)))
     rows = []
     for item in items:
         facts = [re.compile(f, re.I) for f in item.key_facts]
 
-        def best(texts: list[str]) -> float:
+        def best(texts) -> float:
             return max((sum(1 for f in facts if f.search(t)) / len(facts) for t in texts), default=0.0)
 
-        rows.append(ItemCoverage(item.id, item.question, best(answers), best(sentences)))
+        in_lines = [s for line in lines if any(f.search(line) for f in facts) for s in split(line)]
+        rows.append(ItemCoverage(item.id, item.question, best(answers), max(best(sentences), best(in_lines))))
     return rows
+
+
+def _sentences_of(line: str) -> list[str]:
+    from opensem.text.reflow import split_sentences
+
+    return [s for s in split_sentences(line) if s.strip()]
 
 
 def summarise(rows: list[ItemCoverage]) -> dict:
@@ -57,12 +70,6 @@ def summarise(rows: list[ItemCoverage]) -> dict:
             "taught_share": round(taught / n, 3) if n else 0.0, "in_documents_share": round(found / n, 3) if n else 0.0}
 
 
-def document_sentences(corpus_rows: list[dict]) -> list[str]:
-    from opensem.text.reflow import split_sentences
-
-    return [s for row in corpus_rows for line in row["text"].split("\n") for s in split_sentences(line) if s.strip()]
-
-
 def measure(sem: Sem, train_answers: list[str], corpus_rows: list[dict]) -> dict[str, list[ItemCoverage]]:
     """Coverage of each question set the SEM has (golden, dev), for the given training answers and
     documents. A set that is missing or fails to load is left out: coverage is a report, and
@@ -70,7 +77,7 @@ def measure(sem: Sem, train_answers: list[str], corpus_rows: list[dict]) -> dict
     from opensem.errors import OpenSEMError
     from opensem.golden import load_golden
 
-    sentences = document_sentences(corpus_rows)
+    lines = [line for row in corpus_rows for line in row["text"].split("\n")]
     out = {}
     for name, path in (("golden_set", sem.golden_set), ("dev_set", sem.dev_set)):
         if not path.is_file():
@@ -79,7 +86,7 @@ def measure(sem: Sem, train_answers: list[str], corpus_rows: list[dict]) -> dict
             items = load_golden(path)
         except OpenSEMError:
             continue
-        out[name] = item_coverage(items, train_answers, sentences)
+        out[name] = item_coverage(items, train_answers, [], lines)
     return out
 
 

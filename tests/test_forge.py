@@ -618,3 +618,32 @@ def test_a_read_timeout_is_named_as_one_with_the_setting_to_raise(mini, monkeypa
     message = str(stopped.value)
     assert "timed out" in message and "within 1.0s" in message and "forge.teacher.timeout_s" in message, message
     assert "cannot reach" not in message
+
+
+@pytest.mark.slow
+def test_a_5_mb_corpus_forges_within_the_cap_and_says_how_far_it_is_without_a_terminal(project):
+    """forge.max_pairs bounds what is asked and kept, the chunks asked are spread over the whole
+    corpus, and a log without a terminal (CliRunner's, like CI's or nohup's) gets plain progress lines."""
+    import re
+
+    from opensem.io import read_jsonl
+
+    sem = new_sem("big")
+    legal = "\n\n".join(p.read_text() for p in sorted((project / "data" / "legal" / "raw").iterdir()) if p.suffix in (".md", ".txt"))
+    copies, size = [], 0
+    while size < 5 * 2**20:  # copies that differ: each numbers its contracts and offers
+        copies.append(re.sub(r"\b(contract|offer)\b", lambda m: f"{m.group(1)}{len(copies)}", legal))
+        size += len(copies[-1])
+    (sem.raw_dir / ".gitkeep").unlink()
+    (sem.raw_dir / "corpus.md").write_text("\n\n".join(copies))
+    result = CliRunner().invoke(app, ["forge", "--sem", "big", "--set", "forge.max_pairs=300"])
+    assert result.exit_code == 0, result.output[-2000:]
+    manifest = json.loads((sem.processed_dir / "manifest.json").read_text())
+    assert manifest["chunks_asked"] == 100 < manifest["chunks"] and manifest["pairs_kept"] <= 300
+    assert manifest["train"] + manifest["test"] == manifest["pairs_kept"]
+    chunk_ids = {int(r["chunk"].rsplit("#", 1)[1]) for r in read_jsonl(sem.processed_dir / "rejected.jsonl") if "#" in r["chunk"]}
+    assert chunk_ids and max(chunk_ids) > manifest["chunks"] * 0.8  # spread to the corpus' end, not its first chunks
+    lines = result.output.splitlines()
+    assert any(re.fullmatch(r"forge: teacher extractive: (started, 100 chunks|done, 100 chunks in \d+ s; \d+ pairs, \$0\.0000)", l) for l in lines)
+    assert any(l.startswith("forge: cutting 1 documents (5.0 MB of text) into chunks: done in") for l in lines)
+    assert "asking about 100 of them, evenly spread" in " ".join(result.output.split())

@@ -26,6 +26,7 @@ from opensem.forge.teachers import make_teacher
 from opensem.generate import build_messages
 from opensem.io import atomic_write_json, atomic_write_jsonl, sha256_file, staged_folder
 from opensem.llm import Budget, Completion
+from opensem.progress import LogLines
 from opensem.retrieval import SENTENCE_END, excerpt_sentences, found
 from opensem.retrieval import settings as retrieval_settings
 from opensem.text.chunk import Chunk, chunk_document, token_counter
@@ -156,15 +157,20 @@ def run(sem: Sem, cfg: Config) -> dict:
     with _phase(f"cutting {len(docs)} documents ({size:.1f} MB of text) into chunks"):
         chunks = [c for doc in docs for c in chunk_document(doc, token_counter(tokenizer), fc.chunk_tokens, fc.chunk_overlap)]
 
+    asked = spread_chunks(chunks, fc.max_pairs, fc.teacher.pairs_per_chunk)
+    if len(asked) < len(chunks):
+        console.print(f"forge: {len(chunks)} chunks would give more than forge.max_pairs={fc.max_pairs} pairs: asking about "
+                      f"{len(asked)} of them, evenly spread over the documents", highlight=False)
     with tracking.stage_run(sem, "forge", cfg) as tracked:
-        tracked.log_params({"forge.teacher.name": teacher.name, "forge.chunks": len(chunks)})
+        tracked.log_params({"forge.teacher.name": teacher.name, "forge.chunks": len(chunks), "forge.chunks_asked": len(asked)})
         try:
-            replies = asyncio.run(_ask_all(teacher, chunks, fc.teacher.pairs_per_chunk, fc.teacher.max_concurrency))
+            replies = asyncio.run(_ask_all(teacher, asked, fc.teacher.pairs_per_chunk, fc.teacher.max_concurrency))
         finally:
             teacher.close()
 
         check_failed_requests(replies, fc.max_failed_chunks, sem.name)  # before anything is written
         kept, rejected = _filter(replies, cfg, golden)
+        kept = evenly_spaced(kept, fc.max_pairs)
         train, test = split_by_chunk(kept, fc.test_fraction, fc.seed)
         from opensem.retrieval import for_sem
 
@@ -205,10 +211,12 @@ def run(sem: Sem, cfg: Config) -> dict:
 def _phase(description: str):
     """A spinner with the time elapsed while a step with nothing to count runs (reading, chunking
     or indexing a large document takes minutes); gone when the step ends."""
+    lines = LogLines(console, f"forge: {description}", None)  # without a terminal: a line at its start and end
     with Progress(SpinnerColumn(), TextColumn("[bold]forge[/bold] {task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         progress.add_task(description, total=None)
         yield
+    lines.finish()
 
 
 def check_failed_requests(replies: list[tuple[Chunk, Completion]], allowed: int | None, sem_name: str) -> None:
@@ -235,7 +243,8 @@ def _manifest(sem: Sem, cfg: Config, out, docs, skipped, chunks, replies, kept, 
     fc = cfg.forge
     reasons = Counter(r["reason"] for r in rejected)
     # do the training answers state what the golden and dev sets ask? (opensem/coverage.py)
-    covered = coverage.as_manifest(coverage.measure(sem, [p.answer for p in train], [{"text": d.text} for d in docs]))
+    with _phase("checking which golden and dev facts the training answers and the documents state"):
+        covered = coverage.as_manifest(coverage.measure(sem, [p.answer for p in train], [{"text": d.text} for d in docs]))
     text_kb = sum(len(d.text.encode()) for d in docs) / 1000  # what the teacher read, markup removed
     usage = _usage(replies, getattr(teacher, "http_requests", None))
     return {
@@ -246,6 +255,8 @@ def _manifest(sem: Sem, cfg: Config, out, docs, skipped, chunks, replies, kept, 
         "documents": len(docs),
         "skipped_documents": [{"name": s.name, "reason": s.reason} for s in skipped],
         "chunks": len(chunks),
+        "chunks_asked": sum(1 for _ in replies),  # fewer than chunks where forge.max_pairs capped them
+        "max_pairs": fc.max_pairs,
         "pairs_generated": sum(len(r.result or []) for _, r in replies),
         "pairs_kept": len(kept),
         "text_kb": round(text_kb, 1),
@@ -318,6 +329,24 @@ def _log_outputs(sem: Sem, tracked, manifest: dict, out, final, train, test, sys
     tracked.log_text("".join(_jsonl(p.messages(system, retriever)) for p in train[:20]), "forge/sample_pairs.jsonl")
 
 
+def evenly_spaced(items: list, n: int | None) -> list:
+    """At most n of the items, evenly spaced over the list and in its order (all when n is None
+    or there are no more than n)."""
+    if n is None or len(items) <= n:
+        return items
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+def spread_chunks(chunks: list[Chunk], max_pairs: int | None, pairs_per_chunk: int | None) -> list[Chunk]:
+    """The chunks to ask the teacher about: all, or (forge.max_pairs) enough for about max_pairs
+    pairs at pairs_per_chunk (else the LLM teachers' default) each, evenly spread over the corpus."""
+    from opensem.forge.teachers import DEFAULT_PAIRS_PER_CHUNK
+
+    if max_pairs is None:
+        return chunks
+    return evenly_spaced(chunks, -(-max_pairs // (pairs_per_chunk or DEFAULT_PAIRS_PER_CHUNK)))
+
+
 async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int | None, concurrency: int) -> list[tuple[Chunk, Completion]]:
     gate = asyncio.Semaphore(concurrency)
     progress = Progress(
@@ -330,6 +359,7 @@ async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int | None, concurrenc
         transient=False,
     )
     totals = {"pairs": 0, "cost": 0.0}
+    lines = LogLines(console, f"forge: teacher {teacher.name}", len(chunks), "chunks")
 
     async def one(chunk: Chunk) -> tuple[Chunk, Completion]:
         async with gate:
@@ -337,12 +367,15 @@ async def _ask_all(teacher, chunks: list[Chunk], n_pairs: int | None, concurrenc
         totals["pairs"] += len(reply.result or [])
         totals["cost"] += reply.cost_usd
         progress.update(task, advance=1, **totals)
+        lines.advance(note=f"{totals['pairs']} pairs, ${totals['cost']:.4f}")
         return chunk, reply
 
     with progress:
         task = progress.add_task(f"{teacher.name}", total=len(chunks), **totals)
         try:
-            return list(await asyncio.gather(*(one(c) for c in chunks)))
+            replies = list(await asyncio.gather(*(one(c) for c in chunks)))
+            lines.finish(f"{totals['pairs']} pairs, ${totals['cost']:.4f}")
+            return replies
         finally:
             await teacher.aclose()
 
@@ -354,7 +387,9 @@ def _filter(replies: list[tuple[Chunk, Completion]], cfg: Config, golden: list[d
     extractive = fc.teacher.provider == "extractive"  # its answers are the chunk's own words: checked as such
     kept: list[Pair] = []
     rejected: list[dict] = []
+    lines = LogLines(console, "forge: filtering", sum(len(r.result or []) for _, r in replies), "pairs")
     for chunk, reply in replies:
+        lines.advance(len(reply.result or []), note=f"{len(kept)} kept")
         if reply.error and not reply.result:
             rejected.append({"reason": reply.error, "chunk": chunk.id, "question": None, "answer": None, "detail": reply.detail})
             continue
@@ -373,6 +408,7 @@ def _filter(replies: list[tuple[Chunk, Completion]], cfg: Config, golden: list[d
                 rejected.append({"reason": reason, "chunk": chunk.id, "question": question, "answer": answer})
             else:
                 kept.append(Pair(question, answer, chunk))
+    lines.finish(f"{len(kept)} kept")
     return kept, rejected
 
 
@@ -466,7 +502,8 @@ def _print_summary(sem: Sem, m: dict) -> None:
     table.add_row("documents", f"{m['documents']} used, {len(m['skipped_documents'])} skipped")
     for s in m["skipped_documents"]:
         table.add_row("  skipped", f"{s['name']}: {s['reason']}")
-    table.add_row("chunks", str(m["chunks"]))
+    asked = m.get("chunks_asked", m["chunks"])
+    table.add_row("chunks", str(m["chunks"]) + (f" ({asked} asked, evenly spread: forge.max_pairs={m['max_pairs']})" if asked < m["chunks"] else ""))
     table.add_row("teacher", m["teacher"] + (f" (response_format {m['teacher_response_format']})" if m.get("teacher_response_format") else ""))
     table.add_row("pairs", f"{m['pairs_generated']} generated, {m['pairs_kept']} kept -> {m['train']} train / {m['test']} test")
     for reason, n in m["rejected"].items():
