@@ -193,9 +193,14 @@ def _save_adapter(sem: Sem, cfg: Config, sft: Path, name: str, out_dir: Path, tr
     if (sft / "retrieval_passages.json").is_file():
         shutil.copy2(sft / "retrieval_passages.json", out_dir / "retrieval_passages.json")
     sft_metadata = json.loads((sft / "training_metadata.json").read_text(encoding="utf-8"))
-    last = next((h for h in reversed(trainer.state.log_history) if "rewards/margins" in h), {})
+    logs = trainer.state.log_history
+    last = next((h for h in reversed(logs) if "rewards/margins" in h), {})
     p = cfg.preference
     metadata = sft_metadata | {
+        # DPO's losses here (the SFT adapter's under "sft"): not comparable with an SFT held-out loss
+        "train_loss": next((h["train_loss"] for h in reversed(logs) if "train_loss" in h), None),
+        "eval_loss": next((h["eval_loss"] for h in reversed(logs) if "eval_loss" in h), None),
+        "sft": {k: sft_metadata.get(k) for k in ("train_loss", "eval_loss", "global_step", "kept_epoch")},
         "run_name": name,
         "mlflow_run_id": tracked.run_id,
         "sft_adapter": sft.name,
