@@ -121,13 +121,19 @@ def _check_local_store(uri: str) -> None:
     else:
         raise OpenSEMError(f"MLFLOW_TRACKING_URI={uri}: MLflow keeps runs in no store of kind {scheme!r} "
                            f"(it takes http(s), sqlite, file, {', '.join(DATABASE_SCHEMES)}); {fix}")
+    database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if database is not None and database.is_file() and database.stat().st_size:
+        with open(database, "rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":  # every SQLite file opens with these 16 bytes
+            raise OpenSEMError(f"the tracking database {database} is damaged (it does not start as an SQLite file does): "
+                               f"move it away to start a new one (the runs in it are lost), or {fix}")
     if folder is None or str(folder) in ("", "."):
         return
     if not folder.is_dir():
         raise OpenSEMError(f"the tracking store's folder {folder} does not exist ({uri}): create it, or {fix}")
     if not os.access(folder, os.W_OK):
         raise OpenSEMError(f"the tracking store's folder {folder} cannot be written ({uri}); {fix}")
-    database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     if database is not None and database.exists() and not os.access(database, os.W_OK):
         raise OpenSEMError(f"the tracking database {database} cannot be written (read-only); make it writable, or {fix}")
 
