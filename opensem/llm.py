@@ -247,11 +247,11 @@ class LLMClient:
         cause = exc.__cause__ or exc.__context__
         while cause is not None and (cause.__cause__ or cause.__context__) is not None and not isinstance(cause, OSError):
             cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause or ""):
+            return f"connection refused: nothing answers at {where} ({type(exc).__name__})"
         if type(exc).__name__ == "APITimeoutError" or _caused_by_timeout(exc):
             return (f"timed out: {where} did not answer within {self.client.timeout}s ({type(exc).__name__}); "
                     f"raise {self.role}.timeout_s for a slow server")
-        if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause or ""):
-            return f"connection refused: nothing answers at {where} ({type(exc).__name__})"
         if type(exc).__name__ == "APIConnectionError" or isinstance(cause, OSError):
             return f"connection failed: cannot reach {where} ({type(exc).__name__}: {str(cause or exc)[:200]})"
         status = getattr(exc, "status_code", None)
