@@ -144,14 +144,16 @@ def run(sem: Sem, cfg: Config) -> dict:
 
     started = time.time()
     fc = cfg.forge
-    with _phase(f"reading {sem.raw_dir}"):
-        docs, skipped = ingest(sem.raw_dir)
-    with _phase(f"looking for credentials in {len(docs)} documents (forge.secrets={fc.secrets})"):
-        docs = secrets.checked(docs, fc.secrets, sem.raw_dir)  # before anything is asked or written
+    if not sem.raw_dir.exists():  # the folder first: its absence is the likeliest mistake of all
+        ingest(sem.raw_dir)
     golden = _golden_for_decontamination(sem)
     base_dir = _base_model_dir(sem, cfg)
     budget = Budget(fc.max_cost_usd)
     teacher = make_teacher(cfg, sem.cache_dir / "teacher", budget, base_dir)  # checks keys before any work
+    with _phase(f"reading {sem.raw_dir}"):
+        docs, skipped = ingest(sem.raw_dir)
+    with _phase(f"looking for credentials in {len(docs)} documents (forge.secrets={fc.secrets})"):
+        docs = secrets.checked(docs, fc.secrets, sem.raw_dir)  # before anything is asked or written
     tokenizer = _tokenizer(base_dir)
     size = sum(len(d.text) for d in docs) / 2**20
     with _phase(f"cutting {len(docs)} documents ({size:.1f} MB of text) into chunks"):
