@@ -104,8 +104,8 @@ def test_passage_coverage_counts_the_key_facts_more_passages_state_and_names_a_b
         with pytest.raises(SystemExit) as refused:
             _grid(bad)
         assert refused.value.code == 2 and "is not a list like 256x2,128x3,s1x3" in capsys.readouterr().err
-    wrong = subprocess.run([sys.executable, "-m", "bench", "passage_coverage", "legal"], cwd=REPO, capture_output=True, text=True)
-    assert wrong.returncode == 2 and "legal has no evals/legal/dev_set.json" in wrong.stderr and "Traceback" not in wrong.stderr
+    wrong = subprocess.run([sys.executable, "-m", "bench", "passage_coverage", "nosuch"], cwd=REPO, capture_output=True, text=True)
+    assert wrong.returncode == 2 and "nosuch has no evals/nosuch/dev_set.json" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def test_the_outcome_spread_names_each_seed_and_counts_failures():
