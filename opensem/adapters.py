@@ -94,3 +94,9 @@ def check_asked_as_trained(folder: Path, cfg: Config) -> None:
         how = " ".join(f"--set retrieval.{k}={v}" for k, v in retrieval.items()) if retrieval else "--set retrieval.enabled=false"
         raise OpenSEMError(f"adapter {folder.name!r} was trained with retrieval {retrieval or 'off'}, this config has it "
                            f"{'on' if cfg.retrieval.enabled else 'off'}; evaluate it as it was trained: {how}")
+
+
+def check_adapter(folder: Path, cfg: Config) -> None:
+    """Both checks before an adapter is loaded: asked as it was trained, weights sound."""
+    check_asked_as_trained(folder, cfg)
+    check_adapter_weights(folder)

@@ -32,6 +32,10 @@ from opensem import recipes
 from opensem.errors import ConfigError
 
 
+# an environment variable named where a secret goes, expanded only when connecting: holds no secret
+_PLACEHOLDER = re.compile(r"\$\{\w+\}")
+
+
 def _folder_name(value: str | None) -> str | None:
     """Names that become folders (run and study names) stay inside their parent folder."""
     if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,89}", value):
@@ -645,7 +649,7 @@ class SweepConfig(Section):
         # user:PASSWORD@host, or a query parameter libpq and the MySQL drivers read (?password=...)
         found = re.finditer(r"^[^:/]+://[^/@]*?:(?P<v>[^/@]*)@|[?&](?:password|passwd|pwd|sslpassword)=(?P<q>[^&#]*)", url or "", re.I)
         for match in found:
-            if not re.fullmatch(r"\$\{\w+\}", match.group("v") if match.group("v") is not None else match.group("q")):
+            if not _PLACEHOLDER.fullmatch(match.group("v") if match.group("v") is not None else match.group("q")):
                 raise ValueError("holds a password, and the config is logged: write it as ${VARIABLE} and export VARIABLE")
         return url
 
@@ -797,8 +801,6 @@ def mask_url_credentials(text: str) -> str:
 
     return _URL_CREDENTIALS.sub(mask, text)
 
-
-_PLACEHOLDER = re.compile(r"\$\{\w+\}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -101,8 +101,8 @@ def run(sem: Sem, cfg: Config) -> dict:
         if cfg.preference.enabled:  # preference training over the SFT adapter; evaluate takes its adapter
             from opensem import preference
 
-            key = _key(cfg, ("model", "preference", "training", "retrieval"), adapter,
-                       sha256_file(sem.processed_dir / "preference_train.jsonl"))
+            rows = sem.processed_dir / "preference_train.jsonl"  # absent: the stage says how to make it
+            key = _key(cfg, ("model", "preference", "training", "retrieval"), adapter, sha256_file(rows) if rows.is_file() else "")
             if not finished("prefer", key):
                 prefer_cfg = cfg.model_copy(deep=True)
                 prefer_cfg.preference.run_name = cfg.preference.run_name or f"{adapter}-pref"  # a rerun resumes it

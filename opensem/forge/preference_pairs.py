@@ -35,15 +35,14 @@ def rejected_quotes(question: str, answer: str, chosen: str, excerpts: list[str]
     words they hold. None states the answer or holds the chosen quote's first sentence."""
     asked = content_words(question)
     chosen_first = excerpt_sentences(chosen)[0] if excerpt_sentences(chosen) else chosen
-    candidates: dict[str, tuple[float, str]] = {}
+    hardness: dict[str, float] = {}  # quote -> share of the question's words; above 1: the retriever's pick
     for excerpt in excerpts:
         for first, quote in quotes(excerpt, sentences):
-            if first in chosen or chosen_first in quote or found(answer, quote) or quote in candidates:
+            if first in chosen or chosen_first in quote or found(answer, quote) or quote in hardness:
                 continue
             overlap = len(asked & content_words(first)) / len(asked) if asked else 0.0
-            candidates[quote] = (2.0 if first == top_ranked else overlap, first)
-    ranked = sorted(candidates, key=lambda q: -candidates[q][0])
-    return ranked[:n]
+            hardness[quote] = 2.0 if first == top_ranked else overlap
+    return sorted(hardness, key=lambda q: -hardness[q])[:n]
 
 
 def preference_rows(question: str, system_prompt: str | None, shown: str, chosen: str, rejected: list[str]) -> list[dict]:

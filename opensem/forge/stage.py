@@ -31,7 +31,7 @@ from opensem.retrieval import SENTENCE_END, excerpt_sentences, found
 from opensem.retrieval import settings as retrieval_settings
 from opensem.text.chunk import Chunk, chunk_document, token_counter
 from opensem.text import secrets
-from opensem.text.ingest import ingest
+from opensem.text.ingest import check_folder, ingest
 from opensem.text.words import STOPWORDS
 from opensem.workspace import Sem
 
@@ -144,8 +144,7 @@ def run(sem: Sem, cfg: Config) -> dict:
 
     started = time.time()
     fc = cfg.forge
-    if not sem.raw_dir.exists():  # the folder first: its absence is the likeliest mistake of all
-        ingest(sem.raw_dir)
+    check_folder(sem.raw_dir)  # the likeliest mistake of all, said before the teacher is set up
     golden = _golden_for_decontamination(sem)
     base_dir = _base_model_dir(sem, cfg)
     budget = Budget(fc.max_cost_usd)

@@ -124,14 +124,13 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30)
     (0: none), to say how well the adapter learnt its pairs (`fit`), and splits the accuracy by
     whether the forge output on disk teaches an item's facts (`by_coverage`; it should be the
     output the adapter was trained on)."""
-    from opensem.adapters import check_adapter_weights, check_asked_as_trained, resolve_adapter
+    from opensem.adapters import check_adapter, resolve_adapter
     from opensem.judge.evaluate import _answer, answer_format, open_book_retriever
     from opensem.judge.stats import paired_diff_ci
 
     items = load_dev_set(sem)
     folder = resolve_adapter(sem, adapter)
-    check_asked_as_trained(folder, cfg)  # the base it was trained on, open book or not as in training
-    check_adapter_weights(folder)
+    check_adapter(folder, cfg)  # the base it was trained on, open book or not as in training; sound weights
     sample = training_sample(sem, fit_sample)
     questions = [i.question for i in items] + [q for q, _ in sample]  # one model load each
     console.print(f"[bold]dev[/bold] {sem.name}: {len(items)} dev questions and {len(sample)} training questions, "

@@ -21,9 +21,7 @@ from rich.table import Table
 
 from opensem.config import Config
 from opensem.errors import OpenSEMError
-from opensem.adapters import (  # evaluate's own names for them, as its callers know them
-    check_adapter_weights, check_asked_as_trained as _check_asked_as_trained, read_metadata as _read_json, resolve_adapter,
-)
+from opensem.adapters import check_adapter, read_metadata, resolve_adapter
 from opensem.golden import GoldenItem, golden_digest, load_golden_for_scoring
 from opensem.judge.references import LABELS as REFERENCE_LABELS, TABLE as REFERENCES_TABLE, cell as reference_cell
 from opensem.retrieval import settings as retrieval_settings
@@ -120,20 +118,18 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
     model_dir = None
     if stage != "baseline" and not model_uri:
         folder = resolve_adapter(sem, adapter)
-        _check_asked_as_trained(folder, cfg)
-        check_adapter_weights(folder)
+        check_adapter(folder, cfg)
         adapter = folder.name
     elif model_uri:
         model_dir, logged_adapter = _download_model(model_uri)
-        _check_asked_as_trained(logged_adapter, cfg)
-        check_adapter_weights(logged_adapter)
+        check_adapter(logged_adapter, cfg)
     baseline = find_baseline(sem, cfg, digest, judge.name) if stage == "evaluate" else None  # before generating
     under_test = "base" if stage == "baseline" else (model_uri or f"adapter:{adapter}")
     tags = {TAG_GOLDEN: digest, TAG_JUDGE: judge.name, TAG_PROMPT: prompt_digest(cfg), TAG_ANSWERED_ON: answered_on(cfg),
             TAG_PARTIAL: str(limit is not None).lower(), TAG_MODEL: under_test, TAG_OPEN_BOOK: str(cfg.retrieval.enabled).lower(),
             TAG_GOLDEN_LINT: f"passed, {lint.n_warnings} warnings"}
     if stage == "evaluate":  # the MLflow model `opensem promote` would register
-        candidate_uri = model_uri or _read_json(sem.adapters_dir / adapter / "opensem_run.json").get("model_uri")
+        candidate_uri = model_uri or read_metadata(sem.adapters_dir / adapter / "opensem_run.json").get("model_uri")
         if candidate_uri:
             tags[TAG_CANDIDATE_URI] = candidate_uri
 

@@ -68,7 +68,7 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None) -> dict:
 
 def _prepare(sem: Sem, cfg: Config, adapter: str | None) -> tuple[Path, list[dict], list[dict]]:
     """The SFT adapter folder and the preference rows, checked before any model loads."""
-    from opensem.adapters import check_adapter_weights, check_asked_as_trained, resolve_adapter
+    from opensem.adapters import check_adapter, resolve_adapter
     from opensem.train.data import check_forge_output
 
     check_forge_output(sem.processed_dir, sem.name)
@@ -86,8 +86,7 @@ def _prepare(sem: Sem, cfg: Config, adapter: str | None) -> tuple[Path, list[dic
     trained = json.loads((sft / "training_metadata.json").read_text(encoding="utf-8")) if (sft / "training_metadata.json").is_file() else {}
     if trained.get("preference"):
         raise OpenSEMError(f"adapter {sft.name!r} is already preference-trained; pass its SFT adapter: --adapter {trained['sft_adapter']}")
-    check_asked_as_trained(sft, cfg)
-    check_adapter_weights(sft)
+    check_adapter(sft, cfg)
     return sft, rows, eval_rows
 
 
@@ -138,7 +137,7 @@ def _fit(sem: Sem, cfg: Config, sft: Path, rows: list[dict], eval_rows: list[dic
         train_dataset=Dataset.from_list(rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
-        callbacks=[metrics, preempt, FiniteTrainingCallback(cfg.preference.learning_rate)],
+        callbacks=[metrics, preempt, FiniteTrainingCallback(cfg.preference.learning_rate, "preference.learning_rate")],
     )
     started = time.time()
     try:

@@ -32,12 +32,17 @@ class Skipped:
     reason: str  # empty | no_sentences | binary | not_utf8 | unreadable (library's message) | unsupported | too_large | outside_folder
 
 
-def ingest(raw_dir: Path) -> tuple[list[Document], list[Skipped]]:
+def check_folder(raw_dir: Path) -> None:
+    """A folder of documents is there, or one line saying what is there instead."""
     if raw_dir.exists() and not raw_dir.is_dir():
         raise OpenSEMError(f"{raw_dir} is a file, where the SEM's folder of documents belongs: move it away, "
                            "make the folder and put the documents (.txt, .md, .pdf, .html, .docx) in it")
     if not raw_dir.is_dir():
         raise OpenSEMError(f"raw folder {raw_dir} does not exist: create it and put .txt/.md documents in it")
+
+
+def ingest(raw_dir: Path) -> tuple[list[Document], list[Skipped]]:
+    check_folder(raw_dir)
     files = sorted(p for p in raw_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise OpenSEMError(f"raw folder {raw_dir} is empty: put .txt/.md/.pdf/.html/.docx documents in it")

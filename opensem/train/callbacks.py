@@ -48,15 +48,15 @@ class FiniteTrainingCallback(TrainerCallback):
     checkpointed: a NaN adapter answers nothing, and saving it as "trained" hides why. Checked
     after every optimizer step over the trainable (LoRA) weights only, a few million numbers."""
 
-    def __init__(self, learning_rate: float):
-        self.learning_rate = learning_rate
+    def __init__(self, learning_rate: float, key: str = "training.learning_rate"):
+        self.learning_rate, self.key = learning_rate, key  # the setting the message names
 
     def _stop(self, step: int, what: str):
         from opensem.errors import OpenSEMError
 
-        raise OpenSEMError(f"training diverged at step {step}: {what} is not a finite number (training.learning_rate="
-                           f"{self.learning_rate:g}); no adapter was written: lower training.learning_rate and train again "
-                           "under a new training.run_name")
+        raise OpenSEMError(f"training diverged at step {step}: {what} is not a finite number ({self.key}="
+                           f"{self.learning_rate:g}); no adapter was written: lower {self.key} and train again "
+                           f"under a new {self.key.split('.')[0]}.run_name")
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         import torch
