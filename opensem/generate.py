@@ -30,10 +30,22 @@ def answer_questions(model, tokenizer, questions: list[str], system_prompt: str 
         from opensem.quote import model_scorer, quote_answers
 
         model.eval()
-        return [q.text for q in quote_answers(tokenizer, questions, system_prompt, retriever, quote_sentences,
+        return [q.text for q in quote_answers(tokenizer, quote_chats(questions, system_prompt, retriever), quote_sentences,
                                               model_scorer(model, tokenizer))]
     chats = (build_messages(q, system_prompt, retriever.context(q) if retriever else None) for q in questions)
     return answer_chats(model, tokenizer, list(chats), max_new_tokens, batch_size)
+
+
+def quote_chats(questions: list[str], system_prompt: str | None, retriever) -> list[tuple[list[dict], list[str]]]:
+    """Each question's chat, asked with its excerpts as free generation asks it, and those
+    excerpts: what quoted answers (opensem/quote.py) choose a sentence among."""
+    from opensem.errors import OpenSEMError
+
+    if retriever is None:
+        raise OpenSEMError("generation.answer=quote chooses among the excerpts of the documents: it needs "
+                           "retrieval.enabled=true (or --set generation.answer=free)")
+    searched = [(q, retriever.search(q)) for q in questions]
+    return [(build_messages(q, system_prompt, retriever.shown_text(q, excerpts)), excerpts) for q, excerpts in searched]
 
 
 def answer_chats(model, tokenizer, chats: list[list[dict]], max_new_tokens: int = 96, batch_size: int = 8) -> list[str]:

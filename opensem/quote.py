@@ -127,21 +127,12 @@ def model_scorer(model, tokenizer) -> Scorer:
     return lambda prompt, sentences: continuation_scores(model, tokenizer, prompt, sentences)
 
 
-def quote_answers(tokenizer, questions: list[str], system_prompt: str | None, retriever, quote_sentences: int,
-                  scorer: Scorer) -> list[Quote]:
-    """Each question asked with its excerpts as free generation asks it (opensem/generate.py),
-    answered with the excerpt sentence `scorer` rates best."""
-    from opensem.errors import OpenSEMError
-    from opensem.generate import build_messages
-
-    if retriever is None:
-        raise OpenSEMError("generation.answer=quote chooses among the excerpts of the documents: it needs "
-                           "retrieval.enabled=true (or --set generation.answer=free)")
+def quote_answers(tokenizer, asked: list[tuple[list[dict], list[str]]], quote_sentences: int, scorer: Scorer) -> list[Quote]:
+    """Each chat (asked as free generation asks it, opensem/generate.py: quote_chats) answered
+    with the sentence of its excerpts that `scorer` rates best."""
     quotes = []
-    for question in questions:
-        excerpts = retriever.search(question)
-        prompt = tokenizer.apply_chat_template(build_messages(question, system_prompt, retriever.shown_text(question, excerpts)),
-                                               add_generation_prompt=True, tokenize=False)
+    for chat, excerpts in asked:
+        prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
         options = candidates(excerpts)
         if not options:  # excerpts with no text at all: nothing to quote
             quotes.append(Quote("", "", "", float("-inf"), None))

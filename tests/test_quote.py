@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from opensem.cli import app
 from opensem.config import ConfigError, load_config
+from opensem.generate import quote_chats
 from opensem.quote import candidates, continuation_scores, quote_answers
 from opensem.retrieval import Retriever, excerpt_sentences
 
@@ -37,7 +38,7 @@ def test_the_answer_is_the_best_scored_sentence_verbatim_then_the_next_with_its_
     for n, expected in ((1, "Zorblats nest in the roofs of old barns."),
                         (2, "Zorblats nest in the roofs of old barns. They sing at dawn."),
                         (5, "Zorblats nest in the roofs of old barns. They sing at dawn.")):  # the excerpt ends there
-        quote = quote_answers(ChatTokenizer(), ["Where do Zorblats nest?"], "Be brief.", retriever, n, scorer)[0]
+        quote = quote_answers(ChatTokenizer(), quote_chats(["Where do Zorblats nest?"], "Be brief.", retriever), n, scorer)[0]
         assert quote.text == expected
         assert quote.sentence == "Zorblats nest in the roofs of old barns." and quote.passage == PASSAGES[0]
         assert quote.runner_up == "A Quimble has seven legs and walks sideways."
@@ -51,7 +52,7 @@ def test_a_sentence_shown_twice_is_one_candidate_and_a_tie_goes_to_the_earlier()
     twice = ["A\nOne fact. Two fact.", "B\nTwo fact. Red fact."]
     options = candidates(twice)
     assert [c.sentence for c in options] == ["One fact.", "Two fact.", "Red fact."]
-    quote = quote_answers(ChatTokenizer(), ["q"], None, Retriever(twice, top_k=2), 1, lambda p, s: [0.0] * len(s))[0]
+    quote = quote_answers(ChatTokenizer(), quote_chats(["q"], None, Retriever(twice, top_k=2)), 1, lambda p, s: [0.0] * len(s))[0]
     assert quote.sentence == "One fact."
 
 
