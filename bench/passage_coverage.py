@@ -40,7 +40,7 @@ def measure(sem: str, question_set: str, grid: list[tuple[int | str, int]], meth
     for size in {s for s, _ in grid}:
         deepest = max(k for s, k in grid if s == size)
         if isinstance(size, str):
-            ranked, shown, spans = sentence_windows(raw, count, SENTENCE_CAP, int(size[1:]))
+            ranked, shown, spans, _ = sentence_windows(raw, count, SENTENCE_CAP, int(size[1:]))
             units, retriever = ranked, Retriever(ranked, deepest, method, shown, spans)
         else:  # one retriever per size: passages embedded once
             units = passages(raw, count, size)

@@ -193,7 +193,12 @@ def serve(
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve.")] = "champion",
     set_: SetOpt = None,
 ) -> None:
-    """Answer questions over HTTP with the SEM's champion (MLflow's scoring server)."""
+    """Answer questions over HTTP with the SEM's champion: OpenAI's chat completions and MLflow's /invocations.
+
+    Any OpenAI client works unchanged with base_url http://HOST:PORT/v1 and model opensem-SEM
+    (GET /v1/models lists it); each answer carries the excerpts it read in `sources`. MLflow's
+    scoring routes (/invocations, /ping) answer from the same loaded model. See
+    docs/pipeline-registry-serving.md."""
     from opensem.config import load_config
     from opensem.serve import serve as run_server
     from opensem.workspace import open_sem

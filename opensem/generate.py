@@ -68,3 +68,21 @@ def answer_chats(model, tokenizer, chats: list[list[dict]], max_new_tokens: int 
         for row in out[:, enc["input_ids"].shape[1]:]:
             answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return answers
+
+
+def answer_chat(model, tokenizer, chat: list[dict], max_new_tokens: int = 96, streamer=None) -> dict:
+    """One greedy answer to one chat, the tokens answer_chats gives it, with its token counts and
+    whether it ended by itself (stopped) or at max_new_tokens. A transformers streamer, if given,
+    receives the text as it is generated (the OpenAI endpoint's streaming, opensem/serve/)."""
+    import torch
+
+    prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, streamer=streamer)
+    new = out[0, enc["input_ids"].shape[1]:].tolist()
+    stopped = bool(new) and new[-1] == tokenizer.eos_token_id or len(new) < max_new_tokens
+    return {"text": tokenizer.decode(new, skip_special_tokens=True).strip(), "prompt_tokens": enc["input_ids"].shape[1],
+            "completion_tokens": len(new), "stopped": stopped}

@@ -59,7 +59,8 @@ class Retriever:
     ([section, sentence, first, last]) so that a sentence already shown is not shown twice."""
 
     def __init__(self, passages: list[str], top_k: int, method: str = "tfidf",
-                 shown: list[str] | None = None, spans: list[list[int]] | None = None, lead: bool = False):
+                 shown: list[str] | None = None, spans: list[list[int]] | None = None, lead: bool = False,
+                 origins: list[list[str]] | None = None):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         if not passages:
@@ -68,6 +69,7 @@ class Retriever:
             raise OpenSEMError(f"retrieval.method {method!r} is not one of {', '.join(METHODS)}")
         self.passages, self.top_k, self.method = passages, top_k, method
         self.shown, self.spans, self.lead = shown or passages, spans, lead
+        self.origins = origins  # [document, heading path] per passage: where an answer's source is
         # sublinear tf: a word repeated in one long passage should not outrank a rarer exact match;
         # bigrams let "primary key" or "build target" count as a phrase
         self._vectorizer = TfidfVectorizer(sublinear_tf=True, stop_words="english", ngram_range=(1, 2))
@@ -101,6 +103,10 @@ class Retriever:
         """Every excerpt the retriever can show for the question, best first (a generator: take
         what you need). With sentence units an excerpt whose sentence an earlier excerpt already
         showed is skipped."""
+        return (self.shown[j] for j in self._ranked_rows(question))
+
+    def _ranked_rows(self, question: str):
+        """The passages' indices in the order `ranked` shows their excerpts."""
         ranking = self._rank(question, self._matrix, getattr(self, "_embedded", None))
         seen = set()
         for j in ranking:
@@ -109,11 +115,24 @@ class Retriever:
                 if (section, sentence) in seen:
                     continue
                 seen |= {(section, i) for i in range(first, last + 1)}
-            yield self.shown[j]
+            yield j
 
     def search(self, question: str) -> list[str]:
         """The top_k passages, best first."""
         return list(islice(self.ranked(question), self.top_k))
+
+    def sources(self, question: str) -> list[dict]:
+        """What `search` shows for the question, as sources to cite: each excerpt's document (its
+        path under the SEM's raw folder; None for passages saved before origins were kept), its
+        heading path, and its text without the heading line."""
+        cited = []
+        for j in islice(self._ranked_rows(question), self.top_k):
+            document, heading = self.origins[j] if self.origins else (None, "")
+            text = self.shown[j]
+            if heading and text.startswith(heading + "\n"):
+                text = text[len(heading) + 1:]
+            cited.append({"document": document, "heading": heading, "text": text})
+        return cited
 
     def top_sentences(self, question: str, n: int, excerpts: list[str] | None = None) -> list[str]:
         """The n sentences of the excerpts `search` shows for the question (or of `excerpts`) that
@@ -172,15 +191,16 @@ class Retriever:
         from opensem.io import atomic_write_json
 
         extra = {"shown": self.shown, "spans": self.spans} if self.spans is not None else {}
+        extra |= {"origins": self.origins} if self.origins is not None else {}
         atomic_write_json(path, {"top_k": self.top_k, "method": self.method, "lead": self.lead, "passages": self.passages, **extra})
 
     @classmethod
     def load(cls, path: Path) -> Retriever:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         # files before `method` ranked by TF-IDF; files without `spans` hold chunks; without
-        # `lead`, no lead sentence
+        # `lead`, no lead sentence; without `origins`, sources name no document
         return cls(data["passages"], int(data["top_k"]), data.get("method", "tfidf"), data.get("shown"), data.get("spans"),
-                   bool(data.get("lead", False)))
+                   bool(data.get("lead", False)), data.get("origins"))
 
 
 def settings(cfg) -> dict | None:
@@ -248,28 +268,35 @@ def documents(raw_dir: Path, secrets: str = "allow"):
 
 def passages(raw_dir: Path, count_tokens: Callable[[str], int], passage_tokens: int, secrets: str = "allow") -> list[str]:
     """The documents cut into passages of at most passage_tokens, each led by its heading path."""
+    return located_passages(raw_dir, count_tokens, passage_tokens, secrets)[0]
+
+
+def located_passages(raw_dir: Path, count_tokens: Callable[[str], int], passage_tokens: int,
+                     secrets: str = "allow") -> tuple[list[str], list[list[str]]]:
+    """`passages`, and each one's [document, heading path]."""
     from opensem.text.chunk import chunk_document
 
-    docs = documents(raw_dir, secrets)
-    return [f"{c.heading}\n{c.text}" if c.heading else c.text
-            for doc in docs for c in chunk_document(doc, count_tokens, passage_tokens, 0)]
+    chunks = [c for doc in documents(raw_dir, secrets) for c in chunk_document(doc, count_tokens, passage_tokens, 0)]
+    return [f"{c.heading}\n{c.text}" if c.heading else c.text for c in chunks], [[c.source, c.heading] for c in chunks]
 
 
 def sentence_windows(raw_dir: Path, count_tokens: Callable[[str], int], passage_tokens: int,
-                     window: int, secrets: str = "allow") -> tuple[list[str], list[str], list[list[int]]]:
+                     window: int, secrets: str = "allow") -> tuple[list[str], list[str], list[list[int]], list[list[str]]]:
     """Every sentence of the documents led by its heading path (what is ranked), the excerpt shown
     for it (the sentence with `window` sentences of its section either side, fewer where that
-    would pass passage_tokens), and its span [section, sentence, first, last]."""
+    would pass passage_tokens), its span [section, sentence, first, last], and its [document,
+    heading path]."""
     from opensem.text.chunk import sections
     from opensem.text.reflow import split_sentences
 
     docs = documents(raw_dir, secrets)
-    ranked, shown, spans = [], [], []
+    ranked, shown, spans, origins = [], [], [], []
 
     def led(heading: str, text: str) -> str:
         return f"{heading}\n{text}" if heading else text
 
-    for section, (heading, paragraphs) in enumerate(s for doc in docs for s in sections(doc.text)):
+    located = ((doc.name, s) for doc in docs for s in sections(doc.text))
+    for section, (document, (heading, paragraphs)) in enumerate(located):
         sentences = [x for paragraph in paragraphs for x in split_sentences(paragraph)]
         for i, sentence in enumerate(sentences):
             for w in range(window, -1, -1):  # the widest window that fits
@@ -280,7 +307,8 @@ def sentence_windows(raw_dir: Path, count_tokens: Callable[[str], int], passage_
             ranked.append(led(heading, sentence))
             shown.append(text)
             spans.append([section, i, first, last])
-    return ranked, shown, spans
+            origins.append([document, heading])
+    return ranked, shown, spans, origins
 
 
 def for_sem(sem, cfg, tokenizer) -> Retriever | None:
@@ -295,6 +323,7 @@ def for_sem(sem, cfg, tokenizer) -> Retriever | None:
 
     count = token_counter(tokenizer)
     if r.unit == "sentence":
-        ranked, shown, spans = sentence_windows(sem.raw_dir, count, r.passage_tokens, r.window, cfg.forge.secrets)
-        return Retriever(ranked, r.top_k, r.method, shown, spans, r.lead_sentence)
-    return Retriever(passages(sem.raw_dir, count, r.passage_tokens, cfg.forge.secrets), r.top_k, r.method, lead=r.lead_sentence)
+        ranked, shown, spans, origins = sentence_windows(sem.raw_dir, count, r.passage_tokens, r.window, cfg.forge.secrets)
+        return Retriever(ranked, r.top_k, r.method, shown, spans, r.lead_sentence, origins)
+    texts, origins = located_passages(sem.raw_dir, count, r.passage_tokens, cfg.forge.secrets)
+    return Retriever(texts, r.top_k, r.method, lead=r.lead_sentence, origins=origins)

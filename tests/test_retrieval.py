@@ -88,7 +88,7 @@ def test_sentence_units_show_the_best_sentence_between_its_neighbours_and_never_
         "# Zorblats\n\nA Zorblat is teal. Zorblats nest in the roofs of old barns. They lay three eggs a year. "
         "Their eggs hatch in spring.\n\n# Quimbles\n\nA Quimble has seven legs. It walks sideways.\n")
     words = lambda text: len(text.split())  # noqa: E731
-    ranked, shown, spans = sentence_windows(tmp_path, words, 64, 1)
+    ranked, shown, spans, origins = sentence_windows(tmp_path, words, 64, 1)
     assert ranked[1] == "Zorblats\nZorblats nest in the roofs of old barns."
     assert shown[1] == "Zorblats\nA Zorblat is teal. Zorblats nest in the roofs of old barns. They lay three eggs a year."
     assert shown[4] == "Quimbles\nA Quimble has seven legs. It walks sideways."  # its section's only neighbour
@@ -103,6 +103,31 @@ def test_sentence_units_show_the_best_sentence_between_its_neighbours_and_never_
     assert sentence_windows(tmp_path, words, 8, 1)[1][1] == "Zorblats\nZorblats nest in the roofs of old barns."
     r.save(tmp_path / "s.json")
     assert Retriever.load(tmp_path / "s.json").search("How many legs does a Quimble have?") == r.search("How many legs does a Quimble have?")
+    assert origins[4] == ["beasts.md", "Quimbles"]
+
+
+def test_sources_name_the_document_and_heading_of_each_excerpt_shown(tmp_path):
+    """What a served answer cites: the excerpts the model read, in the order it read them, each
+    with its document and heading, whether the passages are chunks or sentence windows, also
+    after a save and load (the logged model's passages)."""
+    from opensem.retrieval import located_passages, sentence_windows
+
+    (tmp_path / "beasts.md").write_text("# Zorblats\n\nA Zorblat is teal. Zorblats nest in barns.\n")
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "quimbles.md").write_text("# Quimbles\n\nA Quimble has seven legs. It walks sideways.\n")
+    words = lambda text: len(text.split())  # noqa: E731
+    ranked, shown, spans, origins = sentence_windows(tmp_path, words, 64, 1)
+    texts, chunk_origins = located_passages(tmp_path, words, 64)
+    for r in (Retriever(ranked, 2, "tfidf", shown, spans, origins=origins), Retriever(texts, 2, origins=chunk_origins)):
+        question = "How many legs does a Quimble have?"
+        cited = r.sources(question)
+        assert [c["document"] for c in cited] == ["more/quimbles.md", "beasts.md"]
+        assert cited[0]["heading"] == "Quimbles" and cited[0]["text"] == "A Quimble has seven legs. It walks sideways."
+        assert [f"{c['heading']}\n{c['text']}" for c in cited] == r.search(question)  # what the model read
+        r.save(tmp_path / "p.json")
+        assert Retriever.load(tmp_path / "p.json").sources(question) == cited
+    unknown = Retriever(texts, 1).sources("legs")  # passages saved before origins: no document, whole excerpt
+    assert unknown == [{"document": None, "heading": "", "text": texts[1]}]
 
 
 def test_saved_passages_load_into_the_same_ranking(tmp_path):

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import mlflow
@@ -29,13 +30,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_answers_over_http_with_the_champion(project, tmp_path):
+def test_serve_answers_the_openai_sdk_and_mlflow_with_the_champion_and_its_sources(project, tmp_path):
+    """One served champion (open book) answers MLflow's /invocations and OpenAI's chat completions
+    through the official `openai` SDK: the answer, its sources, streaming that gives the same
+    text, the model list, concurrent clients, and OpenAI-style refusals."""
+    import openai
+
     sem = new_sem("srv")
     sem.processed_dir.mkdir(parents=True)
+    sem.raw_dir.mkdir(parents=True, exist_ok=True)
+    (sem.raw_dir / "beasts.md").write_text("# Zorblats\n\nA Zorblat is teal. Zorblats nest in the roofs of old barns.\n\n"
+                                           "# Quimbles\n\nA Quimble has seven legs. It walks sideways.\n")
     row = {"messages": [{"role": "user", "content": "What colour is a Zorblat?"}, {"role": "assistant", "content": "A Zorblat is teal."}]}
     (sem.processed_dir / "train.jsonl").write_text(json.dumps(row) + "\n")
     cfg = load_config(sem.root, "srv", ["training.max_steps=12", "training.batch_size=1", "training.cpt_epochs=0", "training.learning_rate=2e-3",
-                                        "training.lr_scheduler=constant", "training.warmup_ratio=0", "model.system_prompt=Answer briefly."])
+                                        "training.lr_scheduler=constant", "training.warmup_ratio=0", "model.system_prompt=Answer briefly.",
+                                        "retrieval.enabled=true", "retrieval.top_k=1"])
     result = train(sem, cfg)
 
     missing = CliRunner().invoke(app, ["serve", "--sem", "srv"])
@@ -59,8 +69,47 @@ def test_serve_answers_over_http_with_the_champion(project, tmp_path):
         body = json.dumps({"dataframe_records": [{"question": "What colour is a Zorblat?"}], "params": {"max_new_tokens": 12}})
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
                                          headers={"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"][0]
-        assert "teal" in answer.lower(), answer
+        invoked = json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"][0]
+        assert "teal" in invoked.lower(), invoked
+
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+        assert [m.id for m in client.models.list()] == ["opensem-srv"]
+        ask = {"model": "opensem-srv", "max_tokens": 12, "messages": [{"role": "user", "content": "What colour is a Zorblat?"}]}
+        done = client.chat.completions.create(**ask)
+        answer = done.choices[0].message.content
+        assert answer == invoked  # the same expert, the same greedy answer through either API
+        assert done.choices[0].finish_reason in ("stop", "length") and done.usage.completion_tokens > 0
+        assert done.usage.prompt_tokens > 20  # the excerpt was in the prompt
+        sources = done.model_extra["sources"]
+        assert sources == [{"document": "beasts.md", "heading": "Zorblats", "text": sources[0]["text"]}]
+        assert "A Zorblat is teal." in sources[0]["text"]
+        assert client.chat.completions.create(**ask | {"model": "srv"}).choices[0].message.content == answer  # the SEM's name too
+
+        chunks = list(client.chat.completions.create(**ask, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks).strip() == answer
+        assert chunks[0].model_extra["sources"] == sources and chunks[-1].choices[0].finish_reason is not None
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        questions = ["What colour is a Zorblat?", "How many legs does a Quimble have?"]
+        with ThreadPoolExecutor(2) as pool:
+            both = list(pool.map(lambda q: client.chat.completions.create(**ask | {"messages": [{"role": "user", "content": q}]}), questions))
+        assert both[0].choices[0].message.content == answer
+        assert both[1].model_extra["sources"][0]["heading"] == "Quimbles"
+
+        with pytest.raises(openai.NotFoundError) as unknown:
+            client.chat.completions.create(**ask | {"model": "gpt-4o"})
+        assert unknown.value.code == "model_not_found" and "opensem-srv" in unknown.value.message
+        for bad, param in (({"messages": []}, "messages"), ({"messages": [{"role": "assistant", "content": "Hi"}]}, "messages"),
+                           ({"max_tokens": 0}, "max_tokens"), ({"n": 3}, "n")):
+            with pytest.raises(openai.BadRequestError) as refused:
+                client.chat.completions.create(**ask | bad)
+            assert refused.value.status_code == 400 and refused.value.param == param, refused.value.body
+        raw = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=b"{not json",
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as not_json:
+            urllib.request.urlopen(raw, timeout=30)
+        assert not_json.value.code == 400 and json.loads(not_json.value.read())["error"]["type"] == "invalid_request_error"
     finally:
         os.killpg(server.pid, 15)
         server.wait(30)
