@@ -191,20 +191,28 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 5001,
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve.")] = "champion",
+    engine: Annotated[str, typer.Option("--engine", help="transformers (the registered model) or llama.cpp "
+                                                          "(its GGUF export; needs make setup-llama).")] = "transformers",
+    export_dir: Annotated[Optional[str], typer.Option("--export-dir", help="With --engine llama.cpp: the export folder "
+                                                                           "(default: the alias's newest under exports/SEM/).")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Answer questions over HTTP with the SEM's champion: OpenAI's chat completions and MLflow's /invocations.
 
     Any OpenAI client works unchanged with base_url http://HOST:PORT/v1 and model opensem-SEM
     (GET /v1/models lists it); each answer carries the excerpts it read in `sources`. MLflow's
-    scoring routes (/invocations, /ping) answer from the same loaded model. See
-    docs/pipeline-registry-serving.md."""
+    scoring routes (/invocations, /ping) answer from the same loaded model. With --engine
+    llama.cpp the GGUF that `opensem export` wrote answers instead (OpenAI routes only), the
+    excerpts still retrieved in front of it. See docs/pipeline-registry-serving.md."""
+    from pathlib import Path
+
     from opensem.config import load_config
     from opensem.serve import serve as run_server
     from opensem.workspace import open_sem
 
     s = open_sem(sem)
-    raise typer.Exit(run_server(s, load_config(s.root, s.name, list(set_ or [])), host, port, alias))
+    cfg = load_config(s.root, s.name, list(set_ or []))
+    raise typer.Exit(run_server(s, cfg, host, port, alias, engine, Path(export_dir) if export_dir else None))
 
 
 @app.command("export")

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -30,6 +33,12 @@ out = llm(sys.argv[2], max_tokens=int(sys.argv[3]), temperature=0.0, top_k=1)
 meta = llm.metadata
 print(json.dumps({"text": out["choices"][0]["text"], "template": meta.get("tokenizer.chat_template", "")}))
 """
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -97,6 +106,33 @@ def test_export_writes_a_gguf_llama_cpp_answers_with_and_a_modelfile_logged_on_t
     from opensem.export import GENERATION_MARKERS
 
     assert "<|im_start|>" in llama["template"] and not GENERATION_MARKERS.search(llama["template"])  # one llama.cpp can run
+
+    # the GGUF served behind the expert's own retrieval, through the OpenAI SDK
+    import openai
+
+    port = free_port()
+    env = dict(os.environ, OPENSEM_HOME=str(sem.root), LLAMA_CPP_PYTHON=str(python))
+    server = subprocess.Popen([sys.executable, "-m", "opensem", "serve", "--sem", "exp", "--engine", "llama.cpp", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+        deadline = time.time() + 180
+        while True:
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                assert server.poll() is None and time.time() < deadline, server.stderr.read()[-2000:]
+                time.sleep(0.5)
+        ask = {"model": "opensem-exp", "max_tokens": 16, "messages": [{"role": "user", "content": question}]}
+        served = client.chat.completions.create(**ask)
+        assert served.choices[0].message.content.split(".")[0] == expected.split(".")[0], (served, expected)
+        assert served.model_extra["sources"][0]["document"] == "beasts.md"
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True))
+        assert streamed.strip() == served.choices[0].message.content
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(30)
 
     q8_bytes = gguf.stat().st_size
     shutil.rmtree(folder)

@@ -61,6 +61,7 @@ def export(sem: Sem, cfg: Config, alias: str = "champion", quant: str = "q8_0", 
                                                     int(settings.get("max_new_tokens", 96)), passages.is_file()), encoding="utf-8")
         summary = {"model": version.name, "version": int(version.version), "alias": alias, "quant": quant, "gguf": gguf.name,
                    "bytes": gguf.stat().st_size, "base_model": settings["base_model"], "open_book": passages.is_file(),
+                   "system_prompt": settings.get("system_prompt"), "max_new_tokens": int(settings.get("max_new_tokens", 96)),
                    "converter": f"llama.cpp's convert_hf_to_gguf.py from llama-cpp-python {LLAMA_CPP_PYTHON}"}
         (staged / "export.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         if target.exists():

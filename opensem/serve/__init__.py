@@ -19,7 +19,9 @@ answer with it.
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 from opensem.config import Config
 from opensem.errors import OpenSEMError
@@ -47,15 +49,29 @@ def check_port(host: str, port: int) -> None:
                            "address is not this machine's; pick another with --port or --host") from None
 
 
-def serve(sem: Sem, cfg: Config, host: str = "127.0.0.1", port: int = 5001, alias: str = "champion") -> int:
+ENGINES = ("transformers", "llama.cpp")
+
+
+def serve(sem: Sem, cfg: Config, host: str = "127.0.0.1", port: int = 5001, alias: str = "champion",
+          engine: str = "transformers", export_dir: Path | None = None) -> int:
+    if engine not in ENGINES:
+        raise OpenSEMError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
     check_port(host, port)
-    uri = model_uri(sem, cfg, alias)
-    app = server_app(uri, f"{cfg.registry.model_prefix}{sem.name}", sem.name)
     import uvicorn
 
-    print(f"serving {uri} on http://{host}:{port}: /v1/chat/completions (OpenAI) and /invocations (MLflow); "
-          "Ctrl-C stops", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if engine == "transformers":
+        uri = model_uri(sem, cfg, alias)
+        app, expert = server_app(uri, f"{cfg.registry.model_prefix}{sem.name}", sem.name), None
+        routes = "/v1/chat/completions (OpenAI) and /invocations (MLflow)"
+    else:
+        app, expert = gguf_app(sem, cfg, alias, export_dir)
+        uri, routes = expert.gguf, "/v1/chat/completions (OpenAI), llama.cpp answering"
+    print(f"serving {uri} on http://{host}:{port}: {routes}; Ctrl-C stops", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        if expert is not None:
+            expert.close()
     return 0
 
 
@@ -65,10 +81,52 @@ def server_app(uri: str, name: str, sem_name: str):
     import mlflow.pyfunc
     from mlflow.pyfunc import scoring_server
 
-    from opensem.serve.openai_api import Expert, add_routes
+    from opensem.serve.engines import TransformersExpert
+    from opensem.serve.openai_api import add_routes
 
     print(f"loading {uri} ...", file=sys.stderr, flush=True)
     model = mlflow.pyfunc.load_model(uri)
     app = scoring_server.init(model)
-    add_routes(app, Expert(model.unwrap_python_model(), name, {name, sem_name}))
+    add_routes(app, TransformersExpert(model.unwrap_python_model(), name, {name, sem_name}))
     return app
+
+
+def gguf_app(sem: Sem, cfg: Config, alias: str, export_dir: Path | None):
+    """A bare app with the OpenAI routes, llama.cpp answering from the alias's GGUF export (or
+    the folder given), and /ping; the expert, to stop its llama.cpp server after."""
+    from fastapi import FastAPI
+
+    from opensem.export.llama_cpp import llama_python
+    from opensem.serve.engines import LlamaCppExpert
+    from opensem.serve.openai_api import add_routes
+
+    python = llama_python()
+    if python is None:
+        raise OpenSEMError("--engine llama.cpp needs a built llama-cpp-python: `make setup-llama` "
+                           "(or pip install 'llama-cpp-python[server]'), or serve with --engine transformers")
+    folder = export_dir or exported_folder(sem, cfg, alias)
+    if not (folder / "export.json").is_file():
+        raise OpenSEMError(f"{folder} is not an `opensem export` folder (no export.json): export first, "
+                           f"`opensem export --sem {sem.name}`")
+    name = f"{cfg.registry.model_prefix}{sem.name}"
+    expert = LlamaCppExpert(folder, python, name, {name, sem.name})
+    expert.gguf = str(folder / json.loads((folder / "export.json").read_text(encoding="utf-8"))["gguf"])
+    app = FastAPI()
+    app.get("/ping")(lambda: {"status": "ok"})
+    add_routes(app, expert)
+    return app, expert
+
+
+def exported_folder(sem: Sem, cfg: Config, alias: str) -> Path:
+    """The export of the version `alias` names under exports/SEM/ (q8_0 first, then f16, then
+    any), or one line saying how to make one."""
+    from opensem.registry import registered_version
+
+    version = registered_version(sem, cfg, alias)
+    stem = f"{version.name}-v{version.version}-"
+    found = {p.name.removeprefix(stem): p for p in (sem.root / "exports" / sem.name).glob(f"{stem}*") if (p / "export.json").is_file()}
+    for quant in ("q8_0", "f16", *sorted(found)):
+        if quant in found:
+            return found[quant]
+    raise OpenSEMError(f"{version.name} v{version.version} ({alias}) has no GGUF export yet: "
+                       f"`opensem export --sem {sem.name}` first (or --export-dir FOLDER)")

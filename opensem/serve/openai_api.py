@@ -11,8 +11,8 @@ come back in an extra top-level field, `sources` (document, heading, text), in t
 and in the first chunk of a stream. Errors have OpenAI's body, {"error": {"message", "type",
 "param", "code"}}, with a 4xx status.
 
-One model answers one request at a time (a lock: a 2-core CPU gains nothing from interleaving
-two generations, and the model is not shared across threads); concurrent clients queue.
+The expert (engines.py: the registered model in transformers, or its GGUF export in llama.cpp)
+answers one request at a time; concurrent clients queue.
 """
 
 from __future__ import annotations
@@ -63,43 +63,7 @@ class RequestError(Exception):
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
 
-class Expert:
-    """The loaded champion (the logged pyfunc's model, tokenizer, passages and settings) answering
-    one question at a time, with the excerpts it read."""
-
-    def __init__(self, python_model, name: str, names: set[str]):
-        self.model = python_model  # opensem/train/pyfunc_model.py's AdapterModel, loaded
-        self.name, self.names = name, names  # the id /v1/models lists; the ids a request may use
-        self.created = int(time.time())
-        self.lock = threading.Lock()
-
-    def chat(self, question: str) -> list[dict]:
-        from opensem.generate import build_messages
-
-        m = self.model
-        return build_messages(question, m.system_prompt, m.retriever.context(question) if m.retriever else None)
-
-    def sources(self, question: str) -> list[dict]:
-        return self.model.retriever.sources(question) if self.model.retriever else []
-
-    def answer(self, question: str, max_new_tokens: int, streamer=None) -> dict:
-        """{"text", "prompt_tokens", "completion_tokens", "stopped"}: one answer, as evaluated."""
-        from opensem.generate import answer_chat, answer_questions
-
-        m = self.model
-        with self.lock:
-            if m.answer != "quote":
-                return answer_chat(m.model, m.tokenizer, self.chat(question), max_new_tokens, streamer)
-            # a sentence chosen among the excerpts (opensem/quote.py), handed over whole
-            text = answer_questions(m.model, m.tokenizer, [question], m.system_prompt, max_new_tokens, 1, m.retriever,
-                                    "quote", m.quote_sentences)[0]
-            if streamer is not None:
-                streamer.on_finalized_text(text)
-        prompt = m.tokenizer.apply_chat_template(self.chat(question), add_generation_prompt=True)
-        return {"text": text, "prompt_tokens": len(prompt), "completion_tokens": len(m.tokenizer(text)["input_ids"]), "stopped": True}
-
-
-def parse(body: bytes, expert: Expert) -> tuple[ChatRequest, str]:
+def parse(body: bytes, expert) -> tuple[ChatRequest, str]:
     """The request and the question it asks (its last message, from the user), or a RequestError."""
     try:
         data = json.loads(body or b"null")
@@ -126,7 +90,7 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def completion(expert: Expert, answer: dict, sources: list[dict]) -> dict:
+def completion(expert, answer: dict, sources: list[dict]) -> dict:
     return {
         "id": completion_id(), "object": "chat.completion", "created": int(time.time()), "model": expert.name,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer["text"]}, "logprobs": None,
@@ -137,23 +101,23 @@ def completion(expert: Expert, answer: dict, sources: list[dict]) -> dict:
     }
 
 
-def stream(expert: Expert, question: str, max_new_tokens: int, sources: list[dict]):
+def stream(expert, question: str, max_new_tokens: int, sources: list[dict]):
     """Server-sent events: a first chunk with the role and the sources, one chunk per piece of
     text as it is generated, a last one with the finish reason, then [DONE]. A sync generator:
     Starlette iterates it in its thread pool, so the event loop stays free."""
-    from transformers import TextIteratorStreamer
+    import queue
 
-    queue = TextIteratorStreamer(expert.model.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    pieces: queue.Queue = queue.Queue()
     result: dict = {}
+    done = object()
 
     def generate():
         try:
-            result.update(expert.answer(question, max_new_tokens, queue))
+            result.update(expert.answer(question, max_new_tokens, pieces.put))
         finally:
-            queue.end()  # also after a failure, so the response ends
+            pieces.put(done)  # also after a failure, so the response ends
 
-    worker = threading.Thread(target=generate, daemon=True)
-    worker.start()
+    threading.Thread(target=generate, daemon=True).start()
     ident, created = completion_id(), int(time.time())
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
@@ -162,16 +126,16 @@ def stream(expert: Expert, question: str, max_new_tokens: int, sources: list[dic
         return f"data: {json.dumps(body)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""}, sources=sources)
-    for piece in queue:
+    while (piece := pieces.get()) is not done:
         if piece:
             yield chunk({"content": piece})
-    worker.join()
     yield chunk({}, "stop" if result.get("stopped", True) else "length")
     yield "data: [DONE]\n\n"
 
 
-def add_routes(app, expert: Expert) -> None:
-    """The OpenAI routes on MLflow's scoring app (FastAPI), beside its /invocations and /ping."""
+def add_routes(app, expert) -> None:
+    """The OpenAI routes on a FastAPI app (MLflow's scoring app, beside its /invocations and
+    /ping, or a bare one); `expert` is one of engines.py's."""
     from fastapi.responses import JSONResponse, StreamingResponse
 
     @app.exception_handler(RequestError)
@@ -185,7 +149,7 @@ def add_routes(app, expert: Expert) -> None:
     @app.post("/v1/chat/completions")
     async def chat_completions(http: Request):
         request, question = parse(await http.body(), expert)
-        max_new = request.max_completion_tokens or request.max_tokens or expert.model.max_new_tokens
+        max_new = request.max_completion_tokens or request.max_tokens or expert.max_new_tokens
         sources = await asyncio.to_thread(expert.sources, question)
         if request.stream:
             return StreamingResponse(stream(expert, question, max_new, sources), media_type="text/event-stream")
