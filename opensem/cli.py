@@ -191,8 +191,8 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 5001,
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve.")] = "champion",
-    engine: Annotated[str, typer.Option("--engine", help="transformers (the registered model) or llama.cpp "
-                                                          "(its GGUF export; needs make setup-llama).")] = "transformers",
+    engine: Annotated[str, typer.Option("--engine", help="transformers (the registered model), llama.cpp (its GGUF "
+                                                          "export; make setup-llama) or vllm (a CUDA GPU; make setup-vllm).")] = "transformers",
     export_dir: Annotated[Optional[str], typer.Option("--export-dir", help="With --engine llama.cpp: the export folder "
                                                                            "(default: the alias's newest under exports/SEM/).")] = None,
     set_: SetOpt = None,
@@ -202,8 +202,9 @@ def serve(
     Any OpenAI client works unchanged with base_url http://HOST:PORT/v1 and model opensem-SEM
     (GET /v1/models lists it); each answer carries the excerpts it read in `sources`. MLflow's
     scoring routes (/invocations, /ping) answer from the same loaded model. With --engine
-    llama.cpp the GGUF that `opensem export` wrote answers instead (OpenAI routes only), the
-    excerpts still retrieved in front of it. See docs/pipeline-registry-serving.md."""
+    llama.cpp the GGUF that `opensem export` wrote answers instead, with --engine vllm vLLM on
+    the base with the adapter as a LoRA module (OpenAI routes only), the excerpts still
+    retrieved in front. See docs/pipeline-registry-serving.md."""
     from pathlib import Path
 
     from opensem.config import load_config

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -134,7 +135,6 @@ def test_the_logged_expert_is_portable(project, tmp_path, monkeypatch):
 
     elsewhere = tmp_path / "elsewhere"
     logged = mlflow.artifacts.download_artifacts("models:/opensem-port@candidate", dst_path=str(elsewhere / "model"))
-    from pathlib import Path
 
     logged = Path(logged)
     adapter_dir = sem.adapters_dir / "p1"
@@ -201,3 +201,64 @@ def closure(names: set[str]) -> set[str]:
             continue
         todo += [canonical(re.split(r"[\s<>=!~\[;(]", r, maxsplit=1)[0]) for r in needs if "extra ==" not in r]
     return seen
+
+
+# vLLM needs a CUDA GPU, which this machine has not: a stand-in records the command `opensem
+# serve --engine vllm` starts and serves the tests' OpenAI-compatible server on the port vLLM
+# was given, so everything in front of vLLM (retrieval, the OpenAI routes, sources) is real.
+VLLM_STAND_IN = """#!/usr/bin/env bash
+printf '%s\\n' "$@" > "$CALLS"
+while [ $# -gt 0 ]; do [ "$1" = --port ] && port="$2"; shift; done
+exec {python} {server} 0 "$port"
+"""
+
+
+def test_serve_with_vllm_starts_it_on_the_base_with_the_adapter_as_a_lora_module(project, tmp_path):
+    import openai
+
+    from conftest import REPO
+
+    sem = new_sem("gpu")
+    sem.processed_dir.mkdir(parents=True)
+    sem.raw_dir.mkdir(parents=True, exist_ok=True)
+    (sem.raw_dir / "beasts.md").write_text("# Zorblats\n\nA Zorblat is teal. Zorblats nest in the roofs of old barns.\n")
+    row = {"messages": [{"role": "user", "content": "What colour is a Zorblat?"}, {"role": "assistant", "content": "Teal."}]}
+    (sem.processed_dir / "train.jsonl").write_text(json.dumps(row) + "\n")
+    cfg = load_config(sem.root, "gpu", ["training.max_steps=1", "training.cpt_epochs=0", "retrieval.enabled=true", "retrieval.top_k=1",
+                                        "model.system_prompt=Answer briefly."])
+    version = mlflow.register_model(train(sem, cfg)["model_uri"], "opensem-gpu").version
+    MlflowClient().set_registered_model_alias("opensem-gpu", "champion", version)
+
+    no_vllm = CliRunner().invoke(app, ["serve", "--sem", "gpu", "--engine", "vllm"], env={"VLLM": str(tmp_path / "none")})
+    assert no_vllm.exit_code == 2 and "make setup-vllm" in no_vllm.output
+
+    stand_in = tmp_path / "vllm"
+    stand_in.write_text(VLLM_STAND_IN.format(python=sys.executable, server=REPO / "tests" / "llm_server.py"))
+    stand_in.chmod(0o755)
+    calls, port = tmp_path / "calls.txt", free_port()
+    env = dict(os.environ, OPENSEM_HOME=str(sem.root), VLLM=str(stand_in), CALLS=str(calls))
+    server = subprocess.Popen([sys.executable, "-m", "opensem", "serve", "--sem", "gpu", "--engine", "vllm", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
+        deadline = time.time() + 180
+        while True:
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                assert server.poll() is None and time.time() < deadline, server.stderr.read()[-2000:]
+                time.sleep(0.5)
+        done = client.chat.completions.create(model="opensem-gpu", messages=[{"role": "user", "content": "What colour is a Zorblat?"}])
+        assert done.choices[0].message.content  # what the server behind answered, passed through
+        assert done.model_extra["sources"][0]["document"] == "beasts.md"
+        args = calls.read_text().splitlines()
+        assert args[0] == "serve" and Path(args[1]).name == "SmolLM2-135M-Instruct" and "--enable-lora" in args
+        module = args[args.index("--lora-modules") + 1]
+        assert module.startswith("expert=") and (Path(module.removeprefix("expert=")) / "adapter_config.json").is_file()
+        rank = json.loads((Path(module.removeprefix("expert=")) / "adapter_config.json").read_text())["r"]
+        assert int(args[args.index("--max-lora-rank") + 1]) >= rank
+        assert args[args.index("--chat-template") + 1].endswith("chat_template.jinja")
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(30)

@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO
 
 SKY_PYTHON = REPO / ".venv-sky" / "bin" / "python"
-TASKS = ["sky/train.yaml", "sky/sweep.yaml", "sky/pipeline.yaml", "sky/outcome.yaml"]
+TASKS = ["sky/train.yaml", "sky/sweep.yaml", "sky/pipeline.yaml", "sky/outcome.yaml", "sky/serve.yaml"]
 needs_skypilot = pytest.mark.skipif(not SKY_PYTHON.exists(), reason="SkyPilot's venv is missing: run `make setup-sky`")
 
 PARSE = """
@@ -26,7 +26,8 @@ import sky, yaml
 out = {}
 for path in sys.argv[1:]:
     config = yaml.safe_load(open(path))
-    task = sky.Task.from_yaml_config(config, env_overrides=[("CHECKPOINT_BUCKET", "s3://b/opensem"), ("OPTUNA_STORAGE", "sqlite:///s.db")])
+    task = sky.Task.from_yaml_config(config, env_overrides=[("CHECKPOINT_BUCKET", "s3://b/opensem"), ("OPTUNA_STORAGE", "sqlite:///s.db"),
+                                                                  ("MLFLOW_TRACKING_URI", "https://mlflow.example.org")])
     out[path] = {"name": task.name, "workdir": task.workdir, "setup": task.setup, "run": task.run,
                  "mounts": {k: [v.source, v.mode.value] for k, v in (task.storage_mounts or {}).items()},
                  "spot": sorted({r.use_spot for r in task.resources})}
@@ -39,7 +40,7 @@ def test_tasks_parse_under_skypilot():
     done = subprocess.run([str(SKY_PYTHON), "-c", PARSE, *TASKS], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     tasks = json.loads(done.stdout)
-    assert [tasks[t]["name"] for t in TASKS] == ["opensem-train", "opensem-sweep", "opensem-pipeline", "opensem-outcome"]
+    assert [tasks[t]["name"] for t in TASKS] == ["opensem-train", "opensem-sweep", "opensem-pipeline", "opensem-outcome", "opensem-serve"]
     for task in tasks.values():
         assert task["workdir"] == "." and "make setup-gpu" in task["setup"]
     # checkpoints on the bucket in SkyPilot's mode for them; spot instances for the resumable tasks
@@ -117,6 +118,14 @@ def test_train_and_sweep_tasks_forge_when_the_upload_has_no_pairs(task, tmp_path
 
     again = _run_step(task, tmp_path / "second", env, forged=True)
     assert [c[4] if c[0] == "mlflow" else c[1] for c in again] == ["doctor", stage]  # pairs uploaded: no forge
+
+
+def test_serve_task_serves_the_alias_through_vllm_on_the_open_port(tmp_path):
+    calls = _run_step("sky/serve.yaml", tmp_path, {"ALIAS": "candidate"}, forged=False)
+    assert calls == [["opensem", "serve", "--sem", "legal", "--alias", "candidate", "--engine", "vllm", "--host", "0.0.0.0",
+                      "--port", "5001"]]
+    task = yaml.safe_load((REPO / "sky" / "serve.yaml").read_text())
+    assert task["resources"]["ports"] == 5001 and "use_spot" not in task["resources"] and "make setup-vllm" in task["setup"]
 
 
 def test_without_overrides_doctor_gets_none(tmp_path):

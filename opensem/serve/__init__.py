@@ -19,8 +19,9 @@ answer with it.
 
 from __future__ import annotations
 
-import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from opensem.config import Config
@@ -49,7 +50,7 @@ def check_port(host: str, port: int) -> None:
                            "address is not this machine's; pick another with --port or --host") from None
 
 
-ENGINES = ("transformers", "llama.cpp")
+ENGINES = ("transformers", "llama.cpp", "vllm")
 
 
 def serve(sem: Sem, cfg: Config, host: str = "127.0.0.1", port: int = 5001, alias: str = "champion",
@@ -61,16 +62,18 @@ def serve(sem: Sem, cfg: Config, host: str = "127.0.0.1", port: int = 5001, alia
 
     if engine == "transformers":
         uri = model_uri(sem, cfg, alias)
-        app, expert = server_app(uri, f"{cfg.registry.model_prefix}{sem.name}", sem.name), None
-        routes = "/v1/chat/completions (OpenAI) and /invocations (MLflow)"
-    else:
-        app, expert = gguf_app(sem, cfg, alias, export_dir)
-        uri, routes = expert.gguf, "/v1/chat/completions (OpenAI), llama.cpp answering"
-    print(f"serving {uri} on http://{host}:{port}: {routes}; Ctrl-C stops", file=sys.stderr, flush=True)
-    try:
+        app = server_app(uri, f"{cfg.registry.model_prefix}{sem.name}", sem.name)
+        print(f"serving {uri} on http://{host}:{port}: /v1/chat/completions (OpenAI) and /invocations (MLflow); "
+              "Ctrl-C stops", file=sys.stderr, flush=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")
-    finally:
-        if expert is not None:
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:  # vLLM's copy of the registered model lives while it serves
+        expert = gguf_expert(sem, cfg, alias, export_dir) if engine == "llama.cpp" else vllm_expert(sem, cfg, alias, Path(tmp))
+        print(f"serving {expert.what} ({engine}) on http://{host}:{port}: /v1/chat/completions (OpenAI); Ctrl-C stops",
+              file=sys.stderr, flush=True)
+        try:
+            uvicorn.run(bare_app(expert), host=host, port=port, log_level="warning")
+        finally:
             expert.close()
     return 0
 
@@ -91,14 +94,22 @@ def server_app(uri: str, name: str, sem_name: str):
     return app
 
 
-def gguf_app(sem: Sem, cfg: Config, alias: str, export_dir: Path | None):
-    """A bare app with the OpenAI routes, llama.cpp answering from the alias's GGUF export (or
-    the folder given), and /ping; the expert, to stop its llama.cpp server after."""
+def bare_app(expert):
+    """A FastAPI app with the OpenAI routes and /ping, for an expert another server answers for."""
     from fastapi import FastAPI
 
-    from opensem.export.llama_cpp import llama_python
-    from opensem.serve.engines import LlamaCppExpert
     from opensem.serve.openai_api import add_routes
+
+    app = FastAPI()
+    app.get("/ping")(lambda: {"status": "ok"})
+    add_routes(app, expert)
+    return app
+
+
+def gguf_expert(sem: Sem, cfg: Config, alias: str, export_dir: Path | None):
+    """llama.cpp on the alias's GGUF export (or the folder given)."""
+    from opensem.export.llama_cpp import llama_python
+    from opensem.serve.engines import llama_cpp_expert
 
     python = llama_python()
     if python is None:
@@ -109,12 +120,28 @@ def gguf_app(sem: Sem, cfg: Config, alias: str, export_dir: Path | None):
         raise OpenSEMError(f"{folder} is not an `opensem export` folder (no export.json): export first, "
                            f"`opensem export --sem {sem.name}`")
     name = f"{cfg.registry.model_prefix}{sem.name}"
-    expert = LlamaCppExpert(folder, python, name, {name, sem.name})
-    expert.gguf = str(folder / json.loads((folder / "export.json").read_text(encoding="utf-8"))["gguf"])
-    app = FastAPI()
-    app.get("/ping")(lambda: {"status": "ok"})
-    add_routes(app, expert)
-    return app, expert
+    return llama_cpp_expert(folder, python, name, {name, sem.name})
+
+
+def vllm_expert(sem: Sem, cfg: Config, alias: str, work: Path):
+    """vLLM (a GPU machine's; `make setup-vllm`) on the registered model: base + LoRA adapter."""
+    import shutil
+
+    from opensem.export import download, logged_settings
+    from opensem.models import resolve_base_model
+    from opensem.registry import registered_version
+    from opensem.serve import engines
+    from opensem.workspace import project_root
+
+    vllm = os.environ.get("VLLM") or shutil.which("vllm") or str(project_root() / ".venv-vllm" / "bin" / "vllm")
+    if not Path(vllm).is_file():
+        raise OpenSEMError("--engine vllm needs vLLM, on a CUDA GPU machine: `make setup-vllm` (or set VLLM to its "
+                           "executable), or serve with --engine transformers")
+    version = registered_version(sem, cfg, alias)
+    logged = download(version, work / "logged")
+    settings = logged_settings(logged)
+    base = str(resolve_base_model(settings["base_model"], sem.base_models_dir))
+    return engines.vllm_expert(logged, settings, base, vllm, version.name, {version.name, sem.name})
 
 
 def exported_folder(sem: Sem, cfg: Config, alias: str) -> Path:
