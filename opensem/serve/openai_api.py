@@ -11,8 +11,8 @@ come back in an extra top-level field, `sources` (document, heading, text), in t
 and in the first chunk of a stream. Errors have OpenAI's body, {"error": {"message", "type",
 "param", "code"}}, with a 4xx status.
 
-The expert (engines.py: the registered model in transformers, or its GGUF export in llama.cpp)
-answers one request at a time; concurrent clients queue.
+The expert (engines.py: the registered model in transformers, its GGUF export in llama.cpp, or
+vLLM on a GPU) answers one request at a time; concurrent clients queue.
 """
 
 from __future__ import annotations
@@ -153,5 +153,8 @@ def add_routes(app, expert) -> None:
         sources = await asyncio.to_thread(expert.sources, question)
         if request.stream:
             return StreamingResponse(stream(expert, question, max_new, sources), media_type="text/event-stream")
-        answer = await asyncio.to_thread(expert.answer, question, max_new)
+        try:
+            answer = await asyncio.to_thread(expert.answer, question, max_new)
+        except Exception as e:  # the engine failed (a dead llama.cpp or vLLM server, memory): OpenAI's 500 body
+            raise RequestError(500, f"the expert could not answer: {type(e).__name__}: {e}") from e
         return completion(expert, answer, sources)
