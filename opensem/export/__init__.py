@@ -99,8 +99,26 @@ def merge(adapter: Path, base_model: str, sem: Sem, into: Path) -> Path:
     merged.save_pretrained(into)
     tokenizer = AutoTokenizer.from_pretrained(str(adapter))
     tokenizer.chat_template = GENERATION_MARKERS.sub("", tokenizer.chat_template or "")
+    as_llama_cpp_reads_it(tokenizer)
     tokenizer.save_pretrained(into)
     return into
+
+
+def as_llama_cpp_reads_it(tokenizer) -> None:
+    """The tokenizer as llama.cpp's converter must see it, the token ids unchanged. A base that
+    transformers 5.17 (the Unsloth stack's) rebuilt from the bundled GGUF has a byte-level BPE
+    with SentencePiece's byte fallback and decoder, which the converter takes for a SentencePiece
+    vocabulary (llama.cpp then fails on load), and names <|im_start|> its end token: a byte-level
+    BPE decodes byte-level, and a ChatML turn ends with <|im_end|>."""
+    from tokenizers import decoders, pre_tokenizers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel):
+        backend.decoder, backend.normalizer = decoders.ByteLevel(), None
+        if hasattr(backend.model, "byte_fallback"):
+            backend.model.byte_fallback = False
+    if "<|im_start|>" in (tokenizer.chat_template or "") and "<|im_end|>" in tokenizer.get_vocab():
+        tokenizer.eos_token = "<|im_end|>"
 
 
 def to_gguf(merged: Path, outfile: Path, quant: str, tools_dir: Path) -> Path:

