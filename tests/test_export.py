@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -20,7 +17,7 @@ from typer.testing import CliRunner
 from opensem.cli import app
 from opensem.config import load_config
 from opensem.train import run as train
-from opensem.workspace import new_sem
+from served import beasts_sem, opensem_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("bundled_model_dir")]
 REPO = Path(__file__).resolve().parents[1]
@@ -35,12 +32,6 @@ print(json.dumps({"text": out["choices"][0]["text"], "template": meta.get("token
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def tools(project):
     """models/tools shared with the repo like models/base: llama.cpp's converter is fetched once."""
@@ -51,12 +42,7 @@ def tools(project):
 def test_export_writes_a_gguf_llama_cpp_answers_with_and_a_modelfile_logged_on_the_version(project, tools, tmp_path):
     from opensem.export.llama_cpp import llama_python
 
-    sem = new_sem("exp")
-    sem.processed_dir.mkdir(parents=True)
-    sem.raw_dir.mkdir(parents=True, exist_ok=True)
-    (sem.raw_dir / "beasts.md").write_text("# Zorblats\n\nA Zorblat is teal. Zorblats nest in the roofs of old barns.\n")
-    row = {"messages": [{"role": "user", "content": "What colour is a Zorblat?"}, {"role": "assistant", "content": "A Zorblat is teal."}]}
-    (sem.processed_dir / "train.jsonl").write_text(json.dumps(row) + "\n")
+    sem = beasts_sem("exp")
     settings = ["training.max_steps=12", "training.batch_size=1", "training.cpt_epochs=0", "training.learning_rate=2e-3",
                 "training.lr_scheduler=constant", "training.warmup_ratio=0", "model.system_prompt=Answer briefly.",
                 "retrieval.enabled=true", "retrieval.top_k=1"]
@@ -108,31 +94,13 @@ def test_export_writes_a_gguf_llama_cpp_answers_with_and_a_modelfile_logged_on_t
     assert "<|im_start|>" in llama["template"] and not GENERATION_MARKERS.search(llama["template"])  # one llama.cpp can run
 
     # the GGUF served behind the expert's own retrieval, through the OpenAI SDK
-    import openai
-
-    port = free_port()
-    env = dict(os.environ, OPENSEM_HOME=str(sem.root), LLAMA_CPP_PYTHON=str(python))
-    server = subprocess.Popen([sys.executable, "-m", "opensem", "serve", "--sem", "exp", "--engine", "llama.cpp", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
-        deadline = time.time() + 180
-        while True:
-            try:
-                client.models.list()
-                break
-            except openai.APIConnectionError:
-                assert server.poll() is None and time.time() < deadline, server.stderr.read()[-2000:]
-                time.sleep(0.5)
+    with opensem_serve(sem.root, "exp", "--engine", "llama.cpp", env={"LLAMA_CPP_PYTHON": str(python)}) as (client, _):
         ask = {"model": "opensem-exp", "max_tokens": 16, "messages": [{"role": "user", "content": question}]}
         served = client.chat.completions.create(**ask)
         assert served.choices[0].message.content.split(".")[0] == expected.split(".")[0], (served, expected)
         assert served.model_extra["sources"][0]["document"] == "beasts.md"
         streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True))
         assert streamed.strip() == served.choices[0].message.content
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(30)
 
     q8_bytes = gguf.stat().st_size
     shutil.rmtree(folder)

@@ -6,10 +6,8 @@ import importlib.metadata as md
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,14 +21,9 @@ from opensem.cli import app
 from opensem.config import load_config
 from opensem.train import run as train
 from opensem.workspace import new_sem
+from served import beasts_sem, opensem_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("bundled_model_dir")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_answers_the_openai_sdk_and_mlflow_with_the_champion_and_its_sources(project, tmp_path):
@@ -39,13 +32,7 @@ def test_serve_answers_the_openai_sdk_and_mlflow_with_the_champion_and_its_sourc
     text, the model list, concurrent clients, and OpenAI-style refusals."""
     import openai
 
-    sem = new_sem("srv")
-    sem.processed_dir.mkdir(parents=True)
-    sem.raw_dir.mkdir(parents=True, exist_ok=True)
-    (sem.raw_dir / "beasts.md").write_text("# Zorblats\n\nA Zorblat is teal. Zorblats nest in the roofs of old barns.\n\n"
-                                           "# Quimbles\n\nA Quimble has seven legs. It walks sideways.\n")
-    row = {"messages": [{"role": "user", "content": "What colour is a Zorblat?"}, {"role": "assistant", "content": "A Zorblat is teal."}]}
-    (sem.processed_dir / "train.jsonl").write_text(json.dumps(row) + "\n")
+    sem = beasts_sem("srv")
     cfg = load_config(sem.root, "srv", ["training.max_steps=12", "training.batch_size=1", "training.cpt_epochs=0", "training.learning_rate=2e-3",
                                         "training.lr_scheduler=constant", "training.warmup_ratio=0", "model.system_prompt=Answer briefly.",
                                         "retrieval.enabled=true", "retrieval.top_k=1"])
@@ -56,26 +43,13 @@ def test_serve_answers_the_openai_sdk_and_mlflow_with_the_champion_and_its_sourc
 
     version = mlflow.register_model(result["model_uri"], "opensem-srv").version
     MlflowClient().set_registered_model_alias("opensem-srv", "champion", version)
-    port = free_port()
-    env = dict(os.environ, OPENSEM_HOME=str(sem.root))
-    server = subprocess.Popen([sys.executable, "-m", "opensem", "serve", "--sem", "srv", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read()[-2000:]
-                time.sleep(0.5)
+    with opensem_serve(sem.root, "srv") as (client, port):
         body = json.dumps({"dataframe_records": [{"question": "What colour is a Zorblat?"}], "params": {"max_new_tokens": 12}})
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
                                          headers={"Content-Type": "application/json"})
         invoked = json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"][0]
         assert "teal" in invoked.lower(), invoked
 
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
         assert [m.id for m in client.models.list()] == ["opensem-srv"]
         ask = {"model": "opensem-srv", "max_tokens": 12, "messages": [{"role": "user", "content": "What colour is a Zorblat?"}]}
         done = client.chat.completions.create(**ask)
@@ -113,9 +87,6 @@ def test_serve_answers_the_openai_sdk_and_mlflow_with_the_champion_and_its_sourc
         with pytest.raises(urllib.error.HTTPError) as not_json:
             urllib.request.urlopen(raw, timeout=30)
         assert not_json.value.code == 400 and json.loads(not_json.value.read())["error"]["type"] == "invalid_request_error"
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(30)
 
 
 def test_the_logged_expert_is_portable(project, tmp_path, monkeypatch):
@@ -214,16 +185,9 @@ exec {python} {server} 0 "$port"
 
 
 def test_serve_with_vllm_starts_it_on_the_base_with_the_adapter_as_a_lora_module(project, tmp_path):
-    import openai
-
     from conftest import REPO
 
-    sem = new_sem("gpu")
-    sem.processed_dir.mkdir(parents=True)
-    sem.raw_dir.mkdir(parents=True, exist_ok=True)
-    (sem.raw_dir / "beasts.md").write_text("# Zorblats\n\nA Zorblat is teal. Zorblats nest in the roofs of old barns.\n")
-    row = {"messages": [{"role": "user", "content": "What colour is a Zorblat?"}, {"role": "assistant", "content": "Teal."}]}
-    (sem.processed_dir / "train.jsonl").write_text(json.dumps(row) + "\n")
+    sem = beasts_sem("gpu", "Teal.")
     cfg = load_config(sem.root, "gpu", ["training.max_steps=1", "training.cpt_epochs=0", "retrieval.enabled=true", "retrieval.top_k=1",
                                         "model.system_prompt=Answer briefly."])
     version = mlflow.register_model(train(sem, cfg)["model_uri"], "opensem-gpu").version
@@ -235,20 +199,8 @@ def test_serve_with_vllm_starts_it_on_the_base_with_the_adapter_as_a_lora_module
     stand_in = tmp_path / "vllm"
     stand_in.write_text(VLLM_STAND_IN.format(python=sys.executable, server=REPO / "tests" / "llm_server.py"))
     stand_in.chmod(0o755)
-    calls, port = tmp_path / "calls.txt", free_port()
-    env = dict(os.environ, OPENSEM_HOME=str(sem.root), VLLM=str(stand_in), CALLS=str(calls))
-    server = subprocess.Popen([sys.executable, "-m", "opensem", "serve", "--sem", "gpu", "--engine", "vllm", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
-        deadline = time.time() + 180
-        while True:
-            try:
-                client.models.list()
-                break
-            except openai.APIConnectionError:
-                assert server.poll() is None and time.time() < deadline, server.stderr.read()[-2000:]
-                time.sleep(0.5)
+    calls = tmp_path / "calls.txt"
+    with opensem_serve(sem.root, "gpu", "--engine", "vllm", env={"VLLM": str(stand_in), "CALLS": str(calls)}, timeout=60) as (client, _):
         done = client.chat.completions.create(model="opensem-gpu", messages=[{"role": "user", "content": "What colour is a Zorblat?"}])
         assert done.choices[0].message.content  # what the server behind answered, passed through
         assert done.model_extra["sources"][0]["document"] == "beasts.md"
@@ -259,6 +211,3 @@ def test_serve_with_vllm_starts_it_on_the_base_with_the_adapter_as_a_lora_module
         rank = json.loads((Path(module.removeprefix("expert=")) / "adapter_config.json").read_text())["r"]
         assert int(args[args.index("--max-lora-rank") + 1]) >= rank
         assert args[args.index("--chat-template") + 1].endswith("chat_template.jinja")
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(30)
