@@ -162,11 +162,13 @@ def dev(
     from opensem.config import load_config
     from opensem.io import atomic_write_json
     from opensem.judge import dev as dev_set
+    from opensem.stages import join_launcher
     from opensem.workspace import open_sem
 
+    join_launcher("dev")
     s = open_sem(sem)
     result = dev_set.run(s, load_config(s.root, s.name, _overrides(set_, overrides)), adapter, fit)
-    if out:
+    if out and result:  # under torchrun only rank 0 has a result
         atomic_write_json(Path(out), result)
 
 

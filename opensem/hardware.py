@@ -95,18 +95,28 @@ def detect() -> Hardware:
     )
 
 
-def plan(hw: Hardware, training) -> TrainingPlan:
+def plan(hw: Hardware, training, processes: int = 1) -> TrainingPlan:
     """Decide backend, precision, 4-bit, checkpointing and VRAM cap from hardware + config.
 
     `training` is the TrainingConfig; its explicit choices always win over these defaults.
+    `processes`: the launcher's world size (torchrun --nproc_per_node x --nnodes); above 1 the
+    run is data-parallel, which the hf backend does and Unsloth's open-source release does not.
     """
     from opensem.errors import OpenSEMError
 
     reasons: list[str] = []
+    if processes > 1:
+        if training.backend == "unsloth":
+            raise OpenSEMError(f"training.backend=unsloth trains on one GPU, and this run has {processes} processes "
+                               "(torchrun): use training.backend=auto or hf, or launch one process")
+        reasons.append(f"{processes} processes (torchrun): data-parallel (DDP) with the hf backend, each process on "
+                       f"{'its own GPU' if hw.gpus else 'its share of the CPU cores (gloo)'}")
     if hw.gpus:
         gpu = hw.gpus[0]
         datacenter = gpu.vram_gb >= DATACENTER_VRAM_GB
-        if training.backend == "auto":
+        if processes > 1:
+            backend = "hf"
+        elif training.backend == "auto":
             backend = "unsloth" if hw.unsloth_installed else "hf"
             reasons.append(
                 f"CUDA GPU {gpu.name} and Unsloth installed: unsloth"

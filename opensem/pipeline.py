@@ -7,6 +7,10 @@ stage made. A stage whose key is unchanged is skipped, so a failed stage is re-r
 redoing the finished ones, and changing e.g. the LoRA rank re-runs training and what follows,
 not forge. The baseline is the control: when a complete baseline run exists for the same base
 model, golden set and judge it is reused, never re-made (locked).
+
+Under torchrun every rank walks the same steps: rank 0 decides what is skipped and tells the
+others, runs forge, promote and report alone while they wait, and keeps pipeline.json; the
+baseline and evaluation answer in shards and training is data-parallel on every rank.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from datetime import datetime
 from rich.console import Console
 
 from opensem.config import Config
+from opensem.distributed import barrier, broadcast, world
 from opensem.errors import OpenSEMError
 from opensem.io import atomic_write_json, sha256_file
 from opensem.tags import TAG_BASELINE_RUN, TAG_DECISION
 from opensem.workspace import Sem
 
-console = Console(stderr=True)
+console = Console(stderr=True, quiet=not world().main)  # under torchrun, rank 0 speaks for all
 
 
 def _key(cfg: Config, sections: tuple[str, ...], *inputs: str) -> str:
@@ -40,9 +45,13 @@ def run(sem: Sem, cfg: Config) -> dict:
     from opensem import forge, hardware, registry, tracking, train
     from opensem.golden import golden_digest, load_golden_for_scoring
     from opensem.golden_lint import check_sem
-    from opensem.judge.evaluate import find_baseline, judge_name, run_eval
+    from opensem.judge.evaluate import run_eval
 
-    hardware.import_unsloth_first(hardware.plan(hardware.detect(), cfg.training))
+    main = world().main
+    if world().distributed and cfg.preference.enabled:
+        raise OpenSEMError("preference.enabled: the preference stage runs as one process, and this pipeline runs under "
+                           "torchrun; run `opensem prefer` and `opensem evaluate` without torchrun after it, or turn it off")
+    hardware.import_unsloth_first(hardware.plan(hardware.detect(), cfg.training, processes=world().size))
     # the golden set is needed from the baseline on: check it before forge spends anything
     items = load_golden_for_scoring(sem.golden_set)
     check_sem(sem, cfg, items, console)
@@ -56,30 +65,38 @@ def run(sem: Sem, cfg: Config) -> dict:
     done: dict = state.setdefault("stages", {})
 
     def finished(stage: str, key: str) -> bool:
-        if done.get(stage, {}).get("key") == key:
+        if broadcast(done.get(stage, {}).get("key") == key):  # rank 0's record decides for every rank
             console.print(f"[dim]pipeline: {stage} already done for this config, skipped[/dim]")
             return True
         return False
 
     def record(stage: str, key: str, **made) -> None:
         done[stage] = {"key": key, **made}
-        atomic_write_json(path, state)
+        if main:
+            atomic_write_json(path, state)
+
+    def alone(step):
+        """A step rank 0 runs while the other ranks wait (a world of one: just the step)."""
+        if main:
+            step()
+        barrier()
 
     with tracking.stage_run(sem, "pipeline", cfg, run_id=state.get("parent_run_id")) as parent:
         state["parent_run_id"] = parent.run_id
-        atomic_write_json(path, state)
+        if main:
+            atomic_write_json(path, state)
 
         # decontamination reads the golden and dev sets: editing either forges again
         key = _key(cfg, ("model", "forge", "retrieval"), _raw_files_digest(sem), *(sha256_file(p) for p in (sem.golden_set, sem.dev_set) if p.is_file()))
         if not finished("forge", key):
-            forge.run(sem, cfg)
+            alone(lambda: forge.run(sem, cfg))
             record("forge", key)
 
-        try:
-            baseline = find_baseline(sem, cfg, digest, judge_name(cfg))
-            console.print(f"pipeline: baseline reused (run {baseline.info.run_id[:8]}): the control is made once, then locked")
-            record("baseline", digest, run_id=baseline.info.run_id)
-        except OpenSEMError:
+        baseline_id = broadcast(_baseline_run_id(sem, cfg, digest) if main else None)
+        if baseline_id:
+            console.print(f"pipeline: baseline reused (run {baseline_id[:8]}): the control is made once, then locked")
+            record("baseline", digest, run_id=baseline_id)
+        else:
             result = run_eval(sem, cfg, "baseline")
             record("baseline", digest, run_id=result.run_id)
 
@@ -87,9 +104,10 @@ def run(sem: Sem, cfg: Config) -> dict:
         if not finished("train", key):
             pending = done.get("train", {})
             name = pending.get("run_name") if pending.get("pending") == key else None  # an interrupted run resumes
-            name = cfg.training.run_name or name or f"pipeline-{datetime.now():%Y%m%d-%H%M%S}"
+            name = broadcast(cfg.training.run_name or name or f"pipeline-{datetime.now():%Y%m%d-%H%M%S}")
             done["train"] = {"key": None, "pending": key, "run_name": name}  # recorded before training starts
-            atomic_write_json(path, state)
+            if main:
+                atomic_write_json(path, state)
             train_cfg = cfg.model_copy(deep=True)
             train_cfg.training.run_name = name
             from opensem.stages import raise_if_interrupted
@@ -116,10 +134,15 @@ def run(sem: Sem, cfg: Config) -> dict:
         if not finished("evaluate", key):
             result = run_eval(sem, cfg, "evaluate", adapter=adapter)
             record("evaluate", key, run_id=result.run_id)
+        if not main:  # promote, the headline and the report are rank 0's
+            barrier()
+            return {}
         eval_run = done["evaluate"]["run_id"]
 
         key = _key(cfg, ("registry",), eval_run)
-        if not finished("promote", key):
+        if done.get("promote", {}).get("key") == key:
+            console.print("[dim]pipeline: promote already done for this config, skipped[/dim]")
+        else:
             decision = registry.run(sem, cfg, run=eval_run)
             record("promote", key, version=decision.version, promoted=decision.promoted)
 
@@ -128,7 +151,18 @@ def run(sem: Sem, cfg: Config) -> dict:
         from opensem import report
 
         report.run(sem, cfg)
+    barrier()  # the other ranks end with rank 0
     return state
+
+
+def _baseline_run_id(sem: Sem, cfg: Config, digest: str) -> str | None:
+    """The id of the locked baseline run for this golden set and judge, or None."""
+    from opensem.judge.evaluate import find_baseline, judge_name
+
+    try:
+        return find_baseline(sem, cfg, digest, judge_name(cfg)).info.run_id
+    except OpenSEMError:
+        return None
 
 
 def _headline(parent, eval_run_id: str, promoted: dict) -> None:

@@ -23,10 +23,33 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 
+# The stages that run under torchrun (several processes): training is data-parallel, answering
+# is split across the processes; the others write files and registry entries once and are run
+# as one process.
+DISTRIBUTED_STAGES = ("baseline", "train", "evaluate", "dev", "pipeline")
+
+
+def join_launcher(stage: str) -> None:
+    """Under torchrun, refuse a stage that must run once, and join the process group before any
+    model is loaded (so each process loads onto its own GPU); without torchrun, nothing."""
+    from opensem.distributed import join, world
+
+    here = world()
+    if not here.distributed:
+        return
+    if stage not in DISTRIBUTED_STAGES:
+        from opensem.errors import OpenSEMError
+
+        raise OpenSEMError(f"`opensem {stage}` runs as one process, and this is one of {here.size} (torchrun); "
+                           f"run it without torchrun (torchrun runs {', '.join(DISTRIBUTED_STAGES)})")
+    join()
+
+
 def run_stage(stage: str, sem_name: str, overrides: list[str], **options) -> None:
     from opensem.config import load_config
     from opensem.workspace import open_sem
 
+    join_launcher(stage)
     sem = open_sem(sem_name)
     cfg = load_config(sem.root, sem.name, overrides)
     options = {k: v for k, v in options.items() if v is not None}

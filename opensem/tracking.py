@@ -225,17 +225,21 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 @dataclass
 class StageRun:
-    """Handle a stage logs through; mirrors metrics to W&B when that is on."""
+    """Handle a stage logs through; mirrors metrics to W&B when that is on. A follower (a rank
+    above 0 under torchrun) has no run: what it logs goes nowhere, and the stage skips its writes."""
 
     run_id: str
     experiment_id: str
     wandb_run: Any = None
     end_status: str = "FINISHED"  # a stage may end its run as KILLED (e.g. preempted, resumable)
+    follower: bool = False
     _step: dict[str, int] = field(default_factory=dict)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None, dataset=None) -> None:
         """Metrics of this run; `model_id` and `dataset` also attach them to the logged model they
         judge and the dataset they were measured on (MLflow 3's logged-model metrics)."""
+        if self.follower:
+            return
         import mlflow
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, run_id=self.run_id, model_id=model_id, dataset=dataset)
@@ -243,6 +247,8 @@ class StageRun:
             self.wandb_run.log(dict(metrics), step=step)
 
     def log_params(self, params: dict[str, Any]) -> None:
+        if self.follower:
+            return
         import mlflow
 
         mlflow.log_params({k: _param_value(v) for k, v in params.items()}, run_id=self.run_id)
@@ -250,17 +256,23 @@ class StageRun:
             self.wandb_run.config.update(params, allow_val_change=True)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.follower:
+            return
         import mlflow
 
         for key, value in tags.items():
             mlflow.set_tag(key, str(value))
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        if self.follower:
+            return
         import mlflow
 
         mlflow.log_text(text, artifact_file, run_id=self.run_id)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.follower:
+            return
         import mlflow
 
         mlflow.log_artifact(str(path), artifact_path, run_id=self.run_id)
@@ -286,8 +298,14 @@ def stage_run(
 
     Launched by `mlflow run`, the run MLflow made for the entry point ($MLFLOW_RUN_ID) is used,
     so `mlflow run` shows one run, tagged like any other. Opened while another run is active
-    (a pipeline's parent), the new run is its child.
+    (a pipeline's parent), the new run is its child. Under torchrun only rank 0 opens a run;
+    the other ranks get a follower handle that logs nothing.
     """
+    from opensem.distributed import world
+
+    if not world().main:
+        yield StageRun("", "", follower=True)
+        return
     import mlflow
 
     with sqlite_creation_lock(configure(cfg, sem.root)):

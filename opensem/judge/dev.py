@@ -19,10 +19,11 @@ from __future__ import annotations
 from rich.console import Console
 
 from opensem.config import Config
+from opensem.distributed import world
 from opensem.errors import OpenSEMError
 from opensem.workspace import Sem
 
-console = Console(stderr=True)
+console = Console(stderr=True, quiet=not world().main)  # under torchrun, rank 0 speaks for all
 
 
 def load_dev_set(sem: Sem):
@@ -138,6 +139,8 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, fit_sample: int = 30)
     retriever = open_book_retriever(sem, cfg)
     base_all = _answer(sem, cfg, questions, "baseline", None, None, retriever)[0]
     tuned_all = _answer(sem, cfg, questions, "evaluate", folder.name, None, retriever)[0]
+    if not world().main:  # torchrun: this rank answered its share (gathered on every rank); rank 0 scores
+        return {}
     base_answers, tuned_answers = base_all[:len(items)], tuned_all[:len(items)]
     base, tuned = score(items, base_answers), score(items, tuned_answers)
     gain, low, high = paired_diff_ci(tuned, base, cfg.registry.confidence, cfg.registry.bootstrap_resamples)

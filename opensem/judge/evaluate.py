@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from opensem.config import Config
+from opensem.distributed import shard_map, world
 from opensem.errors import OpenSEMError
 from opensem.adapters import check_adapter, read_metadata, resolve_adapter
 from opensem.golden import GoldenItem, golden_digest, load_golden_for_scoring
@@ -31,7 +32,7 @@ from opensem.tags import (
 )
 from opensem.workspace import Sem
 
-console = Console(stderr=True)
+console = Console(stderr=True, quiet=not world().main)  # under torchrun, rank 0 speaks for all
 out = Console(soft_wrap=True)  # long result lines stay one line (grep-able in logs)
 
 TABLE = "eval/per_question.json"
@@ -134,11 +135,13 @@ def run_eval(sem: Sem, cfg: Config, stage: str, *, adapter: str | None = None, m
             tags[TAG_CANDIDATE_URI] = candidate_uri
 
     with tracking.stage_run(sem, stage, cfg, nested=nested, tags=tags) as tracked:
-        golden_dataset = tracking.log_golden_dataset(sem, items, digest)
-        judged_model = tracking.logged_model_id(tags.get(TAG_CANDIDATE_URI))
         console.print(f"[bold]{stage}[/bold] {sem.name}: {len(items)} golden questions, model {under_test}, judge {judge.name}")
         retriever = open_book_retriever(sem, cfg)
         answers, seconds, gen_tokens = _answer(sem, cfg, [i.question for i in items], stage, adapter, model_dir, retriever)
+        if tracked.follower:  # torchrun: this rank answered its share; rank 0 judges, logs and prints
+            return EvalResult("", {}, [])
+        golden_dataset = tracking.log_golden_dataset(sem, items, digest)
+        judged_model = tracking.logged_model_id(tags.get(TAG_CANDIDATE_URI))
         if not any(a.strip() for a in answers):
             raise OpenSEMError(f"{under_test} answered all {len(items)} golden questions with nothing: its weights are damaged "
                                "or it was not trained for this chat template; nothing was scored")
@@ -244,9 +247,9 @@ def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: st
             retriever=None):
     """(answers, seconds spent generating, tokens generated) from the model under test: the
     adapter, or the logged MLflow model in model_dir (see _download_model, which reads its own
-    logged passages). Open book: asked with `retriever`'s passages, built here when not given."""
-    from rich.progress import Progress
-
+    logged passages). Open book: asked with `retriever`'s passages, built here when not given.
+    Under torchrun each rank answers its share of the questions and every rank gets all the
+    answers back in order (greedy decoding: the same answers one process would give)."""
     g = cfg.generation
     if model_dir:
         import mlflow
@@ -254,10 +257,10 @@ def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: st
 
         model = mlflow.pyfunc.load_model(str(model_dir))
         start = time.perf_counter()
-        answers = list(model.predict(pd.DataFrame({"question": questions}), params={"max_new_tokens": g.max_new_tokens}))
+        answers = shard_map(lambda part: list(model.predict(pd.DataFrame({"question": part}), params={"max_new_tokens": g.max_new_tokens})),
+                            questions)
         return answers, time.perf_counter() - start, sum(len(a.split()) for a in answers)
 
-    from opensem.generate import answer_questions
     from opensem.models import load_model_and_tokenizer, resolve_base_model
     from opensem.retrieval import for_sem
 
@@ -268,8 +271,20 @@ def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: st
 
         folder = resolve_adapter(sem, adapter)
         model = PeftModel.from_pretrained(model, str(folder))
-    answers: list[str] = []
     start = time.perf_counter()
+    answers = shard_map(lambda part: _answer_in_batches(model, tokenizer, cfg, part, retriever), questions)
+    seconds = time.perf_counter() - start  # the slowest rank's: the gather waits for it
+    tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
+    return answers, seconds, tokens
+
+
+def _answer_in_batches(model, tokenizer, cfg: Config, questions: list[str], retriever) -> list[str]:
+    from rich.progress import Progress
+
+    from opensem.generate import answer_questions
+
+    g = cfg.generation
+    answers: list[str] = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("answering", total=len(questions))
         for k in range(0, len(questions), g.batch_size):
@@ -277,9 +292,7 @@ def _answer(sem: Sem, cfg: Config, questions: list[str], stage: str, adapter: st
             answers += answer_questions(model, tokenizer, batch, cfg.model.system_prompt, g.max_new_tokens, g.batch_size, retriever,
                                         g.answer, g.quote_sentences)
             progress.advance(task, len(batch))
-    seconds = time.perf_counter() - start
-    tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
-    return answers, seconds, tokens
+    return answers
 
 
 def _download_model(model_uri: str) -> tuple[Path, Path]:
@@ -502,7 +515,7 @@ def run(sem: Sem, cfg: Config, adapter: str | None = None, model: str | None = N
     if adapter and model:
         raise OpenSEMError("pass --adapter or --model, not both")
     result = run_eval(sem, cfg, "evaluate", adapter=adapter, model_uri=model, limit=limit)
-    if promptfoo:
+    if promptfoo and world().main:
         from opensem.judge.promptfoo import run_promptfoo
 
         adapter_name = None if model else (adapter or resolve_adapter(sem, None).name)

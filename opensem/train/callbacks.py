@@ -89,7 +89,9 @@ def peak_memory_gb(device: str) -> float:
 
 class PreemptionCallback(TrainerCallback):
     """On SIGTERM (a spot preemption notice, or `kill`), finish the current step, save a
-    checkpoint and stop, so a re-run resumes from it."""
+    checkpoint and stop, so a re-run resumes from it. Under torchrun the ranks decide together
+    (a signal can reach them a step apart, and a rank that stopped alone would leave the others
+    waiting at the next gradient sync)."""
 
     def __init__(self):
         self.requested = False
@@ -99,7 +101,10 @@ class PreemptionCallback(TrainerCallback):
         self.requested = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
+        from opensem.distributed import any_rank
+
+        if any_rank(self.requested):
+            self.requested = True
             control.should_save = True
             control.should_training_stop = True
         return control
@@ -162,6 +167,8 @@ class KeepBestCallback(TrainerCallback):
         if self.best is not None and not loss < self.best["eval_loss"]:
             return control
         self.best = {"eval_loss": loss, "epoch": round(float(state.epoch or 0), 2), "step": state.global_step}
+        if not state.is_world_process_zero:  # under torchrun every rank has the same loss; rank 0 writes
+            return control
         # written whole under a temporary name, then swapped in: a kill leaves the old best or the new
         partial = self.folder.with_name(self.folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from opensem.config import Config
+from opensem.distributed import world
 from opensem.errors import OpenSEMError
 from opensem.hardware import TrainingPlan
 
@@ -34,7 +35,7 @@ def load_model(model_dir: Path | str, plan: TrainingPlan):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
         )
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": world().local_rank}  # each data-parallel process on its own GPU
     elif plan.device == "cuda":
         kwargs["dtype"] = half_dtype(plan.precision)
     else:
@@ -126,6 +127,7 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         disable_tqdm=False,
+        ddp_find_unused_parameters=False,  # torchrun: every LoRA weight gets a gradient each step
     )
 
 
@@ -187,13 +189,17 @@ def assistant_only_trainer_class():
             if isinstance(model, torch.nn.DataParallel):  # several visible GPUs: DataParallel must split
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # the batch itself
             labels = inputs["labels"]
-            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-            decoder_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-            hidden = causal_lm.model(**decoder_inputs, use_cache=False).last_hidden_state
-            targets = labels[:, 1:]
+            targets = labels[:, 1:]  # position p's logits predict token p + 1
             keep = targets != -100
-            logits = causal_lm.lm_head(hidden[:, :-1][keep])
-            loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+            # The positions labelled in any row (in a padding-free batch, its one row's): the model
+            # runs its decoder as usual and its head on those alone. Called through `model` itself,
+            # so a DistributedDataParallel wrapper (torchrun) sees the forward and syncs gradients.
+            positions = keep.any(dim=0).nonzero().squeeze(1)
+            decoder_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+            logits = model(**decoder_inputs, use_cache=False, logits_to_keep=positions).logits
+            chosen = targets[:, positions]
+            mask = chosen != -100
+            loss = F.cross_entropy(logits[mask].float(), chosen[mask], reduction="sum")
             count = keep.sum() if num_items_in_batch is None else num_items_in_batch
             loss = loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -287,8 +293,9 @@ def prepare(model_dir: Path | str, cfg: Config, plan: TrainingPlan):
     if plan.device == "cuda" and plan.vram_cap_gb:
         import torch
 
-        total = torch.cuda.get_device_properties(0).total_memory / 1024**3
-        torch.cuda.set_per_process_memory_fraction(min(1.0, plan.vram_cap_gb / total), 0)
+        gpu = world().local_rank
+        total = torch.cuda.get_device_properties(gpu).total_memory / 1024**3
+        torch.cuda.set_per_process_memory_fraction(min(1.0, plan.vram_cap_gb / total), gpu)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

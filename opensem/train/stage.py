@@ -6,6 +6,10 @@
 
 A run name is a resumable unit: re-running the same name continues from its newest checkpoint
 in the same MLflow run; a finished name is refused rather than overwritten.
+
+Under torchrun (N processes) the same steps run on every rank as DistributedDataParallel: rank 0
+picks the run name and the checkpoint to resume from and tells the others, and it alone opens
+the MLflow run and writes the adapter; the others train and return (opensem/distributed.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Callable
 from rich.console import Console
 
 from opensem.config import Config
+from opensem.distributed import World, world
 from opensem.errors import OpenSEMError
 from opensem.hardware import TrainingPlan
 from opensem.io import atomic_write_json, atomic_write_text
@@ -29,7 +34,7 @@ from opensem.retrieval import recorded, settings as retrieval_settings
 from opensem.tags import TAG_KEPT_EPOCH, TAG_MODEL_URI, TAG_RUN_NAME, TAG_STOPPED_EARLY
 from opensem.workspace import Sem
 
-console = Console(stderr=True)
+console = Console(stderr=True, quiet=not world().main)  # under torchrun, rank 0 speaks for all
 STATE_FILE = "opensem_run.json"
 
 
@@ -40,6 +45,7 @@ class Job:
     sem: Sem
     cfg: Config
     plan: TrainingPlan
+    world: World  # this process's rank among the torchrun processes (a world of one without torchrun)
     run_name: str
     out_dir: Path  # the adapter folder
     checkpoints: Path
@@ -78,12 +84,16 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
     _announce(job)
     with tracking.stage_run(sem, "train", cfg, run_name=title or f"{sem.name} · train · {job.run_name}",
                             run_id=job.state.get("mlflow_run_id"), tags={TAG_RUN_NAME: job.run_name}) as tracked:
-        _write_state(job.state_dir, {"mlflow_run_id": tracked.run_id, "status": "running"})
+        if job.world.main:
+            _write_state(job.state_dir, {"mlflow_run_id": tracked.run_id, "status": "running"})
         tracked.log_params({f"plan.{k}": v for k, v in job.plan.as_dict().items() if k != "reasons"}
-                           | {"plan.reasons": "; ".join(job.plan.reasons)})
-        if not job.resume_from:
+                           | {"plan.reasons": "; ".join(job.plan.reasons), "processes": job.world.size,
+                              "effective_batch_size": effective_batch_size(cfg, job.world.size)})
+        if job.world.main and not job.resume_from:
             tracking.log_jsonl_dataset(sem.processed_dir / "train.jsonl", f"{sem.name}-train", "training")
         fit = _fit(job, tracked, should_stop)
+        if tracked.follower:  # rank 0 saves, logs and reports
+            return {"run_name": job.run_name, "status": "preempted" if fit.preempted else "finished", "rank": job.world.rank}
         if fit.preempted:
             tracked.end_status = "KILLED"
             return _report_preempted(job, fit)
@@ -98,22 +108,26 @@ def _prepare(sem: Sem, cfg: Config) -> Job:
     """Check the forge output and the run name, plan for this hardware, find a checkpoint to
     resume from; every refusal here comes before a model is loaded."""
     from opensem import hardware
+    from opensem.distributed import broadcast
     from opensem.models import resolve_base_model
     from opensem.train.data import balance_yes_no, check_corpus, check_forge_output, load_conversations
 
     t = cfg.training
+    here = world()
     manifest = check_forge_output(sem.processed_dir, sem.name)
     train_rows = load_conversations(sem.processed_dir / "train.jsonl", sem.name)
     eval_rows = load_conversations(sem.processed_dir / "test.jsonl", sem.name, required=False)
-    plan = hardware.plan(hardware.detect(), t)
+    plan = hardware.plan(hardware.detect(), t, processes=here.size)
     hardware.import_unsloth_first(plan)
 
-    run_name = t.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    # rank 0's clock names the run, and rank 0's reading of its state decides the resume: every
+    # rank must train the same run from the same checkpoint
+    run_name = broadcast(t.run_name or datetime.now().strftime("%Y%m%d-%H%M%S"))
     out_dir = sem.adapters_dir / run_name
     checkpoints = Path(t.checkpoint_dir) / sem.name / run_name if t.checkpoint_dir else out_dir / "checkpoints"
     # on a cloud bucket when checkpoint_dir is one, so a job recovered on a new node continues the same MLflow run
     state_dir = checkpoints if t.checkpoint_dir else out_dir
-    state = _read_state(state_dir)
+    state, resume_from = broadcast((_read_state(state_dir), _last_checkpoint(checkpoints) if here.main else None))
     if state.get("status") == "finished":
         raise OpenSEMError(f"run {run_name!r} already finished ({state_dir}); pick a new name: --set training.run_name=...")
     if t.cpt_epochs:
@@ -122,7 +136,7 @@ def _prepare(sem: Sem, cfg: Config) -> Job:
     repeats = 0
     if cfg.experimental.balance_yes_no:
         train_rows, repeats = balance_yes_no(train_rows, t.seed)
-    return Job(sem, cfg, plan, run_name, out_dir, checkpoints, state_dir, state, _last_checkpoint(checkpoints),
+    return Job(sem, cfg, plan, here, run_name, out_dir, checkpoints, state_dir, state, resume_from,
                Path(resolve_base_model(cfg.model.base, sem.base_models_dir)), train_rows, eval_rows, repeats)
 
 
@@ -137,10 +151,20 @@ def _announce(job: Job) -> None:
                       "loss, and training.keep_best has no epoch to choose by[/yellow]")
     for reason in job.plan.reasons:
         console.print(f"  hardware: {reason}")
+    if job.world.distributed:
+        t = job.cfg.training
+        console.print(f"  effective batch: {t.batch_size} rows x {t.gradient_accumulation_steps} accumulation x "
+                      f"{job.world.size} processes = {effective_batch_size(job.cfg, job.world.size)} per optimizer step, "
+                      f"learning rate {t.learning_rate:g} as set (not scaled)")
     if warning := recipes.device_mismatch(job.cfg.recipe, job.plan.device):
         console.print(f"  [yellow]{warning}[/yellow]")
     if job.resume_from:
         console.print(f"  resuming from {job.resume_from}")
+
+
+def effective_batch_size(cfg: Config, processes: int) -> int:
+    """Rows per optimizer step: each process's batch, accumulated, over all processes."""
+    return cfg.training.batch_size * cfg.training.gradient_accumulation_steps * processes
 
 
 def _fit(job: Job, tracked, should_stop) -> Fit:
