@@ -28,6 +28,19 @@ def test_cpu_plan():
     assert plan(Hardware(cpu_cores=2, cpu_bf16=True), TrainingConfig()).precision == "bf16"
 
 
+def test_several_processes_train_data_parallel_with_the_hf_backend():
+    """Unsloth's open-source release trains on one GPU: under torchrun the hf backend does DDP,
+    each process on its GPU with the card's usual precision and memory rules."""
+    p = plan(H100, TrainingConfig(), processes=8)
+    assert (p.backend, p.device, p.precision, p.load_in_4bit) == ("hf", "cuda", "bf16", False)
+    assert any("8 processes (torchrun): data-parallel (DDP)" in r for r in p.reasons)
+    assert plan(RTX4090, TrainingConfig(), processes=2).load_in_4bit is True  # QLoRA on each consumer card
+    assert plan(CPU, TrainingConfig(), processes=2).backend == "hf"
+    with pytest.raises(OpenSEMError, match="trains on one GPU"):
+        plan(H100, TrainingConfig(backend="unsloth"), processes=2)
+    assert plan(H100, TrainingConfig(), processes=1).backend == "unsloth"
+
+
 def test_consumer_card_gets_cap_and_qlora():
     p = plan(RTX4090, TrainingConfig())
     assert (p.backend, p.precision, p.load_in_4bit, p.vram_cap_gb) == ("unsloth", "bf16", True, 22.0)

@@ -80,10 +80,11 @@ def _run_step(task: str, tmp_path, env: dict, forged: bool) -> list[list[str]]:
     """Execute the task's `run` script as a node would, in a copy of the workdir's relevant parts."""
     work = tmp_path / "node"
     (work / "sky").mkdir(parents=True)
-    shutil.copy(REPO / "sky" / "prepare.sh", work / "sky" / "prepare.sh")
+    for script in ("prepare.sh", "launch.sh"):
+        shutil.copy(REPO / "sky" / script, work / "sky" / script)
     bin_dir = work / "fakebin"
     bin_dir.mkdir()
-    for name in ("opensem", "mlflow"):
+    for name in ("opensem", "mlflow", "torchrun"):
         (bin_dir / name).write_text(STAND_IN)
         (bin_dir / name).chmod(0o755)
     (work / ".venv" / "bin").mkdir(parents=True)
@@ -126,6 +127,44 @@ def test_serve_task_serves_the_alias_through_vllm_on_the_open_port(tmp_path):
                       "--port", "5001"]]
     task = yaml.safe_load((REPO / "sky" / "serve.yaml").read_text())
     assert task["resources"]["ports"] == 5001 and "use_spot" not in task["resources"] and "make setup-vllm" in task["setup"]
+
+
+MULTI_NODE = """
+import json, sys
+import sky, yaml
+task = sky.Task.from_yaml_config(yaml.safe_load(open(sys.argv[1])), env_overrides=[("CHECKPOINT_BUCKET", "s3://b/opensem")])
+task.num_nodes = 2                                       # sky jobs launch --num-nodes 2 --gpus H100:8
+task.set_resources_override({"accelerators": "H100:8"})
+print(json.dumps({"nodes": task.num_nodes, "accelerators": [r.accelerators for r in task.resources]}))
+"""
+
+
+@needs_skypilot
+@pytest.mark.parametrize("task", ["sky/train.yaml", "sky/pipeline.yaml"])
+def test_two_nodes_of_eight_gpus_start_torchrun_with_skypilots_node_list_and_rank(task, tmp_path):
+    done = subprocess.run([str(SKY_PYTHON), "-c", MULTI_NODE, task], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    parsed = json.loads(done.stdout)
+    assert parsed["nodes"] == 2 and all(a == {"H100": 8} for a in parsed["accelerators"])
+    # what SkyPilot sets on the second node of such a task
+    env = {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NUM_GPUS_PER_NODE": "8", "SKYPILOT_NODE_RANK": "1",
+           "SKYPILOT_NODE_IPS": "10.0.0.7\n10.0.0.9", "SKYPILOT_TASK_ID": "t2", "OVERRIDES": "lora.target_modules=[q,v]"}
+    calls = _run_step(task, tmp_path, env, forged=True)
+    torchrun = [c for c in calls if c[0] == "torchrun"]
+    assert len(torchrun) == 1 and not any(c[0] == "mlflow" for c in calls)  # forged pairs uploaded: no forge
+    stage = "train" if "train" in task else "pipeline"
+    head = ["torchrun", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1", "--master_addr", "10.0.0.7",
+            "--master_port", "29500", "-m", "opensem", stage, "--sem", "legal"]
+    assert torchrun[0][:len(head)] == head
+    sets = torchrun[0][len(head):]
+    assert sets[-2:] == ["--set", "lora.target_modules=[q,v]"]
+    if stage == "train":
+        assert sets[:4] == ["--set", "training.run_name=t2", "--set", "training.checkpoint_dir=/checkpoints"]
+
+
+def test_a_single_gpu_pipeline_runs_through_mlflow_as_before(tmp_path):
+    calls = _run_step("sky/pipeline.yaml", tmp_path, {"OVERRIDES": "training.epochs=1"}, forged=False)
+    assert calls == [["mlflow", "run", ".", "-e", "pipeline", "--env-manager", "local", "-P", "sem=legal", "-P", "overrides=training.epochs=1"]]
 
 
 def test_without_overrides_doctor_gets_none(tmp_path):
