@@ -141,7 +141,13 @@ class TrainingConfig(Section):
     training goes). Needs test.jsonl; without it the last epoch is kept."""
 
     batch_size: int = Field(8, gt=0)
-    """Examples per device step."""
+    """Examples per device step (under torchrun, per process: the effective batch is batch_size x
+    gradient_accumulation_steps x processes)."""
+
+    fsdp: bool = False
+    """Under torchrun: shard the base model's weights across the processes (PyTorch FSDP2, each
+    decoder layer its own unit) instead of copying them to every GPU (DDP), for a base that does
+    not fit one GPU even with LoRA. Without torchrun it changes nothing. Not with keep_best."""
 
     cpt_batch_size: int | None = Field(None, gt=0)
     """Windows per device step in the continued pre-training phase; unset uses batch_size.

@@ -109,8 +109,11 @@ def plan(hw: Hardware, training, processes: int = 1) -> TrainingPlan:
         if training.backend == "unsloth":
             raise OpenSEMError(f"training.backend=unsloth trains on one GPU, and this run has {processes} processes "
                                "(torchrun): use training.backend=auto or hf, or launch one process")
-        reasons.append(f"{processes} processes (torchrun): data-parallel (DDP) with the hf backend, each process on "
-                       f"{'its own GPU' if hw.gpus else 'its share of the CPU cores (gloo)'}")
+        sharded = training.fsdp and hw.gpus
+        reasons.append(f"{processes} processes (torchrun): data-parallel ({'FSDP2: the weights sharded across the GPUs' if sharded else 'DDP'}) "
+                       f"with the hf backend, each process on {'its own GPU' if hw.gpus else 'its share of the CPU cores (gloo)'}")
+        if training.fsdp and not hw.gpus:
+            reasons.append("training.fsdp: FSDP is for GPUs; accelerate trains CPU processes with DDP")
     if hw.gpus:
         gpu = hw.gpus[0]
         datacenter = gpu.vram_gb >= DATACENTER_VRAM_GB

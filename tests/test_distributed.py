@@ -123,6 +123,16 @@ def test_killing_one_rank_then_the_same_command_resumes_from_the_checkpoint_in_t
 
 
 @pytest.mark.slow
+def test_fsdp_with_keep_best_is_refused_on_every_rank_before_training(tiny):
+    done = opensem(tiny.root, "train", "--sem", "tiny", *sets(*TRAIN, "training.fsdp=true", "training.keep_best=true"),
+                   processes=2, check=False)
+    assert done.returncode != 0
+    assert done.stderr.count("training.fsdp and training.keep_best do not go together") == 2  # each rank, one line
+    assert "[rank0]: Traceback" not in done.stderr and "[rank1]: Traceback" not in done.stderr  # torchrun's own report stays
+    assert not tiny.adapters_dir.exists() or not any(tiny.adapters_dir.iterdir())
+
+
+@pytest.mark.slow
 def test_sharded_answering_gives_the_table_one_process_gives(project):
     """The baseline on 5 golden questions (an odd count: the ranks' shares differ) answered by 1
     and by 2 processes: the same answers in the same order, the same scores, one run each."""

@@ -39,6 +39,18 @@ def test_several_processes_train_data_parallel_with_the_hf_backend():
     with pytest.raises(OpenSEMError, match="trains on one GPU"):
         plan(H100, TrainingConfig(backend="unsloth"), processes=2)
     assert plan(H100, TrainingConfig(), processes=1).backend == "unsloth"
+    assert any("FSDP2" in r for r in plan(H100, TrainingConfig(fsdp=True), processes=8).reasons)
+    assert any("FSDP is for GPUs" in r for r in plan(CPU, TrainingConfig(fsdp=True), processes=2).reasons)
+
+
+def test_fsdp_settings_reach_the_trainer_only_under_torchrun(monkeypatch):
+    from opensem.train.hf_backend import fsdp_settings
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert fsdp_settings(TrainingConfig(fsdp=True)) == {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert fsdp_settings(TrainingConfig(fsdp=False)) == {}
+    assert fsdp_settings(TrainingConfig(fsdp=True)) == {"fsdp": True, "fsdp_config": {"version": 2, "state_dict_type": "FULL_STATE_DICT"}}
 
 
 def test_consumer_card_gets_cap_and_qlora():

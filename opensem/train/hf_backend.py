@@ -128,7 +128,17 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
         dataloader_num_workers=0,
         disable_tqdm=False,
         ddp_find_unused_parameters=False,  # torchrun: every LoRA weight gets a gradient each step
+        **fsdp_settings(t),
     )
+
+
+def fsdp_settings(training) -> dict:
+    """The Trainer's FSDP arguments for training.fsdp under torchrun (none otherwise): FSDP2,
+    wrapped per decoder layer (transformers reads the model's own no-split modules), the full
+    state dict gathered on rank 0 when the adapter is saved."""
+    if not (training.fsdp and world().distributed):
+        return {}
+    return {"fsdp": True, "fsdp_config": {"version": 2, "state_dict_type": "FULL_STATE_DICT"}}
 
 
 def schedule_factor(kind: str, warmup: int, total: int):

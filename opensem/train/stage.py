@@ -92,12 +92,16 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
         if job.world.main and not job.resume_from:
             tracking.log_jsonl_dataset(sem.processed_dir / "train.jsonl", f"{sem.name}-train", "training")
         fit = _fit(job, tracked, should_stop)
-        if tracked.follower:  # rank 0 saves, logs and reports
+        if not fit.preempted:
+            # on every rank: a last held-out evaluation and (FSDP) gathering the weights are collective
+            eval_loss = _held_out_loss(job, fit)
+            _save_weights(job, fit)
+        if tracked.follower:  # rank 0 writes the rest, logs and reports
             return {"run_name": job.run_name, "status": "preempted" if fit.preempted else "finished", "rank": job.world.rank}
         if fit.preempted:
             tracked.end_status = "KILLED"
             return _report_preempted(job, fit)
-        metadata = _save_adapter(job, fit, tracked)
+        metadata = _save_adapter(job, fit, tracked, eval_loss)
         model_uri = _log_servable_model(job, fit, tracked)
         _write_state(job.state_dir, {"mlflow_run_id": tracked.run_id, "status": "finished", "model_uri": model_uri})
     _report_trained(job, metadata, fit)
@@ -118,6 +122,9 @@ def _prepare(sem: Sem, cfg: Config) -> Job:
     train_rows = load_conversations(sem.processed_dir / "train.jsonl", sem.name)
     eval_rows = load_conversations(sem.processed_dir / "test.jsonl", sem.name, required=False)
     plan = hardware.plan(hardware.detect(), t, processes=here.size)
+    if t.fsdp and here.distributed and t.keep_best:
+        raise OpenSEMError("training.fsdp and training.keep_best do not go together (the best epoch's adapter is "
+                           "restored on one process, FSDP shards it over all): set training.keep_best=false")
     hardware.import_unsloth_first(plan)
 
     # rank 0's clock names the run, and rank 0's reading of its state decides the resume: every
@@ -216,13 +223,25 @@ def _report_preempted(job: Job, fit: Fit) -> dict:
     return {"run_name": job.run_name, "status": "preempted", "step": step}
 
 
-def _save_adapter(job: Job, fit: Fit, tracked) -> dict:
-    """The adapter (the best epoch's with keep_best), its tokenizer, metadata, resolved config
-    and loss curve in the adapter folder, and the run's final metrics."""
+def _held_out_loss(job: Job, fit: Fit) -> float | None:
+    """The kept epoch's held-out loss (keep_best), else the last step's (None without test pairs)."""
+    if fit.keeper and fit.keeper.best:
+        return fit.keeper.best["eval_loss"]
+    return _final_eval_loss(fit.trainer) if job.eval_rows else None
+
+
+def _save_weights(job: Job, fit: Fit) -> None:
+    """The adapter (the best epoch's with keep_best): adapter_config.json, adapter_model.safetensors,
+    tokenizer, chat template. Called on every rank; the Trainer writes on rank 0 only."""
+    if fit.keeper and job.world.main:
+        fit.keeper.restore(fit.trainer.model)
+    fit.trainer.save_model(str(job.out_dir))
+
+
+def _save_adapter(job: Job, fit: Fit, tracked, eval_loss: float | None) -> dict:
+    """Beside the saved weights: the tokenizer, metadata, resolved config and loss curve in the
+    adapter folder, and the run's final metrics."""
     cfg, trainer, keeper, stopper = job.cfg, fit.trainer, fit.keeper, fit.stopper
-    if keeper:
-        keeper.restore(trainer.model)
-    trainer.save_model(str(job.out_dir))  # adapter_config.json, adapter_model.safetensors, tokenizer, chat template
     fit.tokenizer.save_pretrained(str(job.out_dir))
     metadata = {
         "sem": job.sem.name,
@@ -239,7 +258,7 @@ def _save_adapter(job: Job, fit: Fit, tracked) -> dict:
         "dropped_too_long": fit.dropped,
         "global_step": trainer.state.global_step,
         "train_loss": fit.result.training_loss,
-        "eval_loss": keeper.best["eval_loss"] if keeper and keeper.best else _final_eval_loss(trainer) if job.eval_rows else None,
+        "eval_loss": eval_loss,
         "kept_epoch": keeper.best["epoch"] if keeper and keeper.best else None,
         "stopped_early_at_epoch": stopper.stopped_at_epoch if stopper else None,
         "tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
@@ -261,7 +280,8 @@ def _save_adapter(job: Job, fit: Fit, tracked) -> dict:
         tracked.log_artifact(job.out_dir / "loss_curve.png", "training")
     tracked.log_artifact(job.out_dir / "training_metadata.json", "training")
     if cfg.training.merge:
-        merge_adapter(job.out_dir, job.base_dir, job.plan, trainer.model, fit.tokenizer)
+        merge_adapter(job.out_dir, job.base_dir, job.plan, trainer.model, fit.tokenizer,
+                      from_saved=bool(trainer.is_fsdp_enabled))
     return metadata
 
 
@@ -335,12 +355,13 @@ def _load(plan, base_dir, cfg: Config):
     return model, tokenizer, False
 
 
-def merge_adapter(out_dir: Path, base_dir, plan, trained_model, tokenizer) -> Path:
+def merge_adapter(out_dir: Path, base_dir, plan, trained_model, tokenizer, from_saved: bool = False) -> Path:
     """out_dir/merged: the base model with the adapter merged in, in 16 bits. A model trained on a
     4-bit base is merged into a fresh 16-bit load of the base instead: merging into the NF4 weights
-    would re-quantize them (lossy) and save a 4-bit model."""
+    would re-quantize them (lossy) and save a 4-bit model. So is one trained with FSDP
+    (`from_saved`): rank 0 holds only its shard of the trained model, and the saved adapter whole."""
     folder = out_dir / "merged"
-    if plan.load_in_4bit:
+    if plan.load_in_4bit or from_saved:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
