@@ -1,6 +1,7 @@
 """Trained adapters on disk (models/<sem>/adapters/<run_name>/): which one a stage takes, and
 the checks before one is loaded: its weights readable and finite, its base model and retrieval
-settings the ones it is asked under. Shared by evaluate, dev and the preference stage."""
+settings the ones it is asked under; and the adapter inside a logged MLflow model. Shared by
+evaluate, dev, the preference stage, serving and export."""
 
 from __future__ import annotations
 
@@ -100,3 +101,20 @@ def check_adapter(folder: Path, cfg: Config) -> None:
     """Both checks before an adapter is loaded: asked as it was trained, weights sound."""
     check_asked_as_trained(folder, cfg)
     check_adapter_weights(folder)
+
+
+def logged_adapter(model_dir: Path, model_uri: str) -> Path:
+    """The adapter folder inside a downloaded OpenSEM model: where its MLmodel says MLflow keeps
+    the `adapter` artifact (evaluate --model, export and the vLLM engine read it from there)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    try:
+        artifacts = Model.load(str(model_dir / "MLmodel")).flavors["python_function"].get("artifacts") or {}
+        folder = model_dir / artifacts["adapter"]["path"]
+    except (MlflowException, OSError, KeyError, TypeError):
+        folder = None
+    if folder is None or not (folder / "adapter_config.json").is_file():
+        raise OpenSEMError(f"{model_uri!r} is not a model OpenSEM logged (it carries no adapter); "
+                           "pass one that `opensem train` logged, e.g. models:/opensem-legal@champion")
+    return folder

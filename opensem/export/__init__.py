@@ -34,6 +34,7 @@ GENERATION_MARKERS = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
 def export(sem: Sem, cfg: Config, alias: str = "champion", quant: str = "q8_0", out: Path | None = None, log: bool = True) -> dict:
     """Export the version `alias` names; returns what was written (also export.json in the folder).
     log=False leaves MLflow as it was (a benchmark's throw-away export)."""
+    from opensem.adapters import logged_adapter
     from opensem.export.llama_cpp import LLAMA_CPP_PYTHON, QUANTS
     from opensem.registry import registered_version
 
@@ -47,7 +48,7 @@ def export(sem: Sem, cfg: Config, alias: str = "champion", quant: str = "q8_0", 
         work = Path(tmp)
         logged = download(version, work / "logged")
         settings = logged_settings(logged)
-        merged = merge(logged / "artifacts" / "adapter", settings["base_model"], sem, work / "merged")
+        merged = merge(logged_adapter(logged, f"models:/{version.name}/{version.version}"), settings["base_model"], sem, work / "merged")
         staged = work / "export"
         staged.mkdir()
         gguf = to_gguf(merged, staged / f"{name}.{quant}.gguf", quant, sem.root / "models" / "tools")

@@ -22,7 +22,7 @@ from rich.table import Table
 from opensem.config import Config
 from opensem.distributed import shard_map, world
 from opensem.errors import OpenSEMError
-from opensem.adapters import check_adapter, read_metadata, resolve_adapter
+from opensem.adapters import check_adapter, logged_adapter, read_metadata, resolve_adapter
 from opensem.golden import GoldenItem, golden_digest, load_golden_for_scoring
 from opensem.judge.references import LABELS as REFERENCE_LABELS, TABLE as REFERENCES_TABLE, cell as reference_cell
 from opensem.retrieval import settings as retrieval_settings
@@ -307,23 +307,7 @@ def _download_model(model_uri: str) -> tuple[Path, Path]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OpenSEMError(f"cannot load model {model_uri!r}: {first}; pass a model OpenSEM logged, "
                            "e.g. models:/opensem-legal@champion after `opensem promote --sem legal`") from None
-    return local, _logged_adapter(local, model_uri)
-
-
-def _logged_adapter(model_dir: Path, model_uri: str) -> Path:
-    """The adapter folder inside a downloaded OpenSEM model (MLflow keeps it under its own name)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
-
-    try:
-        artifacts = Model.load(str(model_dir / "MLmodel")).flavors["python_function"].get("artifacts") or {}
-        folder = model_dir / artifacts["adapter"]["path"]
-    except (MlflowException, OSError, KeyError, TypeError):
-        folder = None
-    if folder is None or not (folder / "adapter_config.json").is_file():
-        raise OpenSEMError(f"{model_uri!r} is not a model OpenSEM logged (it carries no adapter); "
-                           "pass one that `opensem train` logged, e.g. models:/opensem-legal@champion")
-    return folder
+    return local, logged_adapter(local, model_uri)
 
 
 def _log_table(tracked, rows: list[dict], artifact: str = TABLE) -> None:

@@ -137,7 +137,9 @@ def vllm_expert(logged: Path, settings: dict, base: str, vllm: str, name: str, n
     """The registered model (downloaded to `logged`) served by vLLM on a GPU: the base with the
     adapter as a LoRA module, the logged passages retrieved in front of it."""
     port = free_port()
-    command = vllm_command(vllm, base, logged / "artifacts" / "adapter", port)
+    from opensem.adapters import logged_adapter
+
+    command = vllm_command(vllm, base, logged_adapter(logged, name), port)
     return ServerExpert(command, port, "expert", load_passages(logged / "artifacts" / "retrieval_passages.json"),
                         settings.get("system_prompt"), int(settings.get("max_new_tokens", 96)), name, names, 900,
                         f"{base} + LoRA adapter")
