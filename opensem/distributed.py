@@ -128,24 +128,3 @@ def shard_map(fn: Callable[[list], list], items: list) -> list:
     for rank, results in enumerate(gathered):
         ordered[rank::w.size] = results
     return ordered
-
-
-def gather_max(value: float) -> float:
-    """The largest of each rank's value (the wall time of a sharded step is its slowest rank's)."""
-    if not _group_ready():
-        return value
-    import torch.distributed as dist
-
-    values: list[float] = [0.0] * world().size
-    dist.all_gather_object(values, value)
-    return max(values)
-
-
-def gather_sum(value: float) -> float:
-    if not _group_ready():
-        return value
-    import torch.distributed as dist
-
-    values: list[float] = [0.0] * world().size
-    dist.all_gather_object(values, value)
-    return sum(values)

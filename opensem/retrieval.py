@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import OrderedDict
 from itertools import islice
 from pathlib import Path
 from typing import Callable
@@ -49,6 +50,7 @@ LEAD = "Best-matching sentence: "
 # over the rankings, and no maintained library does only this without a search engine around it.
 RRF_K = 60
 METHODS = ("tfidf", "hybrid")
+BATCHES_KEPT = 256  # remembered embeddings of recent questions and sentence lists (see Retriever._encoded)
 # how a sentence ends (a closing quote or bracket may follow the stop); a heading line does not
 SENTENCE_END = tuple(".!?:;\"')\u201d\u2019")
 
@@ -79,6 +81,7 @@ class Retriever:
 
             self._embedder = Embedder()
             self._embedded = self._embedder.encode(passages)
+            self._vectors: OrderedDict[tuple, object] = OrderedDict()  # see _encoded
 
     def _ranking(self, scores) -> list[int]:
         """Indices, best first (ties: the earlier one)."""
@@ -90,7 +93,7 @@ class Retriever:
         scores = (matrix @ self._vectorizer.transform([question]).T).toarray().ravel()
         ranking = self._ranking(scores)
         if self.method == "hybrid":
-            dense = self._ranking(embedded @ self._embedder.encode([question])[0])
+            dense = self._ranking(embedded @ self._encoded([question])[0])
             fused = [0.0] * len(scores)
             # a text sharing no word with the question is not found by TF-IDF: no rank credit
             for order in ([j for j in ranking if scores[j] > 0], dense):
@@ -143,9 +146,24 @@ class Retriever:
         sentences = list(dict.fromkeys(s for s in found if s[-1] in SENTENCE_END)) or list(dict.fromkeys(found))
         if not sentences:
             return []
-        embedded = self._embedder.encode(sentences) if self.method == "hybrid" else None
+        embedded = self._encoded(sentences) if self.method == "hybrid" else None
         ranking = self._rank(question, self._vectorizer.transform(sentences), embedded)
         return [sentences[j] for j in ranking[:n]]
+
+    def _encoded(self, texts: list[str]):
+        """MiniLM rows for `texts`, encoded together as before and remembered by the exact list
+        (the newest BATCHES_KEPT lists): the forge ranks the same excerpts' sentences twice per
+        pair (the lead sentence, then the hardest rejected quote) and encodes the same question
+        for each ranking. Remembered by list, not by text, so no row depends on what it was once
+        batched with: the rankings are the ones an uncached call gives."""
+        key = tuple(texts)
+        if key in self._vectors:
+            self._vectors.move_to_end(key)
+        else:
+            self._vectors[key] = self._embedder.encode(list(texts))
+            if len(self._vectors) > BATCHES_KEPT:
+                self._vectors.popitem(last=False)
+        return self._vectors[key]
 
     def shown_text(self, question: str, excerpts: list[str]) -> str:
         """The excerpts as the model reads them: one after another, and with `lead` the top-ranked
