@@ -16,6 +16,7 @@ share one group.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -69,6 +70,16 @@ def join() -> None:
     from accelerate import PartialState
 
     PartialState(timeout=GROUP_TIMEOUT)
+    atexit.register(_leave)
+
+
+def _leave() -> None:
+    """Leave the group before the interpreter exits: a process that exits with gloo's threads
+    still running can abort ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _group_ready() -> bool:

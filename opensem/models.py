@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -143,8 +144,6 @@ def build_from_gguf(gguf: Path, target: Path) -> Path:
     chatml_byte_level(tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-
-    import tempfile
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # its own: builders may race

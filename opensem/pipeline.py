@@ -64,8 +64,11 @@ def run(sem: Sem, cfg: Config) -> dict:
                            "the stages then run anew, the baseline is found again in MLflow") from None
     done: dict = state.setdefault("stages", {})
 
-    def finished(stage: str, key: str) -> bool:
-        if broadcast(done.get(stage, {}).get("key") == key):  # rank 0's record decides for every rank
+    def finished(stage: str, key: str, every_rank: bool = True) -> bool:
+        """Whether pipeline.json records `stage` done under `key`; rank 0's record decides for
+        every rank (every_rank=False: a step rank 0 takes alone, so nobody else is asked)."""
+        recorded = done.get(stage, {}).get("key") == key
+        if broadcast(recorded) if every_rank else recorded:
             console.print(f"[dim]pipeline: {stage} already done for this config, skipped[/dim]")
             return True
         return False
@@ -140,9 +143,7 @@ def run(sem: Sem, cfg: Config) -> dict:
         eval_run = done["evaluate"]["run_id"]
 
         key = _key(cfg, ("registry",), eval_run)
-        if done.get("promote", {}).get("key") == key:
-            console.print("[dim]pipeline: promote already done for this config, skipped[/dim]")
-        else:
+        if not finished("promote", key, every_rank=False):
             decision = registry.run(sem, cfg, run=eval_run)
             record("promote", key, version=decision.version, promoted=decision.promoted)
 

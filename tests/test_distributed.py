@@ -59,6 +59,28 @@ def test_a_world_of_one_needs_no_launcher(monkeypatch):
     assert world() == World(3, 1, 4) and not world().main
 
 
+SHARDS = """
+import json, os, sys
+from opensem.distributed import shard_map
+seen = []
+gathered = shard_map(lambda part: seen.extend(part) or [q.upper() for q in part], list("abcde"))
+open(os.path.join(sys.argv[1], os.environ["RANK"] + ".json"), "w").write(json.dumps({"seen": seen, "gathered": gathered}))
+"""
+
+
+def test_two_ranks_answer_their_own_shares_and_both_get_every_answer_in_order(tmp_path):
+    """shard_map under real torchrun (gloo): rank r works on items r, r+2, ... only, and each rank
+    gets all the results back in the items' order."""
+    script = tmp_path / "shards.py"
+    script.write_text(SHARDS)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["seen"] == ["a", "c", "e"] and ranks[1]["seen"] == ["b", "d"]
+    assert ranks[0]["gathered"] == ranks[1]["gathered"] == ["A", "B", "C", "D", "E"]
+
+
 @pytest.mark.parametrize("stage", ["forge", "promote", "report", "sweep", "prefer"])
 def test_a_stage_that_runs_once_is_refused_under_torchrun(tiny, stage):
     """As torchrun's rank 0 would see it: one line, exit 2, before anything is read or written."""
