@@ -41,10 +41,35 @@ OverridesOpt = Annotated[
 ]
 
 
+# what the operating system says when a file cannot grow, as the first words of the error line
+DISK_REFUSED = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                errno.EFBIG: "the file system refused a file that large"}
+# SQLite's own words for a write that did not reach the disk
+SQLITE_WRITE_FAILURES = ("disk I/O error", "database or disk is full")
+
+
+def _chain(exc: BaseException):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def unwritable_store(exc: BaseException) -> tuple[str, str] | None:
+    """(the tracking store's URI, SQLite's words) when `exc` is SQLite failing to write the store
+    (MLflow and SQLAlchemy wrap sqlite3's error twice, and their tracebacks name neither the file
+    nor the likely cause); None for anything else."""
+    for e in _chain(exc):
+        if type(e).__module__ == "sqlite3" and any(words in str(e) for words in SQLITE_WRITE_FAILURES):
+            import mlflow
+
+            return mlflow.get_tracking_uri(), str(e)
+    return None
+
+
 def user_errors(fn):
     """Turn an OpenSEMError into one red line and exit code 2 (no traceback); the same for a file
     or folder the machine will not let a stage write (permissions, a file where a folder belongs,
-    a full disk); a SIGTERM that stopped work after a checkpoint into exit code 143."""
+    a full disk, also under the MLflow store); a SIGTERM that stopped work after a checkpoint into exit code 143."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -59,10 +84,19 @@ def user_errors(fn):
                       soft_wrap=True)
             raise typer.Exit(2) from None
         except OSError as exc:
-            if exc.errno != errno.ENOSPC:
+            if exc.errno not in DISK_REFUSED:
                 raise
-            err.print(f"[bold red]error:[/bold red] the disk is full{f' writing {exc.filename}' if exc.filename else ''}: "
+            err.print(f"[bold red]error:[/bold red] {DISK_REFUSED[exc.errno]}{f' writing {exc.filename}' if exc.filename else ''}: "
                       "free some space, then run the same command again (finished stages' outputs are intact)",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            store = unwritable_store(exc)
+            if store is None:
+                raise
+            err.print(f"[bold red]error:[/bold red] the MLflow store {store[0]} could not be written ({store[1]}): "
+                      "a full disk, most likely; free some space, then run the same command again (finished stages' "
+                      "outputs are intact; a run this command began may stay RUNNING in the UI)",
                       highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Interrupted as exc:

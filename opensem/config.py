@@ -157,6 +157,12 @@ class TrainingConfig(Section):
     gradient_accumulation_steps: int = Field(1, gt=0)
     """Device steps per optimizer step."""
 
+    micro_batch_size: int | None = Field(None, gt=0)
+    """A memory knob: at most this many examples per forward pass. A batch larger than that is
+    run in equal passes (the largest divisor of batch_size not above micro_batch_size) whose
+    gradients add up to the batch's: the same examples, the same loss and optimizer steps, less
+    activation memory at some speed (docs/training.md, Memory). None: the whole batch in one pass."""
+
     max_length: int = Field(256, gt=8)
     """Longest tokenized example; longer ones are truncated. With retrieval on, a pair may be
     longer by its excerpts (retrieval.top_k x retrieval.passage_tokens): see pair_max_length."""

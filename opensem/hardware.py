@@ -175,3 +175,23 @@ def import_unsloth_first(plan: TrainingPlan) -> None:
     model); the train stage and the pipeline call this before any of that (a test keeps it so)."""
     if plan.backend == "unsloth":
         import unsloth  # noqa: F401
+
+
+def return_freed_memory() -> None:
+    """Collect what is no longer referenced and hand glibc's freed heap back to the system.
+
+    glibc keeps memory that tensors freed (a training step's activations are gigabytes) for
+    later allocations, so a process's resident size stays at its training peak while it goes on
+    to load and run another model. malloc_trim(0) returns it; written with ctypes since no
+    library wraps it. A no-op where the C library is not glibc (macOS, musl)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)

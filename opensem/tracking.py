@@ -84,6 +84,9 @@ def configure(cfg: Config, root: Path) -> str:
 
     # MLflow's INFO lines ("Creating initial MLflow database tables...") drown our output.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # its store logs every database error with a traceback and then raises it: the CLI says the
+    # ones a user can fix (a full disk) in one line, and any other keeps its traceback as it rises
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
 
     uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"

@@ -429,3 +429,36 @@ def test_serving_on_a_port_another_program_holds_is_one_line(project):
         result = CliRunner().invoke(app, ["serve", "--sem", "legal", "--port", str(held.getsockname()[1])])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "cannot listen on 127.0.0.1" in errors[0], result.output
+
+
+def test_a_tracking_database_that_cannot_grow_is_one_line_and_the_outputs_stay(project):
+    """A full disk under mlflow.db, made real: the stage's process may not grow any file past the
+    database's size (RLIMIT_FSIZE, as a full disk would stop it), so SQLite fails with "disk I/O
+    error" when MLflow writes the run. One line naming the store, exit 2, and the forge's outputs
+    from the run before are byte-identical."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_EXPERIMENT", "MLFLOW_RUN", "MLFLOW_TRACKING"))}
+    env["OPENSEM_HOME"] = str(project)
+    forge = [sys.executable, "-m", "opensem", "forge", "--sem", "legal"]
+    first = subprocess.run(forge, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    database = project / "mlflow.db"
+    processed = project / "data" / "legal" / "processed"
+    before = {p.name: p.read_bytes() for p in processed.iterdir() if p.is_file()}
+    limit = database.stat().st_size
+
+    def no_file_past_the_database():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    again = subprocess.run([*forge, "--set", "forge.seed=7"], env=env, capture_output=True, text=True, timeout=600,
+                           preexec_fn=no_file_past_the_database)
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr[-3000:]
+    assert len(errors) == 1 and f"the MLflow store sqlite:///{database} could not be written" in errors[0], again.stderr[-3000:]
+    assert "free some space" in errors[0]
+    assert {p.name: p.read_bytes() for p in processed.iterdir() if p.is_file()} == before

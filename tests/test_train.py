@@ -625,3 +625,39 @@ def test_a_learning_rate_that_is_no_finite_number_is_refused_in_every_spelling(t
     result = CliRunner().invoke(app, ["train", "--sem", "tiny", "--set", f"training.learning_rate={spelling}"])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "finite number" in errors[0], result.output
+
+
+def test_micro_batches_train_the_same_steps_on_the_same_examples(tiny, trainer_rows, monkeypatch):
+    """training.micro_batch_size: a batch of 4 as two forward passes of 2 whose gradients add up
+    to the batch's. The same losses at each step and the same adapter (up to the order of fp32
+    sums) as the whole batch in one pass; the trainer really runs passes of 2."""
+    from safetensors.torch import load_file
+
+    from opensem.train import hf_backend
+
+    built = []
+    real = hf_backend.build_trainer
+    monkeypatch.setattr(hf_backend, "build_trainer", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    common = FAST + ["training.max_steps=3", "training.keep_best=false", "training.precision=fp32"]
+    whole = train(tiny, load_config(tiny.root, "tiny", common + ["training.run_name=whole"]))
+    micro = train(tiny, load_config(tiny.root, "tiny", common + ["training.run_name=micro", "training.micro_batch_size=3"]))
+    (whole_args, micro_args) = (t.args for t in built)
+    assert (whole_args.per_device_train_batch_size, whole_args.gradient_accumulation_steps) == (4, 1)
+    assert (micro_args.per_device_train_batch_size, micro_args.gradient_accumulation_steps) == (2, 2)  # 3 does not divide 4
+    assert micro["global_step"] == whole["global_step"] == 3
+
+    def losses(result):
+        return [m.value for m in mlflow.MlflowClient().get_metric_history(result["mlflow_run_id"], "loss")]
+
+    assert len(losses(whole)) == 3 and losses(micro) == pytest.approx(losses(whole), rel=1e-3)
+    a, b = (load_file(str(tiny.adapters_dir / n / "adapter_model.safetensors")) for n in ("whole", "micro"))
+    for name in a:
+        gap = (a[name] - b[name]).norm() / a[name].norm().clamp(min=1e-12)
+        assert gap < 1e-3, (name, gap.item())
+
+
+def test_examples_per_pass_divide_the_batch():
+    from opensem.train.hf_backend import examples_per_pass
+
+    assert [examples_per_pass(8, m) for m in (None, 1, 2, 3, 4, 5, 8, 16)] == [8, 1, 2, 2, 4, 4, 8, 8]
+    assert examples_per_pass(6, 4) == 3 and examples_per_pass(7, 4) == 1

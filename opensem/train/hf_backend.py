@@ -91,15 +91,17 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
     from trl import SFTConfig
 
     t = cfg.training
+    batch = (t.cpt_batch_size or t.batch_size) if cpt else t.batch_size
+    per_pass = examples_per_pass(batch, t.micro_batch_size)  # micro-batches accumulate to the batch
     padding_free = t.padding_free and not t.packing
     checkpointing = {checkpointing_field(SFTConfig): plan.gradient_checkpointing}  # set explicitly: TRL's own default is on
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=(t.cpt_epochs if cpt_epochs is None else cpt_epochs) if cpt else t.epochs,
         max_steps=t.max_steps,  # caps each phase, so a quick run (max_steps=N) stays quick
-        per_device_train_batch_size=(t.cpt_batch_size or t.batch_size) if cpt else t.batch_size,
+        per_device_train_batch_size=per_pass,
         per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        gradient_accumulation_steps=t.gradient_accumulation_steps * (batch // per_pass),
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
@@ -130,6 +132,14 @@ def sft_config(cfg: Config, plan: TrainingPlan, output_dir: Path, has_eval: bool
         ddp_find_unused_parameters=False,  # torchrun: every LoRA weight gets a gradient each step
         **fsdp_settings(t),
     )
+
+
+def examples_per_pass(batch: int, micro_batch_size: int | None) -> int:
+    """Examples per forward pass for a batch under training.micro_batch_size: the largest divisor
+    of the batch not above it, so that equal passes add up to exactly the batch."""
+    if not micro_batch_size or micro_batch_size >= batch:
+        return batch
+    return max(d for d in range(1, micro_batch_size + 1) if batch % d == 0)
 
 
 def fsdp_settings(training) -> dict:

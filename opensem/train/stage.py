@@ -102,6 +102,7 @@ def run(sem: Sem, cfg: Config, should_stop: Callable[[float, int], bool] | None 
             tracked.end_status = "KILLED"
             return _report_preempted(job, fit)
         metadata = _save_adapter(job, fit, tracked, eval_loss)
+        _release_trained_model(fit)
         model_uri = _log_servable_model(job, fit, tracked)
         _write_state(job.state_dir, {"mlflow_run_id": tracked.run_id, "status": "finished", "model_uri": model_uri})
     _report_trained(job, metadata, fit)
@@ -283,6 +284,22 @@ def _save_adapter(job: Job, fit: Fit, tracked, eval_loss: float | None) -> dict:
         merge_adapter(job.out_dir, job.base_dir, job.plan, trainer.model, fit.tokenizer,
                       from_saved=bool(trainer.is_fsdp_enabled))
     return metadata
+
+
+def _release_trained_model(fit: Fit) -> None:
+    """Free the trained model, its optimizer state and the compiled MLPs once the adapter is on
+    disk: logging the servable model loads the expert afresh to check that it answers, and the
+    training process would otherwise hold both (measured: docs/measurements/memory.md)."""
+    import torch._dynamo
+
+    from opensem.hardware import return_freed_memory
+
+    fit.trainer.accelerator.free_memory()  # accelerate's own references to the model and optimizer
+    fit.trainer.model = fit.trainer.model_wrapped = fit.trainer.optimizer = fit.trainer.lr_scheduler = None
+    if fit.cpt:
+        fit.cpt.pop("model", None)
+    torch._dynamo.reset()  # compiled graphs hold on to the modules they were traced from
+    return_freed_memory()
 
 
 def _log_servable_model(job: Job, fit: Fit, tracked) -> str:
