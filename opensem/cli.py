@@ -90,7 +90,10 @@ def user_errors(fn):
                       "free some space, then run the same command again (finished stages' outputs are intact)",
                       highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except Exception as exc:
+        except Interrupted as exc:
+            err.print(f"[yellow]interrupted:[/yellow] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(Interrupted.exit_code) from None
+        except Exception as exc:  # last: the kinds above are Exceptions too
             store = unwritable_store(exc)
             if store is None:
                 raise
@@ -99,9 +102,6 @@ def user_errors(fn):
                       "outputs are intact; a run this command began may stay RUNNING in the UI)",
                       highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except Interrupted as exc:
-            err.print(f"[yellow]interrupted:[/yellow] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(Interrupted.exit_code) from None
 
     # typer's rich help prints a docstring's line breaks as they are; one line per paragraph
     # lets it wrap the text to the terminal instead
