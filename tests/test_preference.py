@@ -133,6 +133,32 @@ def test_preference_training_moves_the_adapter_toward_the_chosen_answers(planted
 
 
 @pytest.mark.slow
+def test_preference_micro_batches_give_the_whole_batchs_steps(planted):
+    """training.micro_batch_size in the preference stage: a preference row counts twice (chosen
+    and rejected), so micro_batch_size=2 runs a batch of 4 rows as four passes of one whose
+    gradients add up to the batch's: the same DPO losses at each step as one pass of four."""
+    from opensem.preference import run as prefer
+
+    common = FAST + PREFER + ["preference.max_steps=2", "training.precision=fp32"]
+    whole = prefer(planted, load_config(planted.root, "tiny", common + ["preference.run_name=whole"]))
+    micro = prefer(planted, load_config(planted.root, "tiny", common + ["preference.run_name=micro", "training.micro_batch_size=2"]))
+    assert whole["global_step"] == micro["global_step"] == 2
+    params = mlflow.get_run(micro["mlflow_run_id"]).data.params
+    assert (params["per_device_train_batch_size"], params["gradient_accumulation_steps"]) == ("1", "4")
+
+    def losses(result):
+        return [m.value for m in mlflow.MlflowClient().get_metric_history(result["mlflow_run_id"], "loss")]
+
+    assert len(losses(whole)) == 2 and losses(micro) == pytest.approx(losses(whole), rel=1e-3)
+
+
+def test_a_preference_row_counts_twice_against_the_micro_batch():
+    from opensem.preference.stage import preference_rows_per_pass
+
+    assert [preference_rows_per_pass(4, m) for m in (None, 1, 2, 3, 4, 8, 16)] == [4, 1, 1, 1, 2, 4, 4]
+
+
+@pytest.mark.slow
 @pytest.mark.usefixtures("bundled_model_dir")
 def test_kill_9_mid_preference_training_then_the_same_command_finishes_in_the_same_run(planted):
     env = dict(os.environ, OPENSEM_HOME=str(planted.root))

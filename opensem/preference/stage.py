@@ -147,6 +147,14 @@ def _fit(sem: Sem, cfg: Config, sft: Path, rows: list[dict], eval_rows: list[dic
     return trainer, preempt, time.time() - started
 
 
+def preference_rows_per_pass(batch: int, micro_batch_size: int | None) -> int:
+    """Preference rows per forward pass under training.micro_batch_size: a row is two sequences
+    (its chosen and its rejected answer), so it counts twice against the examples per pass."""
+    from opensem.train.hf_backend import examples_per_pass
+
+    return examples_per_pass(batch, max(1, micro_batch_size // 2) if micro_batch_size else None)
+
+
 def dpo_config(cfg: Config, plan, output_dir: Path, has_eval: bool):
     """Every setting from the config: the preference section, and training's for what both share."""
     from trl import DPOConfig
@@ -155,13 +163,15 @@ def dpo_config(cfg: Config, plan, output_dir: Path, has_eval: bool):
 
     p, t = cfg.preference, cfg.training
     checkpointing = {checkpointing_field(DPOConfig): plan.gradient_checkpointing}  # TRL's own default is on
+    rows_per_pass = preference_rows_per_pass(p.batch_size, t.micro_batch_size)
     return DPOConfig(
         **checkpointing,
         output_dir=str(output_dir),
         num_train_epochs=p.epochs,
         max_steps=p.max_steps,
-        per_device_train_batch_size=p.batch_size,
-        per_device_eval_batch_size=p.batch_size,
+        per_device_train_batch_size=rows_per_pass,  # micro-batches accumulate to the batch
+        gradient_accumulation_steps=p.batch_size // rows_per_pass,
+        per_device_eval_batch_size=rows_per_pass,
         learning_rate=p.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=t.warmup_ratio,
