@@ -100,8 +100,16 @@ check-llama-server: setup $(LLAMA_VENV)/.installed
 check-outcome-task: setup $(LLAMA_VENV)/.installed
 	LLAMA_SERVER_PYTHON=$(abspath $(LLAMA_VENV))/bin/python $(BIN)/python -m bench outcome_task
 
+# llama-cpp-python compiles llama.cpp here. GGML_NATIVE=OFF: a portable AVX2 build, because the
+# native one (AVX-512/AMX) segfaults when it generates on Intel Xeons with AMX. A wheel pip cached
+# from an earlier native build is dropped first, so that the portable one is built and cached
+# (a logged model's fresh-virtualenv test installs llama-cpp-python from that cache).
 $(LLAMA_VENV)/.installed:
-	$(call tool_venv,$(LLAMA_VENV),llama-cpp-python[server]==0.3.36)
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install -q --upgrade pip
+	-$(LLAMA_VENV)/bin/python -m pip cache remove llama_cpp_python >/dev/null 2>&1
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(LLAMA_VENV)/bin/python -m pip install -q "llama-cpp-python[server]==0.3.36"
+	touch $@
 
 # The team's shared services (PostgreSQL + mlflow server) on this machine: see `opensem infra --help`.
 infra: setup

@@ -136,15 +136,15 @@ def test_preference_training_moves_the_adapter_toward_the_chosen_answers(planted
 def test_preference_micro_batches_give_the_whole_batchs_steps(planted):
     """training.micro_batch_size in the preference stage: a preference row counts twice (chosen
     and rejected), so micro_batch_size=2 runs a batch of 4 rows as four passes of one whose
-    gradients add up to the batch's: the same DPO losses at each step as one pass of four."""
+    gradients add up to the batch's: the same DPO losses at each step as one pass of four
+    (micro_batch_size=8: every row of the batch in one pass)."""
     from opensem.preference import run as prefer
 
     common = FAST + PREFER + ["preference.max_steps=2", "training.precision=fp32"]
-    whole = prefer(planted, load_config(planted.root, "tiny", common + ["preference.run_name=whole"]))
-    micro = prefer(planted, load_config(planted.root, "tiny", common + ["preference.run_name=micro", "training.micro_batch_size=2"]))
+    whole = prefer(planted, load_config(planted.root, "tiny", common + ["preference.run_name=whole", "training.micro_batch_size=8"]))
+    micro = prefer(planted, load_config(planted.root, "tiny", common + ["preference.run_name=micro", "training.micro_batch_size=2"]), adapter="sft")
     assert whole["global_step"] == micro["global_step"] == 2
-    params = mlflow.get_run(micro["mlflow_run_id"]).data.params
-    assert (params["per_device_train_batch_size"], params["gradient_accumulation_steps"]) == ("1", "4")
+    assert (whole["preference"]["rows_per_pass"], micro["preference"]["rows_per_pass"]) == (4, 1)
 
     def losses(result):
         return [m.value for m in mlflow.MlflowClient().get_metric_history(result["mlflow_run_id"], "loss")]

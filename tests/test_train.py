@@ -656,6 +656,35 @@ def test_micro_batches_train_the_same_steps_on_the_same_examples(tiny, trainer_r
         assert gap < 1e-3, (name, gap.item())
 
 
+def test_the_trained_model_is_freed_before_the_servable_model_loads(tiny, monkeypatch):
+    """Once the adapter is saved, the trained model (and with it its optimizer state) is no longer
+    referenced when the servable model is logged, which loads the expert afresh: the training
+    process never holds both (docs/measurements/memory.md)."""
+    import gc
+    import weakref
+
+    from opensem.train import hf_backend, stage
+
+    trained, alive = [], []
+    real_build, real_log = hf_backend.build_trainer, stage._log_servable_model
+
+    def build(*args, **kwargs):
+        trainer = real_build(*args, **kwargs)
+        trained.append(weakref.ref(trainer.model))
+        return trainer
+
+    def log(*args, **kwargs):
+        gc.collect()
+        alive.append([model() is not None for model in trained])
+        return real_log(*args, **kwargs)
+
+    monkeypatch.setattr(hf_backend, "build_trainer", build)
+    monkeypatch.setattr(stage, "_log_servable_model", log)
+    result = train(tiny, load_config(tiny.root, "tiny", FAST + ["training.max_steps=2", "training.keep_best=false"]))
+    assert result["status"] == "finished" and result["model_uri"]
+    assert trained and alive == [[False] * len(trained)]
+
+
 def test_examples_per_pass_divide_the_batch():
     from opensem.train.hf_backend import examples_per_pass
 

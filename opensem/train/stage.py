@@ -296,6 +296,8 @@ def _release_trained_model(fit: Fit) -> None:
 
     fit.trainer.accelerator.free_memory()  # accelerate's own references to the model and optimizer
     fit.trainer.model = fit.trainer.model_wrapped = fit.trainer.optimizer = fit.trainer.lr_scheduler = None
+    handler = fit.trainer.callback_handler  # the callbacks' view of the same objects
+    handler.model = handler.optimizer = handler.lr_scheduler = None
     if fit.cpt:
         fit.cpt.pop("model", None)
     torch._dynamo.reset()  # compiled graphs hold on to the modules they were traced from
