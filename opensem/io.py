@@ -14,17 +14,29 @@ from typing import Any, Iterable, Iterator
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_lines(path, [text])
 
 
 def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    """One JSON object a line, each written as `rows` yields it: a generator of rows is never
+    held whole in memory (the forge's rows with their excerpts run to gigabytes on big corpora)."""
+    atomic_write_lines(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def atomic_write_lines(path: Path, pieces: Iterable[str]) -> None:
+    """Write the pieces in turn to a temporary name and rename it to `path` once all are on disk;
+    an error while they are produced leaves `path` as it was and no temporary file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(pieces)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -71,6 +71,33 @@ def test_a_staged_folder_replaces_the_old_one_whole_or_not_at_all(tmp_path):
     assert snapshot(target) == {"a.txt": b"new a"}
 
 
+def test_jsonl_rows_are_written_as_they_come_and_a_failure_midway_keeps_the_old_file(tmp_path):
+    """atomic_write_jsonl streams a generator of rows to the temporary file (nothing holds the
+    whole file's text in memory) and renames it only when the generator is done; a generator
+    that fails midway leaves the previous file and no temporary one."""
+    from opensem.io import atomic_write_jsonl
+
+    target, tmp = tmp_path / "rows.jsonl", tmp_path / ".rows.jsonl.tmp"
+    target.write_text("old\n")
+    on_disk_before_each_row = []
+
+    def rows(fail_at: int | None = None):
+        for i in range(5):
+            on_disk_before_each_row.append(tmp.stat().st_size if tmp.exists() else 0)
+            if i == fail_at:
+                raise RuntimeError("the teacher went away")
+            yield {"i": i, "text": "x" * 100_000}
+
+    with pytest.raises(RuntimeError, match="went away"):
+        atomic_write_jsonl(target, rows(fail_at=3))
+    assert target.read_text() == "old\n" and not tmp.exists()
+    assert on_disk_before_each_row[3] >= 2 * 100_000  # rows 0-2 had reached the file before row 3 was made
+
+    on_disk_before_each_row.clear()
+    atomic_write_jsonl(target, rows())
+    assert [json.loads(line)["i"] for line in target.read_text().splitlines()] == [0, 1, 2, 3, 4] and not tmp.exists()
+
+
 def test_a_teacher_that_cannot_be_reached_keeps_the_previous_forge_output(small, monkeypatch):
     assert forge(small, load_config(small.root, "small"))["pairs_kept"] > 0  # a good extractive forge
     before = snapshot(small.processed_dir)
