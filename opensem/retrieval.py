@@ -50,7 +50,7 @@ LEAD = "Best-matching sentence: "
 # over the rankings, and no maintained library does only this without a search engine around it.
 RRF_K = 60
 METHODS = ("tfidf", "hybrid")
-BATCHES_KEPT = 256  # remembered embeddings of recent questions and sentence lists (see Retriever._encoded)
+VECTORS_KEPT = 50_000  # remembered embeddings of questions and sentences, ~77 MB (see Retriever._encoded)
 # how a sentence ends (a closing quote or bracket may follow the stop); a heading line does not
 SENTENCE_END = tuple(".!?:;\"')\u201d\u2019")
 
@@ -81,7 +81,7 @@ class Retriever:
 
             self._embedder = Embedder()
             self._embedded = self._embedder.encode(passages)
-            self._vectors: OrderedDict[tuple, object] = OrderedDict()  # see _encoded
+            self._vectors: OrderedDict[str, object] = OrderedDict()  # see _encoded
 
     def _ranking(self, scores) -> list[int]:
         """Indices, best first (ties: the earlier one)."""
@@ -151,19 +151,21 @@ class Retriever:
         return [sentences[j] for j in ranking[:n]]
 
     def _encoded(self, texts: list[str]):
-        """MiniLM rows for `texts`, encoded together as before and remembered by the exact list
-        (the newest BATCHES_KEPT lists): the forge ranks the same excerpts' sentences twice per
-        pair (the lead sentence, then the hardest rejected quote) and encodes the same question
-        for each ranking. Remembered by list, not by text, so no row depends on what it was once
-        batched with: the rankings are the ones an uncached call gives."""
-        key = tuple(texts)
-        if key in self._vectors:
-            self._vectors.move_to_end(key)
-        else:
-            self._vectors[key] = self._embedder.encode(list(texts))
-            if len(self._vectors) > BATCHES_KEPT:
-                self._vectors.popitem(last=False)
-        return self._vectors[key]
+        """MiniLM rows for `texts`. Each distinct text is encoded once, the ones not seen before
+        together in one batch, and remembered (the newest VECTORS_KEPT): the forge ranks the
+        sentences of the same passages for many questions, and the same question several times.
+        A dict of vectors by text, since no embedding library keeps one for its callers."""
+        import torch
+
+        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if missing:
+            self._vectors.update(zip(missing, self._embedder.encode(missing).clone()))
+        for text in texts:
+            self._vectors.move_to_end(text)
+        rows = torch.stack([self._vectors[t] for t in texts])
+        while len(self._vectors) > VECTORS_KEPT:
+            self._vectors.popitem(last=False)
+        return rows
 
     def shown_text(self, question: str, excerpts: list[str]) -> str:
         """The excerpts as the model reads them: one after another, and with `lead` the top-ranked

@@ -52,6 +52,22 @@ def test_hybrid_ranking_finds_a_passage_that_shares_no_word_with_the_question():
     assert Retriever(PASSAGES, top_k=1, method="hybrid").search("How many legs does a Quimble have?") == [PASSAGES[1]]
 
 
+def test_hybrid_ranking_encodes_each_question_and_sentence_once_and_ranks_as_a_fresh_retriever():
+    """The forge ranks the sentences of the same passages for many questions: each distinct text
+    goes through MiniLM once, and the rankings are those of a retriever that remembers nothing."""
+    remembering, fresh = Retriever(MEANING + PASSAGES, top_k=2, method="hybrid"), Retriever(MEANING + PASSAGES, top_k=2, method="hybrid")
+    encoded: list[str] = []
+    real = remembering._embedder.encode
+    remembering._embedder.encode = lambda texts: encoded.extend(texts) or real(texts)
+    asked = ["What fuel does a car use?", "What colour is a Zorblat?", "Where do Frobnits live?", "What fuel does a car use?"]
+    for question in asked:
+        assert remembering.top_sentences(question, 3, MEANING + PASSAGES) == fresh.top_sentences(question, 3, MEANING + PASSAGES)
+        assert remembering.search(question) == fresh.search(question)
+        fresh._vectors.clear()
+    assert sorted(encoded) == sorted(set(encoded))  # no text encoded twice
+    assert set(asked) <= set(encoded) and "A Zorblat is teal." in encoded
+
+
 def test_an_unknown_ranking_method_is_one_clear_error():
     from opensem.errors import OpenSEMError
 
