@@ -267,12 +267,50 @@ def test_example_bounds_split_a_padding_free_row_where_positions_restart():
     assert example_bounds(torch.tensor([5, 6, 7])) is None  # a continuation (cache): stock sdpa
 
 
+def test_a_batch_padded_on_the_right_drops_its_mask_and_one_padded_on_the_left_keeps_it(bundled_model_dir, monkeypatch):
+    """The preference stage's batches are padded on the right: causal attention alone gives the
+    real tokens the logits stock sdpa gives them with the padded mask. A batch padded on the left
+    (as generation pads) keeps its mask, and its logits are stock sdpa's to the bit."""
+    import torch
+
+    from opensem.models import load_model_and_tokenizer
+    from opensem.train import packed_attention
+
+    model, tok = load_model_and_tokenizer(bundled_model_dir)
+    model.eval().set_attn_implementation("sdpa")
+    texts = ["A Zorblat is teal and nests in barns.", "Quimbles walk sideways.", "Frobnits live in Oslo, where winters are long and dark."]
+    tokenized = [tok(t)["input_ids"] for t in texts]
+    longest = max(len(ids) for ids in tokenized)
+    decided = []
+    real_check = packed_attention.right_padded_only
+    monkeypatch.setattr(packed_attention, "right_padded_only", lambda *a: decided.append(real_check(*a)) or decided[-1])
+    for side in ("right", "left"):
+        pads = [[tok.pad_token_id or 0] * (longest - len(ids)) for ids in tokenized]
+        ids = torch.tensor([ids + pad if side == "right" else pad + ids for ids, pad in zip(tokenized, pads)])
+        mask = torch.tensor([[1] * len(i) + [0] * len(p) if side == "right" else [0] * len(p) + [1] * len(i) for i, p in zip(tokenized, pads)])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        model.set_attn_implementation("sdpa")
+        with torch.no_grad():
+            stock = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+            packed_attention.use_per_example_attention(model)
+            decided.clear()
+            ours = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        real = mask.bool()
+        if side == "right":
+            assert decided and all(decided)  # every layer took the causal kernel without the mask
+            assert (ours[real] - stock[real]).abs().max() < 1e-4
+        else:
+            assert decided and not any(decided)
+            assert torch.equal(ours[real], stock[real])
+    model.set_attn_implementation("sdpa")
+
+
 def test_the_fast_path_gives_the_plain_paths_loss_and_gradients(tiny, bundled_model_dir):
     """opensem's CPU speed-ups together (per-example attention on padding-free rows, the LM head
     only where labelled, compiled MLPs) against the plain path (stock sdpa over the row with its
     block mask, the model's own loss, eager) on the same padding-free batch: the same loss and
-    the same LoRA gradients. A padded batch (attention mask, no restarts) takes stock sdpa and
-    matches it too."""
+    the same LoRA gradients. A batch padded on the right (attention mask, no restarts) attends
+    causally without its mask and matches stock sdpa too."""
     import torch
 
     from opensem.hardware import detect, plan

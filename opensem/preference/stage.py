@@ -102,7 +102,14 @@ def _load(sem: Sem, cfg: Config, sft: Path, plan):
     tokenizer = AutoTokenizer.from_pretrained(str(sft))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = PeftModel.from_pretrained(load_model(base_dir, plan), str(sft), is_trainable=True)
+    base = load_model(base_dir, plan)
+    if plan.device == "cpu":
+        # rows padded on the right: sdpa's causal kernel without the padded mask, the same logits
+        # at every real token; measured in docs/measurements/reading.md (candidate P3)
+        from opensem.train.packed_attention import use_per_example_attention
+
+        use_per_example_attention(base)
+    model = PeftModel.from_pretrained(base, str(sft), is_trainable=True)
     return model, tokenizer
 
 

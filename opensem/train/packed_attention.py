@@ -7,9 +7,17 @@ over the whole row: for 8 open-book examples of ~290 tokens it computes attentio
 Profiled on 2 CPU cores that was half of a training step (docs/measurements/train-speed.md).
 
 `sdpa_per_example` runs the same sdpa kernel once per example, causal, with no mask: the same
-numbers (a test checks it against stock sdpa), a fraction of the work. Anything that is not a
-padding-free training row (padded batches, generation with a cache, one example) goes to stock
-sdpa unchanged. It is registered with transformers' own AttentionInterface, the documented way
+numbers (a test checks it against stock sdpa), a fraction of the work.
+
+A batch padded on the right (the preference stage's rows: prompt and answer, then padding) gets
+the same treatment: a query at a real token attends only to keys at or before it, all real, so
+the causal rule alone is its mask. Given the padded mask, sdpa on a CPU leaves its causal kernel
+for the math path, which also keeps [batch, heads, length, length] weights for the backward;
+without it, the causal kernel. Queries at padding then see more keys than before, and nothing
+reads their outputs (their labels and log-probabilities are masked).
+
+Anything else (a batch padded on the left, as generation pads it; generation with a cache; a
+model whose mask holds a sliding window) goes to stock sdpa unchanged. It is registered with transformers' own AttentionInterface, the documented way
 to add an attention implementation; no library provides a CPU varlen kernel (flash-attn's is
 CUDA only), which is why this exists.
 """
@@ -30,6 +38,21 @@ def example_bounds(position_ids) -> list[int] | None:
     return [0, *restarts.tolist(), int(position_ids.shape[0])]
 
 
+def right_padded_only(module, query, key, attention_mask) -> bool:
+    """A whole batch (no cache: as many queries as keys) whose mask is causal with padding on the
+    right only: every row's first token is a real one (a row padded on the left masks it) and the
+    model's layers have no sliding window (whose limit the mask would carry)."""
+    import torch
+
+    if attention_mask is None or attention_mask.dim() != 4 or query.shape[2] != key.shape[2] or query.shape[2] < 2:
+        return False
+    if getattr(module, "sliding_window", None) is not None:
+        return False
+    first_key_seen = attention_mask[:, :, -1, 0]  # by each row's last query
+    visible = first_key_seen if attention_mask.dtype == torch.bool else first_key_seen == 0
+    return bool(visible.all())
+
+
 def sdpa_per_example(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None, **kwargs):
     """transformers' attention-function signature: query [batch, heads, length, head_dim],
     key/value [batch, kv_heads, length, head_dim]; returns ([batch, length, heads, head_dim], None)."""
@@ -37,6 +60,8 @@ def sdpa_per_example(module, query, key, value, attention_mask, dropout: float =
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     position_ids = kwargs.pop("position_ids", None)
+    if right_padded_only(module, query, key, attention_mask):
+        return sdpa_attention_forward(module, query, key, value, None, dropout=dropout, scaling=scaling, is_causal=True, **kwargs)
     bounds = None
     if position_ids is not None and query.shape[0] == 1 and query.shape[2] == key.shape[2] == position_ids.shape[-1]:
         bounds = example_bounds(position_ids.reshape(-1))
