@@ -17,9 +17,9 @@ without it, the causal kernel. Queries at padding then see more keys than before
 reads their outputs (their labels and log-probabilities are masked).
 
 Anything else (a batch padded on the left, as generation pads it; generation with a cache; a
-model whose mask holds a sliding window) goes to stock sdpa unchanged. It is registered with transformers' own AttentionInterface, the documented way
-to add an attention implementation; no library provides a CPU varlen kernel (flash-attn's is
-CUDA only), which is why this exists.
+model whose mask holds a sliding window) goes to stock sdpa unchanged. It is registered with
+transformers' own AttentionInterface, the documented way to add an attention implementation; no
+library provides a CPU varlen kernel (flash-attn's is CUDA only), which is why this exists.
 """
 
 from __future__ import annotations
